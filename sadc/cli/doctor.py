@@ -1,0 +1,65 @@
+"""`sadc doctor`: what this machine can run, and why not."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+
+from rich.table import Table
+
+from sadc.cli.common import console
+
+
+def _version(module: str) -> tuple[str | None, str]:
+    try:
+        mod = importlib.import_module(module)
+    except Exception as err:  # ImportError, or a broken install raising anything
+        return None, f"{type(err).__name__}: {str(err).splitlines()[0][:80]}" if str(err) else type(err).__name__
+    return getattr(mod, "__version__", "?"), ""
+
+
+def doctor() -> None:
+    """Print versions, devices, ONNX Runtime providers, TensorRT, and what is unavailable and why."""
+    import torch
+
+    import sadc
+
+    table = Table(title=f"sadc {sadc.__version__} doctor", show_lines=False)
+    table.add_column("component")
+    table.add_column("status")
+    table.add_column("detail")
+    ok, no = "[green]ok[/]", "[red]missing[/]"
+    table.add_row("python", ok, f"{platform.python_version()} on {platform.machine()} {platform.system()}")
+    cpu = platform.processor() or platform.machine()
+    table.add_row("cpu", ok, f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {cpu}")
+    for name in ("torch", "torchvision", "onnx", "onnxruntime", "onnxslim", "faster_coco_eval", "pycocotools", "matplotlib"):
+        version, why = _version(name)
+        table.add_row(name, ok if version else no, version or why)
+    unavailable: list[str] = []
+    if torch.cuda.is_available():
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        table.add_row("cuda", ok, f"CUDA {torch.version.cuda}: {names}")
+    else:
+        table.add_row("cuda", "[yellow]none[/]", f"torch built with CUDA {torch.version.cuda or '-'}, no device visible")
+        unavailable.append("GPU training/inference (no CUDA device)")
+    version, why = _version("onnxruntime")
+    if version:
+        import onnxruntime as ort
+
+        table.add_row("ort providers", ok, ", ".join(ort.get_available_providers()))
+    else:
+        unavailable.append("ONNX export check, INT8 and ORT bench (pip install 'sadc[cpu]')")
+    version, why = _version("tensorrt")
+    if version:
+        table.add_row("tensorrt", ok, version)
+    else:
+        table.add_row("tensorrt", no, why)
+        unavailable.append("TensorRT engines (on a CUDA machine: pip install 'sadc[gpu]')")
+    console.print(table)
+    if unavailable:
+        console.print("[bold]unavailable here:[/]")
+        for line in unavailable:
+            console.print(f"  - {line}")
+    else:
+        console.print("[green]everything is available[/]")

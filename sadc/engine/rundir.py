@@ -1,0 +1,55 @@
+"""Run directories: never overwritten silently; resumed on request."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from sadc.errors import SadcError
+
+
+def next_free_dir(base: Path) -> Path:
+    """``base`` if it is free (absent or empty), else ``base2``, ``base3``... (as Ultralytics names runs)."""
+    if not base.exists() or (base.is_dir() and not any(base.iterdir())):
+        return base
+    stem = re.sub(r"\d+$", "", base.name) or base.name
+    n = 2
+    while True:
+        cand = base.with_name(f"{stem}{n}")
+        if not cand.exists():
+            return cand
+        n += 1
+
+
+def prepare_run_dir(base: Path, resume: bool) -> tuple[Path, Path | None]:
+    """The run directory to use and the checkpoint to resume from (or None).
+
+    resume=True continues ``base`` from its last.pt when there is one (and starts fresh
+    in ``base`` when there is none); resume=False never touches an existing run.
+    """
+    if resume:
+        last = base / "last.pt"
+        return base, (last if last.is_file() else None)
+    run_dir = next_free_dir(base)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SadcError(f"{run_dir}: cannot create run directory ({err.strerror}); set `output:` to a writable folder") from None
+    return run_dir, None
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per line; on resume, lines past the resumed step are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None = None, enabled: bool = True):
+        self.path = path
+        self.enabled = enabled
+        if enabled and resume_step is not None and path.is_file():
+            kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            path.write_text("".join(ln + "\n" for ln in kept))
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")

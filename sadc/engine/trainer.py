@@ -1,0 +1,310 @@
+"""The training loop shared by `sadc train` and `sadc distill`.
+
+Read it top to bottom: ``Trainer.fit`` pulls a batch, asks the objective for named loss
+terms, sums them with the recipe's weights, steps, logs, evaluates and checkpoints.
+Everything specific to supervised training or distillation lives in the objective.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import Tensor, nn
+
+from sadc.engine.checkpoint import load_checkpoint, save_checkpoint
+from sadc.engine.rundir import MetricsLog
+from sadc.errors import SadcError
+from sadc.recipe import TrainSection
+
+
+class Objective(Protocol):
+    """``objective(batch) -> {name: scalar loss}``; the trainer weights and sums them."""
+
+    def __call__(self, batch: Any) -> dict[str, Tensor]: ...
+
+
+class Interrupted(SadcError):
+    """SIGINT/SIGTERM arrived; last.pt was saved. Exit code 130."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SadcError(f"train.device={name}: CUDA is not available here; use train.device=cpu")
+    return torch.device(name)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainSection) -> torch.optim.Optimizer:
+    # No weight decay on norms and biases (1-d parameters), as detection codebases do.
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def lr_factor(step: int, cfg: TrainSection) -> float:
+    """Multiplier of the peak lr at ``step``: linear warm-up, then cosine / step / constant."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    if cfg.schedule == "step":
+        return 0.1 ** sum(step >= m * cfg.steps for m in cfg.step_milestones)
+    return 1.0
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
+@contextlib.contextmanager
+def graceful_interrupt():
+    """Turn the first SIGINT/SIGTERM into a flag the loop checks between steps.
+
+    A second signal interrupts at once. Outside the main thread (e.g. some test
+    runners) signals cannot be caught and the flag simply never sets.
+    """
+    state: dict[str, int | None] = {"signal": None}
+
+    def handler(signum, frame):
+        if state["signal"] is not None:
+            raise KeyboardInterrupt
+        state["signal"] = signum
+
+    try:
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:
+        old = {}
+    try:
+        yield state
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_tuplify(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuplify(x):
+    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+@dataclass
+class Trainer:
+    """Runs ``cfg.steps`` optimiser steps of ``objective`` on ``model``.
+
+    batches(start_step) must return an iterator positioned at ``start_step`` (samplers
+    are deterministic in the seed and the step, so resuming is exact). ``evaluate``
+    returns metrics with a ``mAP`` key, or is None (no val set). ``checkpoint_extra``
+    is stored in every checkpoint (spec, recipe, teacher reference, ...).
+    """
+
+    model: nn.Module
+    objective: Objective
+    batches: Callable[[int], Iterator]
+    cfg: TrainSection
+    run_dir: Path
+    checkpoint_extra: dict
+    batch_size: int
+    evaluate: Callable[[], dict[str, float]] | None = None
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    is_main: bool = True
+    console: Console = field(default_factory=Console)
+    wrapped: nn.Module | None = None  # the DDP wrapper, when distributed
+
+    def __post_init__(self) -> None:
+        self.optimizer = build_optimizer(self.model, self.cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.cfg))
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.step = 0
+        self.best = -1.0
+        self.metrics: dict[str, float] = {}
+        self.skipped_steps = 0
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        amp = self.cfg.amp
+        if amp == "auto":
+            return torch.float16 if self.device.type == "cuda" else None
+        return {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def _payload(self, with_train_state: bool) -> dict:
+        payload = {
+            **self.checkpoint_extra,
+            "model": self.model.state_dict(),
+            "metrics": self.metrics,
+            "step": self.step,
+            "finished": self.step >= self.cfg.steps,
+        }
+        if with_train_state:
+            payload["train"] = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": _rng_state(),
+                "best": self.best,
+                "skipped_steps": self.skipped_steps,
+            }
+        return payload
+
+    def save(self, best: bool = False) -> None:
+        if not self.is_main:
+            return
+        save_checkpoint(self.run_dir / "last.pt", self._payload(with_train_state=True))
+        if best:
+            save_checkpoint(self.run_dir / "best.pt", self._payload(with_train_state=False))
+
+    def resume(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, map_location=self.device)
+        if "train" not in ckpt:
+            raise SadcError(f"{path}: has no training state (a best.pt?); resume needs the run's last.pt")
+        self.model.load_state_dict(ckpt["model"])
+        state = ckpt["train"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        self.best = state["best"]
+        self.skipped_steps = state.get("skipped_steps", 0)
+        self.step = int(ckpt["step"])
+        self.metrics = ckpt.get("metrics", {})
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def train_step(self, batch) -> dict[str, float] | None:
+        """One optimiser step. Returns the logged scalars, or None if the loss was not finite."""
+        net = self.wrapped or self.model
+        net.train()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            losses = self.objective(batch)
+        total = sum(self.loss_weights.get(k, 1.0) * v for k, v in losses.items())
+        # One host sync per step (free on CPU): a non-finite loss must not reach the weights.
+        if not torch.isfinite(total).item():
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()  # the step still counts, so schedule and data stay aligned
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip is not None else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        logged = {k: float(v.detach()) for k, v in losses.items()}
+        logged["loss"] = float(total.detach())
+        logged["grad_norm"] = float(grad_norm)
+        return logged
+
+    def _evaluate(self) -> bool:
+        """Evaluate (if there is a val set); returns True when this is the best so far."""
+        if self.evaluate is None:
+            return True
+        self.model.eval()
+        self.metrics = self.evaluate()
+        self.model.train()
+        better = self.metrics.get("mAP", 0.0) > self.best
+        self.best = max(self.best, self.metrics.get("mAP", 0.0))
+        return better
+
+    def fit(self, log: MetricsLog) -> dict[str, float]:
+        cfg = self.cfg
+        if self.step >= cfg.steps:
+            return self.metrics
+        batches = self.batches(self.step)
+        bad_in_a_row = 0
+        window: dict[str, float] = {}
+        t_window, n_window = time.perf_counter(), 0
+        progress = Progress(
+            TextColumn("[bold]step"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=not self.is_main,
+            transient=False,
+        )
+        with graceful_interrupt() as interrupt, progress:
+            task = progress.add_task("train", total=cfg.steps, completed=self.step, info="")
+            while self.step < cfg.steps:
+                batch = to_device(next(batches), self.device)
+                logged = self.train_step(batch)
+                self.step += 1
+                if logged is None:
+                    bad_in_a_row += 1
+                    self.skipped_steps += 1
+                    if bad_in_a_row >= cfg.max_bad_steps:
+                        raise SadcError(
+                            f"{bad_in_a_row} consecutive steps with a non-finite loss up to step {self.step}; stopped. "
+                            f"{self.run_dir / 'last.pt'} holds the last good state: lower train.lr or set train.grad_clip"
+                        )
+                    progress.update(task, completed=self.step)
+                    continue
+                bad_in_a_row = 0
+                n_window += self.batch_size
+                for k, v in logged.items():
+                    window[k] = window.get(k, 0.0) + v
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    count = cfg.log_every if self.step % cfg.log_every == 0 else self.step % cfg.log_every
+                    elapsed = time.perf_counter() - t_window
+                    record = {k: v / count for k, v in window.items()}
+                    record.update(step=self.step, lr=self.optimizer.param_groups[0]["lr"], img_s=n_window / elapsed)
+                    log.write(record)
+                    info = " ".join(f"{k} {v:.3f}" for k, v in record.items() if k not in ("step", "lr", "img_s", "grad_norm"))
+                    progress.update(task, info=f"{info} lr {record['lr']:.1e} {record['img_s']:.1f} img/s")
+                    window, t_window, n_window = {}, time.perf_counter(), 0
+                progress.update(task, completed=self.step)
+                at_eval = cfg.eval_every and self.step % cfg.eval_every == 0
+                if at_eval or self.step == cfg.steps:
+                    best = self._evaluate()
+                    if self.metrics:
+                        log.write({"step": self.step, "eval": self.metrics})
+                        progress.console.print(
+                            f"step {self.step}: " + " ".join(f"{k} {self.metrics[k]:.4f}" for k in ("mAP", "AP50", "AP75"))
+                        )
+                    self.save(best=best)
+                elif self.step % cfg.save_every == 0:
+                    self.save()
+                if interrupt["signal"] is not None:
+                    self.save()
+                    raise Interrupted(
+                        f"interrupted at step {self.step}/{cfg.steps}; {self.run_dir / 'last.pt'} saved, "
+                        "continue with --resume"
+                    )
+        return self.metrics

@@ -1,0 +1,205 @@
+"""Detector: a torchvision RetinaNet/FCOS behind sadc's dense-output contract.
+
+The torchvision model supplies backbone, head, anchor generator, box coder and the
+training losses; sadc bypasses its ``GeneralizedRCNNTransform`` (resize + normalise),
+because sadc letterboxes to a fixed input size outside the network and feeds the
+*same* uint8 tensor to teacher and student, each normalising with its own mean/std.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.fcos import FCOS, FCOSHead
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
+from torchvision.ops import batched_nms
+
+from sadc.models.backbones import build_backbone
+from sadc.models.spec import DetectorSpec
+
+
+@dataclass
+class DenseOutput:
+    """Raw head outputs of one batch over one anchor grid.
+
+    cls_logits: [N, A, C] classification logits (sigmoid, no background column)
+    bbox_regression: [N, A, 4] box deltas (RetinaNet: BoxCoder dx,dy,dw,dh; FCOS: l,t,r,b)
+    anchors: [A, 4] xyxy anchors in input pixels, shared by every image of the batch
+    num_anchors_per_level: anchors of P3..P7, summing to A
+    bbox_ctrness: [N, A, 1] FCOS centerness logits, else None
+    """
+
+    cls_logits: Tensor
+    bbox_regression: Tensor
+    anchors: Tensor
+    num_anchors_per_level: list[int]
+    bbox_ctrness: Tensor | None = None
+
+    def head_outputs(self) -> dict[str, Tensor]:
+        out = {"cls_logits": self.cls_logits, "bbox_regression": self.bbox_regression}
+        if self.bbox_ctrness is not None:
+            out["bbox_ctrness"] = self.bbox_ctrness
+        return out
+
+
+_LOSS_NAMES = {"classification": "cls", "bbox_regression": "box", "bbox_ctrness": "ctr"}
+
+
+class Detector(nn.Module):
+    """A single-stage detector with a fixed input size.
+
+    ``forward(images uint8 [N, 3, H, W])`` returns detections (eval). Training code uses
+    ``preprocess`` -> ``dense`` -> ``loss``; export uses ``preprocess`` -> ``dense`` ->
+    ``decode``.
+    """
+
+    def __init__(self, spec: DetectorSpec, net: RetinaNet | FCOS):
+        super().__init__()
+        self.spec = spec
+        self.net = net
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self._anchor_cache: dict[tuple, tuple[Tensor, list[int]]] = {}
+
+    # -- the dense path ----------------------------------------------------------------
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        """uint8 (or float 0..255) [N, 3, H, W] -> normalised float [N, 3, H, W]."""
+        return (images.float() - self.mean) / self.std
+
+    def dense(self, x: Tensor) -> DenseOutput:
+        """Normalised images [N, 3, H, W] -> :class:`DenseOutput`."""
+        features = list(self.net.backbone(x).values())
+        head = self.net.head(features)
+        anchors, per_level = self._anchors(x, features)
+        return DenseOutput(
+            cls_logits=head["cls_logits"],
+            bbox_regression=head["bbox_regression"],
+            anchors=anchors,
+            num_anchors_per_level=per_level,
+            bbox_ctrness=head.get("bbox_ctrness"),
+        )
+
+    def _anchors(self, x: Tensor, features: list[Tensor]) -> tuple[Tensor, list[int]]:
+        # Anchors depend only on the input and feature shapes: compute once per shape.
+        key = (tuple(x.shape[-2:]), tuple(tuple(f.shape[-2:]) for f in features), x.device, x.dtype)
+        if key not in self._anchor_cache:
+            h, w = x.shape[-2:]
+            image_list = ImageList(x[:1], [(int(h), int(w))])
+            anchors = self.net.anchor_generator(image_list, features)[0]
+            per_level = [f.shape[-2] * f.shape[-1] * self.spec.anchors_per_location for f in features]
+            self._anchor_cache[key] = (anchors, per_level)
+        return self._anchor_cache[key]
+
+    def loss(self, out: DenseOutput, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Focal + box (+ centerness for FCOS) losses against ``targets``.
+
+        targets: per image ``boxes`` [n, 4] xyxy input pixels and ``labels`` [n] int64 in
+        0..C-1. Returns named unweighted loss terms: cls, box (, ctr).
+        """
+        targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+        anchors = [out.anchors] * out.cls_logits.shape[0]
+        if isinstance(self.net, FCOS):
+            raw = self.net.compute_loss(targets, out.head_outputs(), anchors, out.num_anchors_per_level)
+        else:
+            raw = self.net.compute_loss(targets, out.head_outputs(), anchors)
+        return {_LOSS_NAMES.get(k, k): v for k, v in raw.items()}
+
+    def decode(self, out: DenseOutput) -> tuple[Tensor, Tensor]:
+        """Scores [N, A, C] in 0..1 and boxes [N, A, 4] xyxy in input pixels (unclipped)."""
+        n, a, _ = out.bbox_regression.shape
+        anchors = out.anchors.unsqueeze(0).expand(n, a, 4).reshape(-1, 4)
+        coder = self.net.box_coder
+        decode = coder.decode if isinstance(self.net, FCOS) else coder.decode_single  # Linear vs BoxCoder
+        boxes = decode(out.bbox_regression.reshape(-1, 4), anchors).view(n, a, 4)
+        scores = torch.sigmoid(out.cls_logits)
+        if out.bbox_ctrness is not None:  # FCOS ranks by sqrt(cls * centerness)
+            scores = torch.sqrt(scores * torch.sigmoid(out.bbox_ctrness))
+        return scores, boxes
+
+    @torch.no_grad()
+    def detect(
+        self,
+        out: DenseOutput,
+        *,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        max_det: int = 100,
+        topk: int = 1000,
+    ) -> list[dict[str, Tensor]]:
+        """Per image ``{boxes [k,4] xyxy input px (clipped), scores [k], labels [k] int64}``."""
+        scores, boxes = self.decode(out)
+        h, w = self.spec.input_size
+        results = []
+        num_classes = scores.shape[-1]
+        for s, b in zip(scores, boxes, strict=True):
+            flat = s.flatten()  # [A*C], anchor-major
+            keep = flat > score_thresh
+            idx = torch.nonzero(keep).squeeze(1)
+            if idx.numel() > topk:
+                idx = idx[flat[idx].topk(topk).indices]
+            anchor_idx, labels = idx // num_classes, idx % num_classes
+            cand = b[anchor_idx].clone()
+            cand[:, 0::2] = cand[:, 0::2].clamp(0, w)
+            cand[:, 1::2] = cand[:, 1::2].clamp(0, h)
+            sc = flat[idx]
+            kept = batched_nms(cand, sc, labels, nms_thresh)[:max_det]
+            results.append({"boxes": cand[kept], "scores": sc[kept], "labels": labels[kept]})
+        return results
+
+    def forward(self, images: Tensor, **detect_kwargs) -> list[dict[str, Tensor]]:
+        return self.detect(self.dense(self.preprocess(images)), **detect_kwargs)
+
+
+# ------------------------------------------------------------------------------ builders
+
+
+def _anchor_generator(spec: DetectorSpec) -> AnchorGenerator:
+    sizes = tuple(tuple(level) for level in spec.anchor_sizes)
+    ratios = (tuple(spec.anchor_ratios),) * len(sizes)
+    if spec.arch == "fcos":
+        ratios = ((1.0,),) * len(sizes)
+    return AnchorGenerator(sizes, ratios)
+
+
+def _head_norm(spec: DetectorSpec):
+    c = spec.fpn_channels
+    if spec.head_norm == "group":
+        return partial(nn.GroupNorm, next(g for g in (32, 16, 8, 4, 2, 1) if c % g == 0))
+    if spec.head_norm == "batch":
+        return nn.BatchNorm2d
+    return None
+
+
+def build_detector(spec: DetectorSpec) -> Detector:
+    """A randomly initialised detector (backbone ImageNet weights if the spec asks)."""
+    if spec.builder:
+        from sadc.models.torchvision_zoo import build_torchvision_net
+
+        return Detector(spec, build_torchvision_net(spec, weights=None))
+    backbone = build_backbone(spec.backbone, spec.fpn_channels, spec.pretrained_backbone)
+    anchors = _anchor_generator(spec)
+    common = dict(
+        # Resize/normalise are never used (sadc calls backbone and head directly), but
+        # torchvision needs the arguments; min/max sizes equal the input size for clarity.
+        min_size=min(spec.input_size),
+        max_size=max(spec.input_size),
+        image_mean=list(spec.mean),
+        image_std=list(spec.std),
+        anchor_generator=anchors,
+    )
+    if spec.arch == "fcos":
+        # torchvision's FCOS head is GroupNorm(16) by construction; head_norm does not apply.
+        head = FCOSHead(spec.fpn_channels, 1, spec.num_classes)
+        net = FCOS(backbone, spec.num_classes, head=head, **common)
+    else:
+        head = RetinaNetHead(
+            spec.fpn_channels, anchors.num_anchors_per_location()[0], spec.num_classes, norm_layer=_head_norm(spec)
+        )
+        net = RetinaNet(backbone, spec.num_classes, head=head, **common)
+    return Detector(spec, net)

@@ -1,0 +1,86 @@
+"""load_detector: one entry point for every way a user names a detector.
+
+- ``None`` source: build from the spec fields (random init, ImageNet backbone if asked)
+- a sadc checkpoint (``.pt`` with a sadc header): spec and weights from the file
+- ``torchvision:NAME``: torchvision's COCO detector, with its weights enum
+- any other file: a state dict for the architecture the spec fields (or ``builder``) name
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from pydantic import ValidationError
+
+from sadc.engine.checkpoint import CheckpointError, load_checkpoint
+from sadc.errors import SadcError
+from sadc.models.detector import Detector, build_detector
+from sadc.models.spec import DetectorSpec
+from sadc.models.torchvision_zoo import PREFIX, build_torchvision_net, torchvision_spec
+
+log = logging.getLogger(__name__)
+
+
+def spec_from_fields(fields) -> DetectorSpec:
+    """A DetectorSpec from a recipe's ModelSource (drops source/weights)."""
+    return DetectorSpec(**fields.model_dump(exclude={"source", "weights"}))
+
+
+def detector_from_checkpoint(ckpt: dict, where: str = "checkpoint") -> Detector:
+    try:
+        spec = DetectorSpec(**ckpt["spec"])
+    except ValidationError as err:
+        raise CheckpointError(f"{where}: its spec is not valid for this sadc ({err.errors()[0]['msg']})") from None
+    model = build_detector(spec.model_copy(update={"pretrained_backbone": False}))
+    _load_state(model, ckpt["model"], where)
+    return model
+
+
+def _load_state(model: Detector, state: dict, where: str) -> None:
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        missing = ", ".join(result.missing_keys[:3])
+        unexpected = ", ".join(result.unexpected_keys[:3])
+        raise SadcError(
+            f"{where}: weights do not fit the architecture ({len(result.missing_keys)} missing e.g. [{missing}], "
+            f"{len(result.unexpected_keys)} unexpected e.g. [{unexpected}]); check arch/backbone/fpn_channels/"
+            "class_names/anchors in the recipe"
+        )
+
+
+def load_detector(fields, *, source: str | None = None, weights: str | None = "DEFAULT") -> Detector:
+    """Build or load the detector described by a recipe ModelSource (or a DetectorSpec).
+
+    ``source``/``weights`` default to the fields' own. The returned model is in eval mode.
+    """
+    source = source if source is not None else getattr(fields, "source", None)
+    weights = getattr(fields, "weights", weights)
+    if source is None:
+        model = build_detector(spec_from_fields(fields) if hasattr(fields, "source") else fields)
+    elif source.startswith(PREFIX):
+        spec = torchvision_spec(source, tuple(fields.input_size))
+        model = Detector(spec, build_torchvision_net(spec, weights))
+        log.info("teacher %s with weights %s", source, weights)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise SadcError(f"{path}: model source not found (a sadc checkpoint, a state-dict file or torchvision:NAME)")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "format" in state:
+            model = detector_from_checkpoint(load_checkpoint(path), str(path))
+        else:
+            if isinstance(state, dict) and isinstance(state.get("model"), dict):
+                state = state["model"]  # common {"model": state_dict} wrapping
+            if not isinstance(state, dict):
+                raise SadcError(f"{path}: neither a sadc checkpoint nor a state dict")
+            spec = spec_from_fields(fields) if hasattr(fields, "source") else fields
+            if spec.builder:
+                spec = torchvision_spec(spec.builder, tuple(spec.input_size)).model_copy(
+                    update={"class_names": spec.class_names}
+                )
+            model = build_detector(spec)
+            target = model if not spec.builder else model.net
+            _load_state(target, state, str(path))  # torchvision state dicts have no "net." prefix
+    return model.eval()
