@@ -72,7 +72,7 @@ class DataSection(_Section):
     unlabeled: Path | None = Field(None, description="Folder of unlabeled images (searched recursively).")
     batch_size: int = Field(16, gt=0, description="Images per step (per device under DDP).")
     workers: int = Field(2, ge=0, description="DataLoader worker processes.")
-    augment: AugmentSection = Field(default_factory=AugmentSection)
+    augment: AugmentSection = Field(default_factory=AugmentSection, description="Training augmentation.")
 
 
 class TrainSection(_Section):
@@ -144,12 +144,12 @@ class Recipe(_Section):
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; the run directory is output/name.")
     output: Path = Field(Path("runs"), description="Parent folder of run directories.")
     seed: int = Field(0, description="Seed for model init, sampling and augmentation.")
-    model: ModelSection = Field(default_factory=ModelSection)
-    data: DataSection = Field(default_factory=DataSection)
-    train: TrainSection = Field(default_factory=TrainSection)
-    distill: DistillSection = Field(default_factory=DistillSection)
-    export: ExportSection = Field(default_factory=ExportSection)
-    bench: BenchSection = Field(default_factory=BenchSection)
+    model: ModelSection = Field(default_factory=ModelSection, description="Teacher and student detectors.")
+    data: DataSection = Field(default_factory=DataSection, description="Labeled, val and unlabeled data; loaders.")
+    train: TrainSection = Field(default_factory=TrainSection, description="Optimisation, schedule, eval, checkpoints.")
+    distill: DistillSection = Field(default_factory=DistillSection, description="SAD: the ADL and pseudo-label settings.")
+    export: ExportSection = Field(default_factory=ExportSection, description="ONNX deploy graph settings.")
+    bench: BenchSection = Field(default_factory=BenchSection, description="Latency and accuracy settings.")
 
     @property
     def run_dir(self) -> Path:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    import torch
 
 app = typer.Typer(help="Make and inspect datasets.", no_args_is_help=True)
 
@@ -66,6 +69,7 @@ def preview_grid(dataset, n: int) -> torch.Tensor:
     ``dataset`` yields ``(image uint8 [3, h, w], target)`` with ``boxes`` xyxy in image px
     and ``labels`` indexing ``dataset.class_names`` (e.g. :class:`CocoDetection`).
     """
+    import torch
     from torchvision.utils import draw_bounding_boxes, make_grid
 
     palette = ["#ff3b30", "#34c759", "#007aff", "#ffcc00", "#af52de", "#00c7be", "#ff9500", "#ff2d55"]
@@ -82,4 +86,4 @@ def preview_grid(dataset, n: int) -> torch.Tensor:
                 width=2,
             )
         )
-    return make_grid(torch.stack(tiles), nrow=max(1, round(len(tiles) ** 0.5)), padding=4, pad_value=255)
+    return make_grid(torch.stack(tiles), nrow=math.ceil(len(tiles) ** 0.5), padding=4, pad_value=255)

@@ -194,7 +194,7 @@ def build_detector(spec: DetectorSpec) -> Detector:
         anchor_generator=anchors,
     )
     if spec.arch == "fcos":
-        # torchvision's FCOS head is GroupNorm(16) by construction; head_norm does not apply.
+        # torchvision's FCOS head is GroupNorm(32) by construction; head_norm does not apply.
         head = FCOSHead(spec.fpn_channels, 1, spec.num_classes)
         net = FCOS(backbone, spec.num_classes, head=head, **common)
     else:

@@ -39,14 +39,18 @@ def detector_from_checkpoint(ckpt: dict, where: str = "checkpoint") -> Detector:
 
 
 def _load_state(model: Detector, state: dict, where: str) -> None:
-    result = model.load_state_dict(state, strict=False)
+    hint = "check arch/backbone/fpn_channels/class_names/anchors in the recipe"
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches are raised even when not strict
+        first = next((ln.strip() for ln in str(err).splitlines() if "size mismatch" in ln), str(err).splitlines()[0])
+        raise SadcError(f"{where}: weights do not fit the architecture ({first[:160]}); {hint}") from None
     if result.missing_keys or result.unexpected_keys:
         missing = ", ".join(result.missing_keys[:3])
         unexpected = ", ".join(result.unexpected_keys[:3])
         raise SadcError(
             f"{where}: weights do not fit the architecture ({len(result.missing_keys)} missing e.g. [{missing}], "
-            f"{len(result.unexpected_keys)} unexpected e.g. [{unexpected}]); check arch/backbone/fpn_channels/"
-            "class_names/anchors in the recipe"
+            f"{len(result.unexpected_keys)} unexpected e.g. [{unexpected}]); {hint}"
         )
 
 

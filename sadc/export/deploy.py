@@ -1,0 +1,218 @@
+"""DeployModule: uint8 images in, TensorRT EfficientNMS-style detections out.
+
+One module is both the exported graph and its own eager reference:
+
+    images uint8 [B, 3, H, W]
+      -> cast, subtract mean, divide by std          (no Resize/Pad: TensorRT-friendly)
+      -> backbone + FPN + head                        (Detector.dense)
+      -> decode against constant anchors              (Detector.decode)
+      -> clip to the image, top-k over A*C            (TopK, GatherElements)
+      -> per-class NMS                                (torchvision eager, ONNX NonMaxSuppression exported)
+      -> re-rank the survivors, pad to K              (ScatterElements, TopK, Where)
+    num_dets int32 [B, 1], boxes float32 [B, K, 4], scores float32 [B, K], labels int32 [B, K]
+
+Rows past ``num_dets`` are zero. Boxes are x1, y1, x2, y2 in input pixels, clipped to
+[0, W] x [0, H]. The eager result equals :meth:`Detector.detect` with the same
+thresholds (up to the order of exactly tied scores).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import batched_nms
+
+from sadc.errors import SadcError
+from sadc.models.detector import Detector
+
+OUTPUT_NAMES = ("num_dets", "boxes", "scores", "labels")
+"""Outputs of the deploy graph, in order (TensorRT EfficientNMS layout)."""
+RAW_OUTPUT_NAMES = ("scores", "boxes")
+"""Outputs of the raw graph: sigmoid scores [B, A, C], decoded boxes [B, A, 4] (unclipped)."""
+INPUT_NAME = "images"
+
+
+class MultiClassNMS(torch.autograd.Function):
+    """Per-class greedy NMS over a batch, as ONNX ``NonMaxSuppression`` selects it.
+
+    forward(boxes [B, N, 4] xyxy, scores [B, N], labels [B, N] int64, max_output, iou_threshold,
+    score_threshold, class_offset) -> selected [S, 3] int64 rows (batch, 0, box index), batch
+    by batch, each batch in descending score order, at most ``max_output`` rows per batch.
+    Boxes with score <= ``score_threshold`` are dropped, and a box is suppressed by a
+    higher-scored box of the same label with IoU > ``iou_threshold``.
+
+    Eager: torchvision ``batched_nms`` per image. Export (TorchScript exporter): the
+    ``symbolic`` below emits one class-agnostic ``NonMaxSuppression`` over boxes shifted
+    by ``label * class_offset``, so boxes of different labels never overlap (the
+    coordinate trick batched_nms itself uses); ``class_offset`` must exceed every
+    coordinate, which holds for boxes clipped to the image. TensorRT >= 8.5 imports the
+    node natively (INMSLayer), so no plugin is needed.
+    """
+
+    @staticmethod
+    def forward(ctx, boxes, scores, labels, max_output, iou_threshold, score_threshold, class_offset):  # noqa: ARG004
+        rows = []
+        for b in range(boxes.shape[0]):
+            cand = torch.nonzero(scores[b] > score_threshold).squeeze(1)
+            keep = batched_nms(boxes[b, cand], scores[b, cand], labels[b, cand], iou_threshold)[:max_output]
+            idx = cand[keep]
+            rows.append(torch.stack([torch.full_like(idx, b), torch.zeros_like(idx), idx], dim=1))
+        return torch.cat(rows) if rows else boxes.new_zeros((0, 3), dtype=torch.int64)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, labels, max_output, iou_threshold, score_threshold, class_offset):
+        float_type = torch.onnx.TensorProtoDataType.FLOAT
+        offset = g.op("Mul", g.op("Cast", labels, to_i=float_type), g.op("Constant", value_t=torch.tensor(class_offset)))
+        offset = g.op("Unsqueeze", offset, g.op("Constant", value_t=torch.tensor([2])))  # [B, N, 1]
+        shifted = g.op("Add", boxes, offset)
+        class_scores = g.op("Unsqueeze", scores, g.op("Constant", value_t=torch.tensor([1])))  # [B, 1, N]
+        return g.op(
+            "NonMaxSuppression",
+            shifted,
+            class_scores,
+            g.op("Constant", value_t=torch.tensor([max_output], dtype=torch.int64)),
+            g.op("Constant", value_t=torch.tensor([iou_threshold], dtype=torch.float32)),
+            g.op("Constant", value_t=torch.tensor([score_threshold], dtype=torch.float32)),
+            center_point_box_i=0,
+        )
+
+
+class DeployModule(nn.Module):
+    """A detector wrapped for deployment (see the module docstring for the graph).
+
+    ``raw=True`` stops after decode: outputs ``scores`` [B, A, C] (after sigmoid; FCOS:
+    sqrt(cls * centerness)) and ``boxes`` [B, A, 4] exactly as :meth:`Detector.decode`
+    gives them (unclipped), for parity checks and custom post-processing.
+
+    The detector is copied (and put in eval mode), so the caller's module is untouched.
+    """
+
+    def __init__(
+        self,
+        detector: Detector,
+        *,
+        max_detections: int = 100,
+        topk_candidates: int = 1000,
+        iou_threshold: float = 0.5,
+        score_threshold: float = 0.05,
+        raw: bool = False,
+    ):
+        super().__init__()
+        validate_thresholds(
+            max_detections=max_detections,
+            topk_candidates=topk_candidates,
+            iou_threshold=iou_threshold,
+            score_threshold=score_threshold,
+        )
+        self.detector = copy.deepcopy(detector).eval()
+        self.spec = detector.spec
+        self.max_detections = int(max_detections)
+        self.topk_candidates = int(topk_candidates)
+        self.iou_threshold = float(iou_threshold)
+        self.score_threshold = float(score_threshold)
+        self.raw = raw
+        h, w = self.spec.input_size
+        with torch.no_grad():
+            probe = torch.zeros(2, 3, h, w, dtype=torch.uint8)  # batch 2: GroupNorm refuses 1 value per group
+            anchors = self.detector.dense(self.detector.preprocess(probe)).anchors
+        # Anchors depend only on the fixed input size: a constant of the graph, not ops.
+        self.register_buffer("anchors", anchors.clone(), persistent=False)
+        self.num_classes = self.spec.num_classes
+        self.class_offset = float(max(h, w) + 1)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return RAW_OUTPUT_NAMES if self.raw else OUTPUT_NAMES
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        """images uint8 [B, 3, H, W] -> (num_dets, boxes, scores, labels) or raw (scores, boxes)."""
+        if not torch.jit.is_tracing():
+            self._check_input(images)
+        out = self.detector.dense(self.detector.preprocess(images))
+        out = dataclasses.replace(out, anchors=self.anchors)
+        scores, boxes = self.detector.decode(out)  # [B, A, C] in 0..1, [B, A, 4] xyxy
+        if self.raw:
+            return scores, boxes
+        return self._postprocess(scores, boxes)
+
+    def _check_input(self, images: Tensor) -> None:
+        h, w = self.spec.input_size
+        if images.dim() != 4 or tuple(images.shape[1:]) != (3, h, w) or images.dtype != torch.uint8:
+            raise SadcError(
+                f"images: expected uint8 [B, 3, {h}, {w}], got {images.dtype} {list(images.shape)}; "
+                "letterbox to the spec's input_size first"
+            )
+
+    def _postprocess(self, scores: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        h, w = self.spec.input_size
+        num_classes = self.num_classes
+        limits = torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
+        boxes = torch.min(boxes.clamp(min=0), limits)  # Max + Min: clip x to [0, W], y to [0, H]
+
+        flat = scores.flatten(1)  # [B, A*C], anchor-major like Detector.detect
+        k = min(self.topk_candidates, flat.shape[1])
+        cand_scores, idx = flat.topk(k, dim=1)  # [B, k], sorted
+        anchor_idx = torch.div(idx, num_classes, rounding_mode="trunc")  # idx >= 0: trunc == floor, and a plain Div
+        cand_labels = idx - anchor_idx * num_classes  # idx % C without a Mod node
+        cand_boxes = boxes.gather(1, anchor_idx.unsqueeze(-1).expand(-1, -1, 4))  # [B, k, 4]
+
+        selected = MultiClassNMS.apply(
+            cand_boxes,
+            cand_scores,
+            cand_labels,
+            self.max_detections,
+            self.iou_threshold,
+            self.score_threshold,
+            self.class_offset,
+        )  # [S, 3]: (batch, 0, candidate)
+        # Mark the survivors in a [B, k] mask, then re-rank them by score (NMS keeps score
+        # order, so this is the NMS order) and take K: no per-image Python loop, so the
+        # exported graph keeps a dynamic batch.
+        keep = torch.zeros_like(cand_scores).flatten()
+        keep = keep.scatter(0, selected[:, 0] * k + selected[:, 2], torch.ones_like(selected[:, 0], dtype=keep.dtype))
+        keep = keep.view_as(cand_scores) > 0
+        ranked = torch.where(keep, cand_scores, torch.full_like(cand_scores, -1.0))
+        n_out = min(self.max_detections, k)
+        top_scores, order = ranked.topk(n_out, dim=1)  # [B, n_out]
+        valid = keep.gather(1, order)
+        out_scores = torch.where(valid, top_scores, torch.zeros_like(top_scores))
+        out_boxes = torch.where(
+            valid.unsqueeze(-1),
+            cand_boxes.gather(1, order.unsqueeze(-1).expand(-1, -1, 4)),
+            torch.zeros_like(cand_boxes[:, :n_out]),
+        )
+        out_labels = torch.where(valid, cand_labels.gather(1, order), torch.zeros_like(order))
+        num_dets = valid.sum(dim=1, keepdim=True)
+        if n_out < self.max_detections:  # fewer candidates than K: pad with zero rows
+            pad = self.max_detections - n_out
+            out_scores = torch.cat([out_scores, torch.zeros_like(out_scores[:, :1]).expand(-1, pad)], dim=1)
+            out_labels = torch.cat([out_labels, torch.zeros_like(out_labels[:, :1]).expand(-1, pad)], dim=1)
+            out_boxes = torch.cat([out_boxes, torch.zeros_like(out_boxes[:, :1]).expand(-1, pad, 4)], dim=1)
+        return num_dets.to(torch.int32), out_boxes, out_scores, out_labels.to(torch.int32)
+
+
+def validate_thresholds(*, max_detections: int, topk_candidates: int, iou_threshold: float, score_threshold: float) -> None:
+    """Raise :class:`SadcError` naming the flag when a post-processing setting is out of range."""
+    if max_detections < 1:
+        raise SadcError(f"--max-det {max_detections}: must be at least 1")
+    if topk_candidates < max_detections:
+        raise SadcError(
+            f"topk_candidates {topk_candidates} < --max-det {max_detections}: keep at least K candidates before NMS"
+        )
+    if not 0.0 < iou_threshold <= 1.0:
+        raise SadcError(f"--iou {iou_threshold}: must be in (0, 1]")
+    if not 0.0 <= score_threshold < 1.0:
+        raise SadcError(f"--conf {score_threshold}: must be in [0, 1)")
+
+
+def detections_from_outputs(num_dets, boxes, scores, labels) -> list[dict[str, Tensor]]:
+    """EfficientNMS layout (torch or numpy) -> per image ``{boxes [k,4], scores [k], labels [k] int64}``."""
+    num_dets, boxes, scores, labels = (torch.as_tensor(t) for t in (num_dets, boxes, scores, labels))
+    out = []
+    for i in range(num_dets.shape[0]):
+        n = int(num_dets[i, 0])
+        out.append({"boxes": boxes[i, :n].float(), "scores": scores[i, :n].float(), "labels": labels[i, :n].long()})
+    return out

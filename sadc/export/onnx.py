@@ -1,0 +1,285 @@
+"""ONNX export of a sadc detector, and the JSON sidecar every export carries.
+
+``export_onnx`` traces :class:`DeployModule` with the TorchScript exporter
+(``dynamo=False``), checks the graph, simplifies it with onnxslim and writes
+``<out>.json`` next to it: the spec, thresholds, I/O contract and provenance, so that
+any artefact can be rebuilt and evaluated from itself alone.
+
+Why the TorchScript exporter: the dynamo exporter (the default since torch 2.9)
+needs ``onnxscript``, which sadc does not depend on, and it has no equivalent of an
+autograd ``Function.symbolic`` for emitting ``NonMaxSuppression`` without a custom
+translation table. The TorchScript exporter is deprecated but present in torch 2.14,
+exports the symbolic directly, and its output is checked below and by the parity
+test on every export.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sadc import __version__
+from sadc.engine.checkpoint import atomic_write, file_sha256, load_checkpoint
+from sadc.errors import SadcError
+from sadc.export.deploy import INPUT_NAME, DeployModule
+from sadc.models.detector import Detector
+
+SIDECAR_VERSION = 1
+MIN_OPSET = 17  # LayerNorm/GroupNorm-era ops, and what TensorRT 10 parses best
+MAX_OPSET = 20  # highest opset the TorchScript exporter emits reliably
+
+
+class ExportError(SadcError):
+    """An export, its check or its sidecar failed; the message says which file and why."""
+
+
+# ------------------------------------------------------------------------------ export
+
+
+def load_export_source(source: Path | Detector) -> tuple[Detector, dict[str, Any] | None]:
+    """A checkpoint path or a detector -> (detector in eval mode, provenance dict or None)."""
+    if isinstance(source, Detector):
+        return source, None
+    from sadc.models.loading import detector_from_checkpoint
+
+    path = Path(source)
+    detector = detector_from_checkpoint(load_checkpoint(path), str(path))
+    return detector.eval(), {"checkpoint": str(path), "sha256": file_sha256(path)}
+
+
+def onnx_bytes(
+    module: DeployModule,
+    *,
+    opset: int = MIN_OPSET,
+    example_batch: int = 2,
+) -> bytes:
+    """Trace ``module`` into a serialized ONNX model with a dynamic batch axis.
+
+    The example batch is 2, not 1: tracing at batch 1 lets the exporter fold the batch
+    dimension into constants (Squeeze/Reshape), which breaks other batch sizes.
+    """
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"--opset {opset}: supported opsets are {MIN_OPSET}..{MAX_OPSET}")
+    h, w = module.spec.input_size
+    example = torch.randint(0, 256, (example_batch, 3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    names = list(module.output_names)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        # TracerWarnings (shape-to-int conversions in torchvision's decode) and the
+        # exporter's deprecation notice are expected; the graph is verified afterwards.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (example,),
+            buffer,
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=names,
+            dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *names]},
+            do_constant_folding=True,
+        )
+    return buffer.getvalue()
+
+
+def export_onnx(
+    source: Path | Detector,
+    out_path: Path,
+    *,
+    opset: int = MIN_OPSET,
+    max_detections: int = 100,
+    topk_candidates: int = 1000,
+    iou_threshold: float = 0.5,
+    score_threshold: float = 0.05,
+    raw: bool = False,
+    simplify: bool = True,
+) -> Path:
+    """Export a checkpoint (path) or a :class:`Detector` to ONNX at ``out_path``.
+
+    Graph: input ``images`` uint8 [B, 3, H, W] (B dynamic, H, W = spec.input_size);
+    outputs ``num_dets`` int32 [B, 1], ``boxes`` float32 [B, K, 4], ``scores`` float32
+    [B, K], ``labels`` int32 [B, K] with K = ``max_detections`` (see
+    :mod:`sadc.export.deploy`), or with ``raw=True`` ``scores`` [B, A, C] and ``boxes``
+    [B, A, 4] before NMS. Writes ``<out_path>.json`` (see :func:`write_sidecar`).
+    Returns ``out_path``.
+    """
+    import onnx
+
+    detector, provenance = load_export_source(source)
+    module = DeployModule(
+        detector,
+        max_detections=max_detections,
+        topk_candidates=topk_candidates,
+        iou_threshold=iou_threshold,
+        score_threshold=score_threshold,
+        raw=raw,
+    )
+    model = onnx.load_from_string(onnx_bytes(module, opset=opset))
+    if simplify:
+        model = simplify_model(model)
+    _set_output_shapes(model, output_shapes(module))
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as err:  # checker raises ValidationError / InferenceError
+        raise ExportError(f"{out_path}: exported graph fails onnx.checker ({str(err).splitlines()[0][:200]})") from None
+    out_path = Path(out_path)
+    atomic_write(out_path, lambda f: f.write(model.SerializeToString()))
+    write_sidecar(
+        out_path,
+        sidecar_payload(
+            module,
+            fmt="onnx-raw" if raw else "onnx",
+            opset=opset,
+            source=provenance,
+            artefact=out_path,
+            extra={"simplified": simplify},
+        ),
+    )
+    return out_path
+
+
+def simplify_model(model):
+    """onnxslim: constant folding, dead-node and Identity removal, shape inference."""
+    try:
+        import onnxslim
+    except ImportError as err:
+        raise ExportError("onnxslim is not installed: pip install 'sadc[cpu]' or pass --no-simplify") from err
+    return onnxslim.slim(model)
+
+
+def output_shapes(module: DeployModule) -> dict[str, tuple[list, int]]:
+    """Output name -> (shape with "batch" for the dynamic axis, ONNX elem type)."""
+    from onnx import TensorProto
+
+    if module.raw:
+        a = int(module.anchors.shape[0])
+        return {
+            "scores": (["batch", a, module.num_classes], TensorProto.FLOAT),
+            "boxes": (["batch", a, 4], TensorProto.FLOAT),
+        }
+    k = module.max_detections
+    return {
+        "num_dets": (["batch", 1], TensorProto.INT32),
+        "boxes": (["batch", k, 4], TensorProto.FLOAT),
+        "scores": (["batch", k], TensorProto.FLOAT),
+        "labels": (["batch", k], TensorProto.INT32),
+    }
+
+
+def _set_output_shapes(model, shapes: dict[str, tuple[list, int]]) -> None:
+    # The tracer names K "Whereboxes_dim_1"; K is a constant of the graph, so state it,
+    # which lets consumers (and TensorRT's shape checks) see static [B, K, 4].
+    for out in model.graph.output:
+        shape, elem_type = shapes[out.name]
+        if out.type.tensor_type.elem_type != elem_type:
+            raise ExportError(f"output {out.name}: exported with ONNX type {out.type.tensor_type.elem_type}, expected {elem_type}")
+        dims = out.type.tensor_type.shape.dim
+        del dims[:]
+        for d in shape:
+            dim = dims.add()
+            if isinstance(d, str):
+                dim.dim_param = d
+            else:
+                dim.dim_value = d
+
+
+# ------------------------------------------------------------------------------ sidecars
+
+
+def sidecar_path(artefact: Path) -> Path:
+    """``best.onnx`` -> ``best.onnx.json`` (the full name, so best.onnx and best.engine never clash)."""
+    artefact = Path(artefact)
+    return artefact.with_name(artefact.name + ".json")
+
+
+def sidecar_payload(
+    module: DeployModule,
+    *,
+    fmt: str,
+    opset: int,
+    source: dict[str, Any] | None,
+    artefact: Path,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON sidecar of an ONNX export of ``module``."""
+    spec = module.spec
+    h, w = spec.input_size
+    shapes = output_shapes(module)
+    dtype_names = {1: "float32", 6: "int32"}
+    return {
+        "sidecar_version": SIDECAR_VERSION,
+        "format": fmt,
+        "sadc_version": __version__,
+        "file": Path(artefact).name,
+        "sha256": file_sha256(artefact),
+        "source": source,
+        "spec": spec.model_dump(mode="json"),
+        "class_names": list(spec.class_names),
+        "input_size": [h, w],
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "opset": opset,
+        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["batch", 3, h, w]},
+        "output_names": list(module.output_names),
+        "outputs": {name: {"dtype": dtype_names[t], "shape": shape} for name, (shape, t) in shapes.items()},
+        "thresholds": {
+            "max_detections": module.max_detections,
+            "topk_candidates": module.topk_candidates,
+            "iou_threshold": module.iou_threshold,
+            "score_threshold": module.score_threshold,
+        },
+        "box_format": "xyxy, input pixels, clipped to the image" if not module.raw else "xyxy, input pixels, unclipped",
+        **(extra or {}),
+    }
+
+
+def write_sidecar(artefact: Path, payload: dict[str, Any]) -> Path:
+    path = sidecar_path(artefact)
+    text = json.dumps(payload, indent=2) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+    return path
+
+
+REQUIRED_KEYS = ("format", "spec", "class_names", "input_size", "mean", "std", "output_names", "thresholds")
+
+
+def read_sidecar(artefact: Path) -> dict[str, Any]:
+    """The sidecar of ``artefact`` (``best.onnx`` or ``best.onnx.json`` itself), validated.
+
+    Raises :class:`ExportError` with one line naming the file when it is missing,
+    unreadable, from a newer sadc, or lacks a required key.
+    """
+    artefact = Path(artefact)
+    path = artefact if artefact.name.endswith(".json") else sidecar_path(artefact)
+    if not path.is_file():
+        raise ExportError(f"{path} not found: not a sadc export? re-export with sadc export")
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ExportError(f"{path}: unreadable sidecar ({err}); re-export with sadc export") from None
+    if not isinstance(payload, dict):
+        raise ExportError(f"{path}: sidecar is not a JSON object; re-export with sadc export")
+    version = payload.get("sidecar_version", SIDECAR_VERSION)
+    if not isinstance(version, int) or version > SIDECAR_VERSION:
+        raise ExportError(f"{path}: sidecar version {version} is newer than this sadc understands; upgrade sadc")
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise ExportError(f"{path}: sidecar lacks {', '.join(missing)}; re-export with sadc export")
+    return payload
+
+
+def sidecar_spec(payload: dict[str, Any]):
+    """The :class:`DetectorSpec` stored in a sidecar payload."""
+    from pydantic import ValidationError
+
+    from sadc.models.spec import DetectorSpec
+
+    try:
+        return DetectorSpec(**payload["spec"])
+    except ValidationError as err:
+        raise ExportError(f"sidecar spec is not valid for this sadc ({err.errors()[0]['msg']}); re-export") from None

@@ -1,0 +1,224 @@
+"""INT8 post-training quantization of a deploy graph with ONNX Runtime (QDQ format).
+
+The result is an explicitly quantized graph for TensorRT (``BuilderFlag``-free INT8
+from Q/DQ) that also runs in ONNX Runtime:
+
+- only the network is quantized: QDQ goes on the inputs and weights of
+  ``Conv``/``ConvTranspose``/``MatMul``/``Gemm`` (``op_types_to_quantize``) and *not*
+  on their outputs (``OpTypesToExcludeOutputQuantization``), which is where TensorRT
+  recommends Q/DQ (inputs of weighted layers). Preprocessing, head reshapes, decode,
+  TopK and NMS stay float, and every node downstream of the first ``TopK`` is also
+  listed in ``nodes_to_exclude`` so no future op type can slip in;
+- activations: signed INT8, symmetric (zero point 0), calibrated on letterboxed
+  images from an unlabeled folder with entropy (default), percentile or min-max;
+- weights: signed INT8, per output channel, symmetric;
+- biases stay float (``QuantizeBias=False``): TensorRT's parser rejects an INT32
+  ``DequantizeLinear`` feeding a bias, and ONNX Runtime quantizes float biases itself
+  when it fuses QDQ Conv;
+- one dedicated Q/DQ pair per consumer (``DedicatedQDQPair``), the layout TensorRT's
+  Q/DQ fusion expects.
+
+Calibration runs one batch at a time (``CalibStridedMinMax`` with a stride of one
+batch; ORT applies it to every method), so memory holds one batch of activations,
+not ``n`` images' worth.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sadc.errors import SadcError
+from sadc.export.deploy import INPUT_NAME
+
+log = logging.getLogger(__name__)
+
+METHODS = ("entropy", "percentile", "minmax")
+QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+POSTPROCESS_START = "TopK"  # the first node of post-processing; it and all downstream stay float
+
+
+class CalibrationImages:
+    """ONNX Runtime ``CalibrationDataReader``: ``{"images": uint8 [b, 3, H, W]}`` batches.
+
+    Images are letterboxed to ``size`` (H, W) exactly as at inference time and decoded
+    lazily, one batch per ``get_next``. ``set_range`` / ``__len__`` (in batches) let
+    ORT calibrate a slice at a time. Duck-typed rather than subclassed so that
+    importing this module does not import onnxruntime.
+    """
+
+    def __init__(self, paths: Sequence[Path], size: tuple[int, int], batch: int):
+        if batch < 1:
+            raise SadcError(f"calibration batch {batch}: must be at least 1")
+        self.paths = list(paths)
+        self.size = (int(size[0]), int(size[1]))
+        self.batch = int(batch)
+        self.set_range(0, len(self))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.paths) / self.batch)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._next, self._end = int(start_index), min(int(end_index), len(self))
+
+    def rewind(self) -> None:
+        self.set_range(0, len(self))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= self._end:
+            return None
+        import torch
+
+        from sadc.data.images import load_image
+        from sadc.data.transforms import letterbox
+
+        chunk = self.paths[self._next * self.batch : (self._next + 1) * self.batch]
+        self._next += 1
+        images = torch.stack([letterbox(load_image(p), self.size)[0] for p in chunk])
+        return {INPUT_NAME: images.numpy()}
+
+    def __iter__(self):
+        while (item := self.get_next()) is not None:
+            yield item
+
+
+def select_calibration_images(source: Path | Sequence[Path], n: int) -> list[Path]:
+    """``n`` images spread evenly over a folder (sorted) or a list of paths."""
+    if n < 1:
+        raise SadcError(f"--calib-images {n}: must be at least 1")
+    if isinstance(source, (str, Path)):
+        from sadc.data.images import find_images
+
+        paths = find_images(Path(source))
+        where = f"--calib {source}"
+    else:
+        paths = [Path(p) for p in source]
+        where = "calibration image list"
+    if not paths:
+        raise SadcError(f"{where}: no images found; pass a folder of unlabeled images like the deployment data")
+    if len(paths) <= n:
+        if len(paths) < n:
+            log.warning("%s: %d images, fewer than the %d asked for; calibrating on all of them", where, len(paths), n)
+        return paths
+    step = len(paths) / n
+    return [paths[int(i * step)] for i in range(n)]
+
+
+def postprocess_nodes(model) -> list[str]:
+    """Names of the nodes from the first ``TopK`` on (decode's candidate selection, NMS, padding)."""
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    start = [n for n in model.graph.node if n.op_type == POSTPROCESS_START]
+    seen: dict[str, Any] = {}
+    stack = list(start)
+    while stack:
+        node = stack.pop()
+        if node.name in seen:
+            continue
+        seen[node.name] = node
+        for out in node.output:
+            stack.extend(consumers.get(out, []))
+    return list(seen)
+
+
+def quantize_int8(
+    onnx_in: Path,
+    onnx_out: Path,
+    calib_images: Path | Sequence[Path],
+    *,
+    n: int = 64,
+    method: str = "entropy",
+    batch: int = 8,
+) -> Path:
+    """Quantize the fp32 deploy graph ``onnx_in`` (with its sidecar) to ``onnx_out``.
+
+    ``calib_images``: a folder of unlabeled images, or a list of image files; ``n`` of
+    them (evenly spaced) are letterboxed to the sidecar's input size and fed in
+    batches of ``batch`` (the calibration batch; the graph's batch stays dynamic).
+    Writes ``<onnx_out>.json`` with format ``onnx-int8`` and the calibration settings.
+    """
+    try:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    except ImportError as err:
+        raise SadcError("onnxruntime is not installed: pip install 'sadc[cpu]'") from err
+    import onnx
+
+    from sadc.engine.checkpoint import atomic_write
+    from sadc.export.onnx import read_sidecar, write_sidecar
+
+    if method not in METHODS:
+        raise SadcError(f"--method {method}: choose one of {', '.join(METHODS)}")
+    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
+    sidecar = read_sidecar(onnx_in)
+    if sidecar["format"] != "onnx":
+        raise SadcError(f"{onnx_in}: format {sidecar['format']!r}; INT8 quantization needs an fp32 deploy graph (format 'onnx')")
+    paths = select_calibration_images(calib_images, n)
+    reader = CalibrationImages(paths, tuple(sidecar["input_size"]), batch)
+    model = onnx.load(str(onnx_in))
+    calibrate = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax}
+    settings = {
+        "quant_format": "QDQ",
+        "activations": "int8 symmetric per-tensor",
+        "weights": "int8 symmetric per-channel",
+        "bias": "float",
+        "op_types": list(QUANTIZED_OP_TYPES),
+    }
+    with tempfile.TemporaryDirectory(prefix="sadc-quant-") as tmp:
+        out_tmp = Path(tmp) / "int8.onnx"
+        quantize_static(
+            model,
+            str(out_tmp),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=False,
+            calibrate_method=calibrate[method],
+            op_types_to_quantize=list(QUANTIZED_OP_TYPES),
+            nodes_to_exclude=postprocess_nodes(model),
+            extra_options={
+                "ActivationSymmetric": True,
+                "WeightSymmetric": True,
+                "QuantizeBias": False,
+                "DedicatedQDQPair": True,
+                "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OP_TYPES),
+                "CalibStridedMinMax": 1,  # one batch per calibrator pass (all methods), bounded memory
+            },
+        )
+        quantized = onnx.load(str(out_tmp))
+    onnx.checker.check_model(quantized)
+    atomic_write(onnx_out, lambda f: f.write(quantized.SerializeToString()))
+    from sadc.engine.checkpoint import file_sha256
+
+    payload = {
+        **sidecar,
+        "format": "onnx-int8",
+        "file": onnx_out.name,
+        "sha256": file_sha256(onnx_out),
+        "fp32_model": {"file": onnx_in.name, "sha256": sidecar.get("sha256")},
+        "quantization": {
+            **settings,
+            "method": method,
+            "calibration_images": len(paths),
+            "calibration_batch": reader.batch,
+            "calibration_source": str(calib_images) if isinstance(calib_images, (str, Path)) else "list",
+            "onnxruntime": _ort_version(),
+        },
+    }
+    write_sidecar(onnx_out, payload)
+    return onnx_out
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__

@@ -1,0 +1,78 @@
+"""mAP equals pycocotools' COCOeval, and the letterbox inverse puts boxes back in place."""
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sadc.bench.accuracy import coco_map, evaluate, to_coco_results
+from sadc.data.coco import CocoDetection
+from sadc.data.loaders import build_loader
+
+
+def _pycocotools_stats(gt_json, results):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_json))
+        ev = COCOeval(gt, gt.loadRes(results), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats
+
+
+def _noisy_detections(gt_json, seed=0):
+    rng = np.random.default_rng(seed)
+    data = json.loads(gt_json.read_text())
+    cats = [c["id"] for c in data["categories"]]
+    out = []
+    for ann in data["annotations"]:
+        x, y, w, h = ann["bbox"]
+        if rng.random() < 0.15:  # a miss
+            continue
+        jitter = rng.normal(0, 0.08, 4) * [w, h, w, h]
+        label = ann["category_id"] if rng.random() > 0.1 else int(rng.choice(cats))
+        out.append({"image_id": ann["image_id"], "category_id": label, "bbox": list(np.array([x, y, w, h]) + jitter), "score": float(rng.random())})
+    for img in data["images"][::3]:  # false positives
+        out.append({"image_id": img["id"], "category_id": cats[0], "bbox": [1.0, 1.0, 10.0, 12.0], "score": float(rng.random())})
+    return out
+
+
+def test_map_equals_pycocotools(tiny_world):
+    gt = tiny_world / "val.json"
+    results = _noisy_detections(gt)
+    ours = coco_map(gt, results)
+    ref = _pycocotools_stats(gt, results)
+    assert 0.1 < ours["mAP"] < 0.95
+    for name, value in zip(["mAP", "AP50", "AP75", "APs", "APm", "APl"], ref[:6], strict=True):
+        assert ours[name] == pytest.approx(max(value, 0.0), abs=1e-4), name
+
+
+def test_perfect_predictions_through_the_letterbox_score_one(tiny_world):
+    """Ground truth as predicted by a model in network pixels maps back to mAP 1.0."""
+    data = CocoDetection(tiny_world / "val.json", tiny_world / "val", (96, 160))  # non-square: real padding
+    loader = build_loader(data, batch_size=4, workers=0, shuffle=False, seed=0, infinite=False)
+    it = iter(loader)
+    _, first_targets = next(it)
+    assert first_targets[0]["meta"].pad_x > 0
+
+    def oracle(images, _targets=iter(loader)):
+        _, targets = next(_targets)
+        return [{"boxes": t["boxes"], "scores": torch.ones(len(t["labels"])), "labels": t["labels"]} for t in targets]
+
+    metrics = evaluate(oracle, loader, data.coco_json, data.cat_ids)
+    assert metrics["mAP"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_to_coco_results_maps_labels_to_category_ids(tiny_world):
+    data = CocoDetection(tiny_world / "val.json", tiny_world / "val", (64, 64))
+    _, target = data[0]
+    det = {"boxes": torch.tensor([[1.0, 2.0, 11.0, 22.0]]), "scores": torch.tensor([0.5]), "labels": torch.tensor([2])}
+    (res,) = to_coco_results([det], [target], data.cat_ids)
+    assert res["category_id"] == data.cat_ids[2]
+    assert res["bbox"] == pytest.approx([1.0, 2.0, 10.0, 20.0])

@@ -1,0 +1,87 @@
+"""The CLI through Typer's CliRunner: exit codes and what a user reads."""
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from sadc.cli.main import app
+from tests.conftest import tiny_recipe_dict
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_help_lists_every_command():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("train", "bench", "doctor", "data", "recipe"):
+        assert command in result.output
+
+
+def test_doctor_reports_versions_and_unavailable_features():
+    result = invoke("doctor")
+    assert result.exit_code == 0, result.output
+    assert "torch" in result.output and "onnxruntime" in result.output
+    assert "tensorrt" in result.output.lower()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("train:\n  stpes: 3\n", "unknown key train.stpes (did you mean train.steps?)"),
+        ("train: [1, 2\n", "malformed YAML at line"),
+        ("train:\n  lr: -1\n", "train.lr: Input should be greater than 0"),
+    ],
+)
+def test_bad_recipe_is_one_line_exit_2(tmp_path, content, message):
+    path = tmp_path / "r.yaml"
+    path.write_text(content)
+    result = invoke("train", "--recipe", path)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("train:\n  stpes: 3\n")
+    result = invoke("--debug", "train", "--recipe", path)
+    assert result.exit_code != 0 and result.exception is not None
+
+
+def test_recipe_show_applies_overrides(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: x\n")
+    result = invoke("recipe", "show", path, "train.steps=123")
+    assert result.exit_code == 0, result.output
+    assert "steps: 123" in result.output
+
+
+def test_train_then_bench_end_to_end(tiny_world, tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe_dict(tiny_world, tmp_path / "runs", steps=4, eval_every=0)))
+    result = invoke("train", "--recipe", path)
+    assert result.exit_code == 0, result.output
+    best = tmp_path / "runs" / "tiny" / "best.pt"
+    assert best.is_file()
+    dets = tmp_path / "dets.json"
+    result = invoke("bench", best, "--data", tiny_world / "val.json", "--save-detections", dets, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    assert "mAP" in result.output
+    report = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert report[0]["accuracy"]["mAP"] >= 0.0
+    assert isinstance(json.loads(dets.read_text()), list)
+
+
+def test_bench_missing_inputs_are_clear(tmp_path):
+    result = invoke("bench", tmp_path / "nope.pt", "--data", tmp_path / "val.json")
+    assert result.exit_code == 2 and "val.json: file not found" in result.output
+    (tmp_path / "val.json").write_text("{}")
+    result = invoke("bench", tmp_path / "nope.pt", "--data", tmp_path / "val.json")
+    assert result.exit_code == 2 and "nope.pt: model not found" in result.output

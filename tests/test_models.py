@@ -1,0 +1,111 @@
+import pytest
+import torch
+import torchvision
+from torchvision.models.detection.image_list import ImageList
+
+from sadc.errors import SadcError
+from sadc.models.backbones import build_backbone, list_backbones, register_backbone
+from sadc.models.detector import build_detector
+from sadc.models.loading import load_detector
+from sadc.models.spec import DetectorSpec
+from sadc.models.torchvision_zoo import torchvision_spec
+
+FCOS_SIZES = [[8.0], [16.0], [32.0], [64.0], [128.0]]
+
+
+@pytest.mark.parametrize("backbone", list_backbones())
+def test_backbones_give_five_levels(backbone):
+    net = build_backbone(backbone, 16).eval()
+    with torch.no_grad():
+        feats = list(net(torch.zeros(1, 3, 64, 64)).values())
+    assert [tuple(f.shape[-2:]) for f in feats] == [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
+    assert {f.shape[1] for f in feats} == {16}
+
+
+def test_registry_refuses_duplicates():
+    with pytest.raises(ValueError, match="already registered"):
+        register_backbone("tiny")(lambda c, p: None)
+
+
+@pytest.mark.parametrize("arch", ["retinanet", "fcos"])
+@pytest.mark.parametrize("backbone", ["tiny", "resnet18", "mobilenet_v3_large"])
+def test_every_architecture_trains_and_detects(arch, backbone):
+    spec = DetectorSpec(
+        arch=arch,
+        backbone=backbone,
+        fpn_channels=32 if arch == "fcos" else 16,
+        class_names=["a", "b", "c"],
+        input_size=(64, 96),
+        anchor_sizes=FCOS_SIZES if arch == "fcos" else [[8.0, 11.0], [16.0, 22.0], [32.0, 45.0], [64.0, 90.0], [128.0, 181.0]],
+    )
+    model = build_detector(spec).train()
+    images = torch.randint(0, 256, (2, 3, 64, 96), dtype=torch.uint8)
+    out = model.dense(model.preprocess(images))
+    locations = 8 * 12 + 4 * 6 + 2 * 3 + 1 * 2 + 1 * 1
+    a = locations * spec.anchors_per_location
+    assert out.cls_logits.shape == (2, a, 3)
+    assert out.bbox_regression.shape == (2, a, 4)
+    assert out.anchors.shape == (a, 4)
+    assert sum(out.num_anchors_per_level) == a
+    targets = [
+        {"boxes": torch.tensor([[4.0, 6.0, 40.0, 30.0]]), "labels": torch.tensor([2])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
+    losses = model.loss(out, targets)
+    assert set(losses) == ({"cls", "box", "ctr"} if arch == "fcos" else {"cls", "box"})
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.eval()
+    dets = model(images, score_thresh=0.0, max_det=7)
+    assert len(dets) == 2 and dets[0]["boxes"].shape == (7, 4)
+    assert (dets[0]["boxes"][:, 2:] <= torch.tensor([96.0, 64.0])).all() and (dets[0]["boxes"] >= 0).all()
+
+
+def test_detect_matches_torchvision_postprocess():
+    """sadc's decode + batched NMS equals torchvision's own RetinaNet post-processing."""
+    torch.manual_seed(0)
+    spec = DetectorSpec(backbone="tiny", fpn_channels=16, class_names=["a", "b"], input_size=(64, 64))
+    model = build_detector(spec).eval()
+    with torch.no_grad():
+        head = model.net.head.classification_head.cls_logits
+        head.bias.fill_(0.5)  # confident, so there is something to suppress
+        x = model.preprocess(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8))
+        out = model.dense(x)
+        ours = model.detect(out, score_thresh=0.05, nms_thresh=0.5, max_det=50, topk=10_000)
+        feats = list(model.net.backbone(x).values())
+        anchors = model.net.anchor_generator(ImageList(x, [(64, 64)] * 2), feats)
+        split = {k: list(v.split(out.num_anchors_per_level, dim=1)) for k, v in out.head_outputs().items()}
+        split_anchors = [list(a.split(out.num_anchors_per_level)) for a in anchors]
+        model.net.score_thresh, model.net.nms_thresh, model.net.detections_per_img = 0.05, 0.5, 50
+        model.net.topk_candidates = 10_000
+        ref = model.net.postprocess_detections(split, split_anchors, [(64, 64)] * 2)
+    for o, r in zip(ours, ref, strict=True):
+        assert len(o["scores"]) == len(r["scores"]) > 0
+        torch.testing.assert_close(o["scores"], r["scores"])
+        torch.testing.assert_close(o["boxes"], r["boxes"])
+        assert torch.equal(o["labels"], r["labels"])
+
+
+def test_torchvision_spec_and_state_dict_round_trip(tmp_path):
+    """A torchvision COCO architecture loads from a plain state-dict file (no download)."""
+    spec = torchvision_spec("torchvision:retinanet_resnet50_fpn_v2", (256, 256))
+    assert spec.num_classes == 91 and spec.class_names[1] == "person" and len(set(spec.class_names)) == 91
+    assert spec.anchors_per_location == 9
+    net = torchvision.models.get_model("retinanet_resnet50_fpn_v2", weights=None, weights_backbone=None, num_classes=91)
+    path = tmp_path / "tv.pth"
+    torch.save(net.state_dict(), path)
+    model = load_detector(spec, source=str(path))
+    assert torch.equal(model.net.head.classification_head.cls_logits.weight, net.head.classification_head.cls_logits.weight)
+    out = model.dense(model.preprocess(torch.zeros(1, 3, 256, 256, dtype=torch.uint8)))
+    assert out.cls_logits.shape[-1] == 91
+
+
+def test_state_dict_for_wrong_architecture_fails_clearly(tmp_path, tiny_spec):
+    path = tmp_path / "other.pth"
+    torch.save(build_detector(tiny_spec.model_copy(update={"fpn_channels": 8})).state_dict(), path)
+    with pytest.raises(SadcError, match=r"other\.pth: weights do not fit the architecture"):
+        load_detector(tiny_spec, source=str(path))
+    with pytest.raises(SadcError, match="model source not found"):
+        load_detector(tiny_spec, source=str(tmp_path / "nope.pt"))
+    with pytest.raises(SadcError, match="not a supported torchvision detector"):
+        load_detector(tiny_spec, source="torchvision:yolo")

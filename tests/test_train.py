@@ -1,0 +1,103 @@
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from sadc.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from sadc.engine.run import SupervisedObjective, run_train
+from sadc.engine.trainer import Interrupted
+from sadc.models.loading import detector_from_checkpoint
+from sadc.recipe import recipe_from_dict
+from tests.conftest import tiny_recipe_dict
+
+
+def _losses(run_dir):
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(x["step"], x["loss"]) for x in lines if "loss" in x]
+
+
+def test_short_training_run_learns(tiny_world, tmp_path):
+    recipe = recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path, steps=30, eval_every=0, log_every=5, lr=0.005))
+    run_dir = run_train(recipe)
+    losses = [loss for _, loss in _losses(run_dir)]
+    assert len(losses) == 6
+    assert losses[-1] < 0.8 * losses[0]
+    assert (run_dir / "recipe.resolved.yaml").is_file()
+    best = load_checkpoint(run_dir / "best.pt")
+    assert best["step"] == 30 and best["finished"] and "train" not in best
+    assert set(best["metrics"]) >= {"mAP", "AP50", "AP75"}
+    assert best["recipe"]["train"]["steps"] == 30
+
+
+def test_checkpoint_round_trip_gives_same_detections(tiny_world, tmp_path):
+    run_dir = run_train(recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path, steps=3, eval_every=0)))
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    model = detector_from_checkpoint(ckpt).eval()
+    x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    again = detector_from_checkpoint(load_checkpoint(run_dir / "last.pt")).eval()
+    with torch.no_grad():
+        a, b = model.dense(model.preprocess(x)), again.dense(again.preprocess(x))
+    assert torch.equal(a.cls_logits, b.cls_logits)
+    assert model.spec == again.spec
+
+
+class _InterruptAt:
+    """Wraps an objective and sends this process SIGINT during the given call."""
+
+    def __init__(self, inner, at):
+        self.inner, self.at, self.calls = inner, at, 0
+
+    def __call__(self, batch):
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return self.inner(batch)
+
+
+def test_interrupt_then_resume_reproduces_uninterrupted_run(tiny_world, tmp_path, monkeypatch):
+    """SIGINT saves last.pt; --resume continues to the same losses and weights, step for step."""
+    common = dict(steps=8, eval_every=4, log_every=1, save_every=100, deterministic=True)
+    straight = run_train(recipe_from_dict({**tiny_recipe_dict(tiny_world, tmp_path / "a", **common)}))
+
+    import sadc.engine.run as run_mod
+
+    monkeypatch.setattr(run_mod, "SupervisedObjective", lambda model: _InterruptAt(SupervisedObjective(model), 3))
+    recipe = recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path / "b", **common))
+    with pytest.raises(Interrupted, match=r"interrupted at step 3/8.*--resume"):
+        run_train(recipe)
+    assert load_checkpoint(tmp_path / "b" / "tiny" / "last.pt")["step"] == 3
+    monkeypatch.undo()
+    resumed = run_train(recipe, resume=True)
+
+    assert _losses(resumed) == _losses(straight)
+    a = load_checkpoint(straight / "last.pt")["model"]
+    b = load_checkpoint(resumed / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a finished run resumes as a no-op
+    assert run_train(recipe, resume=True) == resumed
+
+
+def test_existing_run_dir_is_never_overwritten(tiny_world, tmp_path):
+    recipe = recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path, steps=1, eval_every=0))
+    first, second = run_train(recipe), run_train(recipe)
+    assert (first.name, second.name) == ("tiny", "tiny2")
+
+
+def test_checkpoint_errors_are_one_line(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"junk\.pt: not a readable sadc checkpoint"):
+        load_checkpoint(junk)
+    plain = tmp_path / "plain.pt"
+    torch.save({"w": torch.zeros(1)}, plain)
+    with pytest.raises(CheckpointError, match="a plain state dict, not a sadc checkpoint"):
+        load_checkpoint(plain)
+    future = tmp_path / "future.pt"
+    save_checkpoint(future, {"spec": {}, "model": {}})
+    obj = torch.load(future, weights_only=True)
+    obj["format_version"] = 99
+    torch.save(obj, future)
+    with pytest.raises(CheckpointError, match="newer than this sadc understands"):
+        load_checkpoint(future)
