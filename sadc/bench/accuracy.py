@@ -47,7 +47,11 @@ def coco_map(gt_json: Path, results: list[dict], image_ids: Iterable[int] | None
     """COCO bbox metrics (``STAT_NAMES``) of ``results`` against the ground-truth json."""
     with contextlib.redirect_stdout(io.StringIO()):
         try:
-            from faster_coco_eval import COCO, COCOeval_faster as COCOeval
+            from faster_coco_eval import COCO
+            from faster_coco_eval import COCOeval_faster
+
+            def COCOeval(gt, dt, iouType):  # noqa: N802 - pycocotools' name
+                return COCOeval_faster(gt, dt, iouType=iouType, print_function=lambda *a, **k: None)
         except ImportError:  # pragma: no cover - the fallback
             from pycocotools.coco import COCO
             from pycocotools.cocoeval import COCOeval
