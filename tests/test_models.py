@@ -33,7 +33,7 @@ def test_every_architecture_trains_and_detects(arch, backbone):
     spec = DetectorSpec(
         arch=arch,
         backbone=backbone,
-        fpn_channels=32 if arch == "fcos" else 16,
+        fpn_channels=64 if arch == "fcos" else 16,
         class_names=["a", "b", "c"],
         input_size=(64, 96),
         anchor_sizes=FCOS_SIZES if arch == "fcos" else [[8.0, 11.0], [16.0, 22.0], [32.0, 45.0], [64.0, 90.0], [128.0, 181.0]],

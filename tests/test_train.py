@@ -63,7 +63,7 @@ def test_interrupt_then_resume_reproduces_uninterrupted_run(tiny_world, tmp_path
 
     import sadc.engine.run as run_mod
 
-    monkeypatch.setattr(run_mod, "SupervisedObjective", lambda model: _InterruptAt(SupervisedObjective(model), 3))
+    monkeypatch.setattr(run_mod, "SupervisedObjective", lambda model, fwd: _InterruptAt(SupervisedObjective(model, fwd), 3))
     recipe = recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path / "b", **common))
     with pytest.raises(Interrupted, match=r"interrupted at step 3/8.*--resume"):
         run_train(recipe)

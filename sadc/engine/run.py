@@ -1,23 +1,30 @@
-"""`sadc train`: recipe -> datasets, model, objective -> Trainer.fit."""
+"""`sadc train`: recipe -> datasets, model, objective -> Trainer.fit.
+
+The pieces every training command shares (run directory, datasets, evaluator, the
+trainer itself) live here too; `sadc distill` (sadc.distill.run) reuses them.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from rich.console import Console
+from torch import nn
 
 from sadc.bench.accuracy import evaluate
 from sadc.data.coco import CocoDetection
 from sadc.data.loaders import build_loader
+from sadc.engine.distributed import DistInfo, broadcast_object, device_for, dist_info_from_env, process_group
 from sadc.engine.rundir import MetricsLog, prepare_run_dir
-from sadc.engine.trainer import Trainer, resolve_device
+from sadc.engine.trainer import Objective, Trainer, resolve_device
 from sadc.errors import SadcError
-from sadc.models.detector import Detector
+from sadc.models.detector import DenseForward, Detector
 from sadc.models.loading import load_detector
-from sadc.recipe import Recipe, save_recipe
+from sadc.recipe import Recipe, SplitSection, save_recipe
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +33,19 @@ log = logging.getLogger(__name__)
 class SupervisedObjective:
     """Focal + box loss (torchvision's RetinaNet/FCOS losses) on ground-truth boxes."""
 
-    model: torch.nn.Module  # the Detector, or its DDP wrapper's .module
+    model: Detector
+    forward: nn.Module | None = None  # DenseForward(model), or its DDP wrapper
 
     def __call__(self, batch) -> dict[str, torch.Tensor]:
         images, targets = batch
-        out = self.model.dense(self.model.preprocess(images))
-        return self.model.loss(out, targets)
+        forward = self.forward or DenseForward(self.model)
+        return self.model.loss(forward(images), targets)
+
+
+def coco_split(split: SplitSection | None, size: tuple[int, int], recipe: Recipe, train: bool) -> CocoDetection | None:
+    if split is None:
+        return None
+    return CocoDetection(split.annotations, split.images, size, recipe.data.augment if train else None, recipe.seed)
 
 
 def make_evaluator(model: Detector, val: CocoDetection, batch_size: int, workers: int, device: torch.device):
@@ -48,68 +62,130 @@ def make_evaluator(model: Detector, val: CocoDetection, batch_size: int, workers
 def check_classes(model: Detector, data: CocoDetection, what: str) -> None:
     if list(model.spec.class_names) != list(data.class_names):
         raise SadcError(
-            f"{what}: model classes {model.spec.class_names} differ from the dataset's {data.class_names}; "
+            f"{what}: model classes {model.spec.class_names} differ from {data.coco_json}'s {data.class_names}; "
             "set class_names in the recipe's model section to the dataset's categories (sorted by id)"
         )
 
 
+@dataclass
+class Session:
+    """What a training command sets up before building its objective."""
+
+    recipe: Recipe
+    run_dir: Path
+    resume_from: Path | None
+    device: torch.device
+    dist: DistInfo
+    console: Console
+
+
+def start_session(recipe: Recipe, resume: bool, console: Console | None, dist: DistInfo) -> Session:
+    console = console or Console()
+    device = device_for(dist, resolve_device(recipe.train.device))
+    run_dir, resume_from = prepare_run_dir(recipe.run_dir, resume) if dist.is_main else (None, None)
+    run_dir, resume_from = broadcast_object((run_dir, resume_from), dist)
+    if resume_from is not None and dist.is_main:
+        console.print(f"resuming {resume_from}")
+    torch.manual_seed(recipe.seed)
+    if recipe.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return Session(recipe, run_dir, resume_from, device, dist, console)
+
+
+def wrap_for_training(model: Detector, s: Session) -> nn.Module:
+    """The module the objective calls: DenseForward, wrapped in DDP when distributed."""
+    forward = DenseForward(model)
+    if s.dist.enabled:
+        ids = [s.device.index] if s.device.type == "cuda" else None
+        forward = nn.parallel.DistributedDataParallel(forward, device_ids=ids)
+    return forward
+
+
+def fit(
+    s: Session,
+    model: Detector,
+    objective: Objective,
+    batches: Callable[[int], Iterator],
+    images_per_step: int,
+    val: CocoDetection | None,
+    extra: dict | None = None,
+    loss_weights: dict[str, float] | None = None,
+) -> dict[str, float] | None:
+    """Build the Trainer, resume if asked, run it; returns final metrics (None if already done)."""
+    recipe = s.recipe
+    if s.dist.is_main:
+        s.run_dir.mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, s.run_dir / "recipe.resolved.yaml")
+    evaluator = None
+    if val is not None and s.dist.is_main:
+        evaluator = make_evaluator(model, val, recipe.data.batch_size, recipe.data.workers, s.device)
+    trainer = Trainer(
+        model=model,
+        objective=objective,
+        batches=batches,
+        cfg=recipe.train,
+        run_dir=s.run_dir,
+        checkpoint_extra={
+            "spec": model.spec.model_dump(mode="json"),
+            "recipe": recipe.model_dump(mode="json"),
+            **(extra or {}),
+        },
+        batch_size=images_per_step * s.dist.world_size,
+        evaluate=evaluator,
+        loss_weights=loss_weights or {},
+        device=s.device,
+        is_main=s.dist.is_main,
+        console=s.console,
+    )
+    if s.resume_from is not None:
+        trainer.resume(s.resume_from)
+        if trainer.step >= recipe.train.steps:
+            s.console.print(f"{s.run_dir} already finished ({trainer.step} steps); nothing to do")
+            return None
+    log_file = MetricsLog(s.run_dir / "metrics.jsonl", trainer.step if s.resume_from else None, enabled=s.dist.is_main)
+    return trainer.fit(log_file)
+
+
 def run_train(recipe: Recipe, *, resume: bool = False, console: Console | None = None) -> Path:
     """Supervised training of ``model.<train.target>`` on ``data.train``; returns the run dir."""
-    console = console or Console()
     cfg = recipe.train
     if recipe.data.train is None:
         raise SadcError("recipe: data.train is not set; `sadc train` needs a labeled COCO set (annotations + images)")
     fields = getattr(recipe.model, cfg.target)
     if fields is None:
         raise SadcError(f"recipe: model.{cfg.target} is not set, but train.target={cfg.target}")
-    run_dir, resume_from = prepare_run_dir(recipe.run_dir, resume)
-    if resume_from is not None:
-        console.print(f"resuming {resume_from}")
-    device = resolve_device(cfg.device)
-    torch.manual_seed(recipe.seed)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    dist = dist_info_from_env()
+    with process_group(dist, resolve_device(cfg.device)):
+        s = start_session(recipe, resume, console, dist)
+        size = tuple(fields.input_size)
+        train_set = coco_split(recipe.data.train, size, recipe, train=True)
+        val_set = coco_split(recipe.data.val, size, recipe, train=False)
+        model = load_detector(fields).to(s.device)
+        check_classes(model, train_set, "model." + cfg.target)
+        bs = recipe.data.batch_size
 
-    size = tuple(fields.input_size)
-    train_set = CocoDetection(recipe.data.train.annotations, recipe.data.train.images, size, recipe.data.augment, recipe.seed)
-    val_set = (
-        CocoDetection(recipe.data.val.annotations, recipe.data.val.images, size) if recipe.data.val is not None else None
-    )
-    model = load_detector(fields).to(device)
-    check_classes(model, train_set, "model." + cfg.target)
+        def batches(start_step: int):
+            return iter(
+                build_loader(
+                    train_set,
+                    batch_size=bs,
+                    workers=recipe.data.workers,
+                    shuffle=True,
+                    seed=recipe.seed,
+                    start_step=start_step,
+                    rank=dist.rank,
+                    world_size=dist.world_size,
+                )
+            )
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_recipe(recipe, run_dir / "recipe.resolved.yaml")
-    bs = recipe.data.batch_size
-
-    def batches(start_step: int):
-        loader = build_loader(
-            train_set, batch_size=bs, workers=recipe.data.workers, shuffle=True, seed=recipe.seed, start_step=start_step
-        )
-        return iter(loader)
-
-    trainer = Trainer(
-        model=model,
-        objective=SupervisedObjective(model),
-        batches=batches,
-        cfg=cfg,
-        run_dir=run_dir,
-        checkpoint_extra={"spec": model.spec.model_dump(mode="json"), "recipe": recipe.model_dump(mode="json")},
-        batch_size=bs,
-        evaluate=make_evaluator(model, val_set, bs, recipe.data.workers, device) if val_set else None,
-        device=device,
-        console=console,
-    )
-    if resume_from is not None:
-        trainer.resume(resume_from)
-        if trainer.step >= cfg.steps:
-            console.print(f"{run_dir} already finished ({trainer.step} steps); nothing to do")
-            return run_dir
-    console.print(
-        f"[bold]train[/] {fields.arch}/{fields.backbone} on {len(train_set)} images, batch {bs}, "
-        f"{cfg.steps} steps, device {device} -> {run_dir}"
-    )
-    metrics = trainer.fit(MetricsLog(run_dir / "metrics.jsonl", resume_step=trainer.step if resume_from else None))
-    if metrics:
-        console.print(f"[bold green]done[/] {run_dir}: mAP {metrics['mAP']:.4f}  AP50 {metrics['AP50']:.4f}")
-    return run_dir
+        if dist.is_main:
+            s.console.print(
+                f"[bold]train[/] {fields.arch}/{fields.backbone} on {len(train_set)} images, batch {bs}"
+                + (f" x {dist.world_size} ranks = {bs * dist.world_size}" if dist.enabled else "")
+                + f", {cfg.steps} steps, device {s.device} -> {s.run_dir}"
+            )
+        objective = SupervisedObjective(model, wrap_for_training(model, s))
+        metrics = fit(s, model, objective, batches, bs, val_set)
+        if metrics and dist.is_main:
+            s.console.print(f"[bold green]done[/] {s.run_dir}: mAP {metrics['mAP']:.4f}  AP50 {metrics['AP50']:.4f}")
+        return s.run_dir

@@ -248,6 +248,7 @@ class Trainer:
             return self.metrics
         batches = self.batches(self.step)
         bad_in_a_row = 0
+        t_start = time.time()
         window: dict[str, float] = {}
         t_window, n_window = time.perf_counter(), 0
         progress = Progress(
@@ -284,9 +285,16 @@ class Trainer:
                     count = cfg.log_every if self.step % cfg.log_every == 0 else self.step % cfg.log_every
                     elapsed = time.perf_counter() - t_window
                     record = {k: v / count for k, v in window.items()}
-                    record.update(step=self.step, lr=self.optimizer.param_groups[0]["lr"], img_s=n_window / elapsed)
+                    record.update(
+                        step=self.step,
+                        lr=self.optimizer.param_groups[0]["lr"],
+                        img_s=n_window / elapsed,
+                        time=round(time.time() - t_start, 1),
+                    )
                     log.write(record)
-                    info = " ".join(f"{k} {v:.3f}" for k, v in record.items() if k not in ("step", "lr", "img_s", "grad_norm"))
+                    info = " ".join(
+                        f"{k} {v:.3f}" for k, v in record.items() if k not in ("step", "lr", "img_s", "grad_norm", "time")
+                    )
                     progress.update(task, info=f"{info} lr {record['lr']:.1e} {record['img_s']:.1f} img/s")
                     window, t_window, n_window = {}, time.perf_counter(), 0
                 progress.update(task, completed=self.step)

@@ -87,7 +87,8 @@ class DeployModule(nn.Module):
     sqrt(cls * centerness)) and ``boxes`` [B, A, 4] exactly as :meth:`Detector.decode`
     gives them (unclipped), for parity checks and custom post-processing.
 
-    The detector is copied (and put in eval mode), so the caller's module is untouched.
+    The detector is copied and the module is always in eval mode (``train()`` is a
+    no-op), so the caller's module is untouched and BatchNorm uses running statistics.
     """
 
     def __init__(
@@ -122,6 +123,15 @@ class DeployModule(nn.Module):
         self.register_buffer("anchors", anchors.clone(), persistent=False)
         self.num_classes = self.spec.num_classes
         self.class_offset = float(max(h, w) + 1)
+
+    def train(self, mode: bool = True) -> DeployModule:
+        """Stay in eval mode whatever ``mode`` says: a deploy graph has no training mode.
+
+        torch.onnx.export "restores" the mode it found by calling ``train(True)`` on a
+        module constructed in training mode, which would switch BatchNorm to batch
+        statistics for every later eager call (the parity reference).
+        """
+        return super().train(False)
 
     @property
     def output_names(self) -> tuple[str, ...]:

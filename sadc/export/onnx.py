@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +42,27 @@ class ExportError(SadcError):
 # ------------------------------------------------------------------------------ export
 
 
-def load_export_source(source: Path | Detector) -> tuple[Detector, dict[str, Any] | None]:
-    """A checkpoint path or a detector -> (detector in eval mode, provenance dict or None)."""
+@dataclass
+class ExportSource:
+    """What an export starts from: the detector, where it came from, the recipe's ``export:`` section."""
+
+    detector: Detector
+    provenance: dict[str, Any] | None = None  # {"checkpoint": path, "sha256": hex}
+    recipe_export: dict[str, Any] = field(default_factory=dict)
+
+
+def load_export_source(source: Path | Detector) -> ExportSource:
+    """A checkpoint path or a detector -> :class:`ExportSource` (detector in eval mode)."""
     if isinstance(source, Detector):
-        return source, None
+        return ExportSource(source)
     from sadc.models.loading import detector_from_checkpoint
 
     path = Path(source)
-    detector = detector_from_checkpoint(load_checkpoint(path), str(path))
-    return detector.eval(), {"checkpoint": str(path), "sha256": file_sha256(path)}
+    ckpt = load_checkpoint(path)
+    detector = detector_from_checkpoint(ckpt, str(path)).eval()
+    recipe = ckpt.get("recipe") if isinstance(ckpt.get("recipe"), dict) else {}
+    section = recipe.get("export") if isinstance(recipe.get("export"), dict) else {}
+    return ExportSource(detector, {"checkpoint": str(path), "sha256": file_sha256(path)}, dict(section))
 
 
 def onnx_bytes(
@@ -73,18 +86,31 @@ def onnx_bytes(
         # TracerWarnings (shape-to-int conversions in torchvision's decode) and the
         # exporter's deprecation notice are expected; the graph is verified afterwards.
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            (example,),
-            buffer,
-            dynamo=False,
-            opset_version=opset,
-            input_names=[INPUT_NAME],
-            output_names=names,
-            dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *names]},
-            do_constant_folding=True,
-        )
+        try:
+            _trace(module, example, buffer, opset, names)
+        except SadcError:
+            raise
+        except Exception as err:  # exporter failures are many types; say which and how to see more
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            raise ExportError(
+                f"torch.onnx.export failed for backbone {module.spec.backbone!r} at opset {opset} "
+                f"({type(err).__name__}: {first}); sadc --debug export ... shows the traceback"
+            ) from err
     return buffer.getvalue()
+
+
+def _trace(module: DeployModule, example: torch.Tensor, buffer: io.BytesIO, opset: int, names: list[str]) -> None:
+    torch.onnx.export(
+        module,
+        (example,),
+        buffer,
+        dynamo=False,
+        opset_version=opset,
+        input_names=[INPUT_NAME],
+        output_names=names,
+        dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *names]},
+        do_constant_folding=True,
+    )
 
 
 def export_onnx(
@@ -98,6 +124,7 @@ def export_onnx(
     score_threshold: float = 0.05,
     raw: bool = False,
     simplify: bool = True,
+    provenance: dict[str, Any] | None = None,
 ) -> Path:
     """Export a checkpoint (path) or a :class:`Detector` to ONNX at ``out_path``.
 
@@ -105,14 +132,16 @@ def export_onnx(
     outputs ``num_dets`` int32 [B, 1], ``boxes`` float32 [B, K, 4], ``scores`` float32
     [B, K], ``labels`` int32 [B, K] with K = ``max_detections`` (see
     :mod:`sadc.export.deploy`), or with ``raw=True`` ``scores`` [B, A, C] and ``boxes``
-    [B, A, 4] before NMS. Writes ``<out_path>.json`` (see :func:`write_sidecar`).
-    Returns ``out_path``.
+    [B, A, 4] before NMS. Writes ``<out_path>.json`` (see :func:`write_sidecar`);
+    ``provenance`` (``{"checkpoint", "sha256"}``) is recorded as its ``source`` when
+    ``source`` is a detector loaded elsewhere. Returns ``out_path``.
     """
     import onnx
 
-    detector, provenance = load_export_source(source)
+    loaded = load_export_source(source)
+    provenance = loaded.provenance or provenance
     module = DeployModule(
-        detector,
+        loaded.detector,
         max_detections=max_detections,
         topk_candidates=topk_candidates,
         iou_threshold=iou_threshold,

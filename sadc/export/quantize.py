@@ -25,6 +25,8 @@ not ``n`` images' worth.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import tempfile
@@ -147,11 +149,12 @@ def quantize_int8(
     """
     try:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError as err:
         raise SadcError("onnxruntime is not installed: pip install 'sadc[cpu]'") from err
     import onnx
 
-    from sadc.engine.checkpoint import atomic_write
+    from sadc.engine.checkpoint import atomic_write, file_sha256
     from sadc.export.onnx import read_sidecar, write_sidecar
 
     if method not in METHODS:
@@ -162,7 +165,6 @@ def quantize_int8(
         raise SadcError(f"{onnx_in}: format {sidecar['format']!r}; INT8 quantization needs an fp32 deploy graph (format 'onnx')")
     paths = select_calibration_images(calib_images, n)
     reader = CalibrationImages(paths, tuple(sidecar["input_size"]), batch)
-    model = onnx.load(str(onnx_in))
     calibrate = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax}
     settings = {
         "quant_format": "QDQ",
@@ -171,10 +173,15 @@ def quantize_int8(
         "bias": "float",
         "op_types": list(QUANTIZED_OP_TYPES),
     }
-    with tempfile.TemporaryDirectory(prefix="sadc-quant-") as tmp:
-        out_tmp = Path(tmp) / "int8.onnx"
+    with tempfile.TemporaryDirectory(prefix="sadc-quant-") as tmp, contextlib.redirect_stdout(io.StringIO()):
+        # ORT prints calibration progress to stdout; the CLI prints its own summary.
+        prepared, out_tmp = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
+        # Shape inference + ORT's basic (standard-ONNX) graph optimizations: the
+        # quantizer needs tensor shapes, and the result stays plain ONNX for TensorRT.
+        quant_pre_process(str(onnx_in), str(prepared))
+        model = onnx.load(str(prepared))
         quantize_static(
-            model,
+            str(prepared),  # a path: quantize_static moves a ModelProto's weights to external data
             str(out_tmp),
             reader,
             quant_format=QuantFormat.QDQ,
@@ -197,7 +204,6 @@ def quantize_int8(
         quantized = onnx.load(str(out_tmp))
     onnx.checker.check_model(quantized)
     atomic_write(onnx_out, lambda f: f.write(quantized.SerializeToString()))
-    from sadc.engine.checkpoint import file_sha256
 
     payload = {
         **sidecar,
@@ -222,3 +228,26 @@ def _ort_version() -> str:
     import onnxruntime
 
     return onnxruntime.__version__
+
+
+def map_change(
+    fp32_onnx: Path,
+    int8_onnx: Path,
+    annotations: Path,
+    images: Path | None = None,
+    *,
+    batch_size: int = 8,
+    console=None,
+) -> dict[str, dict[str, float]]:
+    """COCO metrics of the fp32 and INT8 graphs on a labeled set: ``{"fp32": {...}, "int8": {...}}``."""
+    from sadc.bench.run import bench_accuracy, default_images_dir
+    from sadc.export.parity import SessionPredictor
+
+    annotations = Path(annotations)
+    if not annotations.is_file():
+        raise SadcError(f"--val {annotations}: file not found (a COCO json, e.g. data/synth/val.json)")
+    images = Path(images) if images is not None else default_images_dir(annotations)
+    return {
+        name: bench_accuracy(SessionPredictor(path), annotations, images, batch_size=batch_size, console=console)
+        for name, path in (("fp32", fp32_onnx), ("int8", int8_onnx))
+    }

@@ -170,7 +170,9 @@ def _anchor_generator(spec: DetectorSpec) -> AnchorGenerator:
 def _head_norm(spec: DetectorSpec):
     c = spec.fpn_channels
     if spec.head_norm == "group":
-        return partial(nn.GroupNorm, next(g for g in (32, 16, 8, 4, 2, 1) if c % g == 0))
+        # At least 2 channels per group: P7 is 1x1 at small inputs, and a group of one
+        # value cannot be normalised.
+        return partial(nn.GroupNorm, next((g for g in (32, 16, 8, 4, 2) if c % g == 0 and c // g >= 2), 1))
     if spec.head_norm == "batch":
         return nn.BatchNorm2d
     return None
@@ -203,3 +205,18 @@ def build_detector(spec: DetectorSpec) -> Detector:
         )
         net = RetinaNet(backbone, spec.num_classes, head=head, **common)
     return Detector(spec, net)
+
+
+class DenseForward(nn.Module):
+    """uint8 images -> :class:`DenseOutput` as a module's ``forward``, for DDP to wrap.
+
+    DistributedDataParallel synchronises gradients only for work done inside its
+    ``forward``, so training goes through this module rather than ``Detector.dense``.
+    """
+
+    def __init__(self, detector: Detector):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: Tensor) -> DenseOutput:
+        return self.detector.dense(self.detector.preprocess(images))

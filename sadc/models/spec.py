@@ -72,8 +72,10 @@ class DetectorSpec(BaseModel):
             raise ValueError("class_names must name at least one class")
         if len(set(self.class_names)) != len(self.class_names):
             raise ValueError("class_names has duplicates")
-        if self.arch == "fcos" and self.fpn_channels % 32:
-            raise ValueError(f"fcos needs fpn_channels divisible by 32 (its head uses GroupNorm(32)), got {self.fpn_channels}")
+        if self.arch == "fcos" and (self.fpn_channels % 32 or self.fpn_channels < 64):
+            raise ValueError(
+                f"fcos needs fpn_channels a multiple of 32, at least 64 (its head uses GroupNorm(32)), got {self.fpn_channels}"
+            )
         return self
 
     @property

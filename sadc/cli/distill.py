@@ -1,0 +1,45 @@
+"""`sadc distill` and `sadc pseudo-label`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sadc.cli.common import OverridesArg, console, handle_errors, overrides_list
+from sadc.recipe import load_recipe
+
+
+@handle_errors
+def distill(
+    recipe: Annotated[Path, typer.Option("--recipe", "-r", help="YAML recipe with model.teacher and model.student.")],
+    overrides: OverridesArg = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in output/name from its last.pt (no-op if finished).")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Build everything with random weights, run one step on random images, stop.")
+    ] = False,
+) -> None:
+    """Distil the teacher into the student with SAD (ADL + pseudo boxes on unlabeled images)."""
+    from sadc.distill.run import run_distill
+
+    run_distill(load_recipe(recipe, overrides_list(overrides)), resume=resume, console=console, dry_run=dry_run)
+
+
+@handle_errors
+def pseudo_label(
+    teacher: Annotated[Path, typer.Argument(help="Teacher: a sadc checkpoint.")],
+    images: Annotated[Path, typer.Argument(help="Folder of unlabeled images (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="COCO json to write (usable as data.train).")],
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Keep teacher detections scoring at least this.")] = 0.4,
+    batch: Annotated[int, typer.Option(min=1, help="Images per forward.")] = 16,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Run a teacher over a folder and write its detections as a labeled COCO set (offline SAD)."""
+    from sadc.distill.pseudo import pseudo_label_folder
+
+    summary = pseudo_label_folder(teacher, images, out, threshold=threshold, batch_size=batch, device=device, console=console)
+    console.print(
+        f"[bold green]wrote[/] {out}: {summary['images']} images, {summary['boxes']} boxes "
+        f"(score >= {threshold}); images folder {images}"
+    )

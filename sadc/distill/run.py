@@ -1,0 +1,154 @@
+"""`sadc distill`: recipe -> teacher, student, labeled + unlabeled loaders -> Trainer.fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from sadc.data.folder import ImageFolder
+from sadc.data.loaders import build_loader
+from sadc.distill.objective import DistillObjective
+from sadc.distill.teacher import TeacherTargets, check_distillable, class_index
+from sadc.engine.checkpoint import file_sha256
+from sadc.engine.distributed import dist_info_from_env, process_group
+from sadc.engine.run import check_classes, coco_split, fit, start_session, wrap_for_training
+from sadc.engine.trainer import resolve_device
+from sadc.errors import SadcError
+from sadc.models.detector import Detector
+from sadc.models.loading import load_detector
+from sadc.recipe import Recipe
+
+
+def teacher_reference(recipe: Recipe, teacher: Detector) -> dict:
+    """What the student checkpoint records of its teacher (the teacher's weights are not stored)."""
+    source = recipe.model.teacher.source
+    ref = {"source": source, "weights": recipe.model.teacher.weights, "spec": teacher.spec.model_dump(mode="json")}
+    if source and Path(source).is_file():
+        ref["sha256"] = file_sha256(Path(source))
+    return ref
+
+
+def load_teacher(recipe: Recipe, input_size: tuple[int, int], dry_run: bool) -> Detector:
+    fields = recipe.model.teacher
+    if fields is None:
+        raise SadcError("recipe: model.teacher is not set; `sadc distill` needs a teacher (checkpoint or torchvision:NAME)")
+    fields = fields.model_copy(update={"input_size": input_size})
+    if dry_run:  # same architecture, random weights: nothing is read or downloaded
+        source = fields.source
+        if source and not source.startswith("torchvision:"):
+            if Path(source).is_file():
+                return load_detector(fields)
+            return load_detector(fields.model_copy(update={"source": None}))
+        return load_detector(fields.model_copy(update={"weights": None}))
+    return load_detector(fields)
+
+
+def _batches(recipe: Recipe, labeled, unlabeled, n_lab: int, n_unl: int, dist):
+    """batches(start_step) -> iterator of (labeled batch | None, unlabeled batch | None)."""
+
+    def make(start_step: int):
+        def loader(ds, bs, seed_offset):
+            return iter(
+                build_loader(
+                    ds,
+                    batch_size=bs,
+                    workers=recipe.data.workers,
+                    shuffle=True,
+                    seed=recipe.seed + seed_offset,
+                    start_step=start_step,
+                    rank=dist.rank,
+                    world_size=dist.world_size,
+                )
+            )
+
+        lab = loader(labeled, n_lab, 0) if labeled is not None and n_lab else None
+        unl = loader(unlabeled, n_unl, 1) if unlabeled is not None and n_unl else None
+        while True:
+            yield (next(lab) if lab is not None else None, next(unl) if unl is not None else None)
+
+    return make
+
+
+def _random_batches(n_lab: int, n_unl: int, size: tuple[int, int]):
+    def make(start_step: int):
+        g = torch.Generator().manual_seed(start_step)
+        while True:
+            lab = unl = None
+            if n_lab:
+                images = torch.randint(0, 256, (n_lab, 3, *size), dtype=torch.uint8, generator=g)
+                lab = (images, [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([0])}] * n_lab)
+            if n_unl:
+                unl = (torch.randint(0, 256, (n_unl, 3, *size), dtype=torch.uint8, generator=g), [{}] * n_unl)
+            yield lab, unl
+
+    return make
+
+
+def run_distill(
+    recipe: Recipe, *, resume: bool = False, console: Console | None = None, dry_run: bool = False
+) -> Path:
+    """SAD training of model.student from model.teacher; returns the run directory.
+
+    dry_run builds everything (random teacher weights, no data read), runs one step on
+    random images and stops: a check that a recipe is consistent before a long run.
+    """
+    cfg, dcfg = recipe.train, recipe.distill
+    if dry_run:
+        recipe = recipe.model_copy(update={"train": cfg.model_copy(update={"steps": 1, "eval_every": 0})})
+        cfg = recipe.train
+    data = recipe.data
+    if not dry_run and data.train is None and data.unlabeled is None:
+        raise SadcError("recipe: distillation needs data.train (labeled), data.unlabeled (a folder), or both")
+    dist = dist_info_from_env()
+    with process_group(dist, resolve_device(cfg.device)):
+        s = start_session(recipe, resume, console, dist)
+        student = load_detector(recipe.model.student).to(s.device)
+        size = tuple(student.spec.input_size)
+        teacher = load_teacher(recipe, size, dry_run).to(s.device)
+        check_distillable(teacher, student, size)
+        targets = TeacherTargets(teacher, class_index(teacher, student, dcfg.class_map), dcfg.pseudo_threshold, dcfg.teacher_precision)
+
+        bs = data.batch_size
+        if dry_run:
+            labeled = unlabeled = val = None
+            n_lab, n_unl = (min(bs, 2), min(bs, 2))
+            batches = _random_batches(n_lab, n_unl, size)
+        else:
+            labeled = coco_split(data.train, size, recipe, train=True)
+            val = coco_split(data.val, size, recipe, train=False)
+            unlabeled = ImageFolder(data.unlabeled, size, data.augment, recipe.seed) if data.unlabeled else None
+            if labeled is not None:
+                check_classes(student, labeled, "model.student")
+            if unlabeled is not None and unlabeled.skipped and dist.is_main:
+                s.run_dir.mkdir(parents=True, exist_ok=True)
+                unlabeled.write_skipped(s.run_dir / "skipped_images.txt")
+                s.console.print(
+                    f"[yellow]skipped {len(unlabeled.skipped)} unreadable images[/] (listed in {s.run_dir / 'skipped_images.txt'})"
+                )
+            n_lab = bs if labeled is not None else 0
+            n_unl = (round(bs * dcfg.unlabeled_ratio) if labeled is not None else bs) if unlabeled is not None else 0
+            batches = _batches(recipe, labeled, unlabeled, n_lab, n_unl, dist)
+        if dist.is_main:
+            what = f"{n_lab} labeled + {n_unl} unlabeled images per step" + (
+                f" per rank x {dist.world_size} ranks" if dist.enabled else ""
+            )
+            s.console.print(
+                f"[bold]distill[/] {teacher.spec.backbone} -> {student.spec.backbone} ({dcfg.loss}, lambda {dcfg.weight}, "
+                f"gamma {dcfg.gamma}, beta {dcfg.beta}), {what}, {cfg.steps} steps, device {s.device} -> {s.run_dir}"
+            )
+        objective = DistillObjective(student, wrap_for_training(student, s), targets, dcfg)
+        metrics = fit(
+            s,
+            student,
+            objective,
+            batches,
+            n_lab + n_unl,
+            val,
+            extra={"teacher": teacher_reference(recipe, teacher)},
+            loss_weights={"distill": dcfg.weight},
+        )
+        if metrics and dist.is_main:
+            s.console.print(f"[bold green]done[/] {s.run_dir}: student mAP {metrics['mAP']:.4f}  AP50 {metrics['AP50']:.4f}")
+        return s.run_dir

@@ -1,0 +1,123 @@
+"""Teacher targets: one frozen forward per batch gives soft logits and hard pseudo boxes.
+
+The teacher sees the *same* uint8 tensor as the student (each normalises with its own
+mean/std), so its dense outputs line up anchor for anchor with the student's. That is
+checked once at start-up by :func:`check_distillable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from sadc.distill.losses import pseudo_targets
+from sadc.errors import SadcError
+from sadc.models.detector import Detector
+
+
+class IncompatibleModels(SadcError):
+    pass
+
+
+def class_index(teacher: Detector, student: Detector, class_map: dict[str, str] | None) -> list[int]:
+    """For each student class, the teacher's class index (``class_map``: student -> teacher name).
+
+    Without a class map, classes must be the same names in the same order, or the
+    teacher's may contain every student class (matched by name).
+    """
+    t_names = list(teacher.spec.class_names)
+    index = {n: i for i, n in enumerate(t_names)}
+    out = []
+    for name in student.spec.class_names:
+        t_name = (class_map or {}).get(name, name)
+        if t_name not in index:
+            close = [n for n in t_names if n.lower() == t_name.lower()]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise IncompatibleModels(
+                f"student class {name!r} has no teacher class {t_name!r}{hint}; map it with "
+                f"distill.class_map (student name -> one of the teacher's {len(t_names)} classes)"
+            )
+        out.append(index[t_name])
+    if class_map:
+        unknown = set(class_map) - set(student.spec.class_names)
+        if unknown:
+            raise IncompatibleModels(f"distill.class_map names {sorted(unknown)}, which are not student classes")
+    return out
+
+
+@torch.no_grad()
+def check_distillable(teacher: Detector, student: Detector, input_size: tuple[int, int]) -> None:
+    """Fail with one line naming what differs unless both anchor grids are equal at ``input_size``."""
+    h, w = input_size
+    x = torch.zeros(1, 3, h, w, dtype=torch.uint8)
+    was_t, was_s = teacher.training, student.training
+    teacher.eval(), student.eval()
+    try:
+        t = teacher.dense(teacher.preprocess(x.to(next(teacher.parameters()).device)))
+        s = student.dense(student.preprocess(x.to(next(student.parameters()).device)))
+    finally:
+        teacher.train(was_t), student.train(was_s)
+    ts, ss = teacher.spec, student.spec
+    if ts.anchors_per_location != ss.anchors_per_location:
+        raise IncompatibleModels(
+            f"teacher has {ts.anchors_per_location} anchors per location, student {ss.anchors_per_location}; "
+            "give the student the teacher's anchor_sizes and anchor_ratios"
+        )
+    if t.num_anchors_per_level != s.num_anchors_per_level:
+        raise IncompatibleModels(
+            f"anchors per pyramid level differ at input {h}x{w} (teacher {t.num_anchors_per_level}, student "
+            f"{s.num_anchors_per_level}): the strides differ; use backbones with strides 8..128 (P3-P7)"
+        )
+    if not torch.allclose(t.anchors.cpu(), s.anchors.cpu(), atol=1e-3):
+        raise IncompatibleModels(
+            f"anchor boxes differ (teacher sizes {ts.anchor_sizes} ratios {ts.anchor_ratios}, student sizes "
+            f"{ss.anchor_sizes} ratios {ss.anchor_ratios}); give the student the teacher's anchors"
+        )
+    if ts.arch != ss.arch:
+        raise IncompatibleModels(f"teacher is {ts.arch}, student is {ss.arch}: distil within one architecture")
+
+
+@dataclass
+class TeacherTargets:
+    """Soft targets and pseudo boxes from a frozen teacher.
+
+    ``__call__(images uint8 [N, 3, H, W])`` returns (logits [N, A, C_student] sliced to the
+    student's classes, pseudo targets: per image {boxes [m, 4] xyxy input px, labels [m]
+    int64 in student classes}). The teacher runs in eval and inference mode, in
+    ``precision`` (fp16/bf16 autocast on CUDA only).
+    """
+
+    teacher: Detector
+    classes: list[int]  # student class i <- teacher class classes[i]
+    threshold: float = 0.4
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        self.teacher.eval().requires_grad_(False)
+        n_teacher = self.teacher.spec.num_classes
+        table = [-1] * n_teacher
+        for student_label, teacher_label in enumerate(self.classes):
+            table[teacher_label] = student_label
+        self.class_table = table
+        self.identity = self.classes == list(range(n_teacher))
+
+    def _autocast(self, device: torch.device):
+        if device.type != "cuda" or self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=torch.float16 if self.precision == "fp16" else torch.bfloat16)
+
+    @torch.inference_mode()
+    def __call__(self, images: Tensor) -> tuple[Tensor, list[dict[str, Tensor]]]:
+        with self._autocast(images.device):
+            out = self.teacher.dense(self.teacher.preprocess(images))
+        logits = out.cls_logits.float()
+        if not self.identity:
+            logits = logits[..., self.classes]
+        out.cls_logits = out.cls_logits.float()
+        dets = self.teacher.detect(out, score_thresh=self.threshold, max_det=100)
+        targets = pseudo_targets(dets, threshold=self.threshold, class_map=None if self.identity else self.class_table)
+        # Inference tensors cannot be saved for backward; plain clones can.
+        return logits.clone(), [{k: v.clone() for k, v in t.items()} for t in targets]

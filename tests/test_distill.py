@@ -1,0 +1,136 @@
+"""SAD end to end on tiny models: start-up checks, class maps, losses logged, checkpoints."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from sadc.distill.run import run_distill
+from sadc.distill.teacher import IncompatibleModels, TeacherTargets, check_distillable, class_index
+from sadc.engine.checkpoint import load_checkpoint
+from sadc.engine.run import run_train
+from sadc.models.detector import build_detector
+from sadc.recipe import recipe_from_dict
+from tests.conftest import tiny_recipe_dict
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tiny_world, tmp_path_factory):
+    """A tiny detector trained for a few steps: the teacher of these tests."""
+    root = tmp_path_factory.mktemp("teacher")
+    recipe = recipe_from_dict(tiny_recipe_dict(tiny_world, root, steps=8, eval_every=0, lr=0.005))
+    return run_train(recipe) / "best.pt"
+
+
+def distill_recipe(world, root, teacher, **overrides):
+    data = tiny_recipe_dict(world, root, steps=4, eval_every=2, log_every=1)
+    data["name"] = "student"
+    data["model"]["teacher"] = {"source": str(teacher)}
+    data["model"]["student"]["fpn_channels"] = 8
+    data["data"]["unlabeled"] = str(world / "unlabeled")
+    data["data"]["batch_size"] = 4
+    data["distill"] = {"pseudo_threshold": 0.05}
+    for key, value in overrides.items():
+        section, field = key.split("__")
+        data.setdefault(section, {})[field] = value
+    return data
+
+
+def _logged_keys(run_dir):
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return set().union(*(line.keys() for line in lines if "loss" in line))
+
+
+def test_sad_logs_every_term_and_stores_only_the_student(tiny_world, tmp_path, tiny_teacher):
+    run_dir = run_distill(recipe_from_dict(distill_recipe(tiny_world, tmp_path, tiny_teacher)))
+    assert {"cls", "box", "cls_pseudo", "box_pseudo", "distill", "loss"} <= _logged_keys(run_dir)
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    assert ckpt["spec"]["fpn_channels"] == 8
+    student_shapes = {k: v.shape for k, v in ckpt["model"].items()}
+    teacher_shapes = {k: v.shape for k, v in load_checkpoint(tiny_teacher)["model"].items()}
+    assert set(student_shapes) == set(teacher_shapes) and student_shapes != teacher_shapes  # the student alone
+    assert student_shapes["net.head.classification_head.cls_logits.weight"][1] == 8
+    assert ckpt["teacher"]["source"] == str(tiny_teacher) and len(ckpt["teacher"]["sha256"]) == 64
+    assert set(ckpt["metrics"]) >= {"mAP", "AP50"}
+
+
+def test_pure_distillation_without_labels(tiny_world, tmp_path, tiny_teacher):
+    data = distill_recipe(tiny_world, tmp_path, tiny_teacher)
+    data["data"]["train"] = None
+    run_dir = run_distill(recipe_from_dict(data))
+    keys = _logged_keys(run_dir)
+    assert {"distill", "cls_pseudo"} <= keys and "cls" not in keys
+
+
+@pytest.mark.parametrize(
+    "distill",
+    [
+        {"loss": "kl"},
+        {"anchors": "positives", "normalizer": "positives"},
+        {"form": "authors", "skip_empty": True, "pseudo_labels": False},
+    ],
+)
+def test_variants_run(tiny_world, tmp_path, tiny_teacher, distill):
+    data = distill_recipe(tiny_world, tmp_path, tiny_teacher, train__steps=2, train__eval_every=0)
+    data["distill"].update(distill)
+    run_dir = run_distill(recipe_from_dict(data))
+    assert "distill" in _logged_keys(run_dir)
+
+
+def test_mismatched_anchors_fail_at_start_naming_the_difference(tiny_spec):
+    teacher = build_detector(tiny_spec)
+    other = build_detector(tiny_spec.model_copy(update={"anchor_ratios": [0.5, 1.0]}))
+    with pytest.raises(IncompatibleModels, match="teacher has 2 anchors per location, student 4"):
+        check_distillable(teacher, other, (64, 64))
+    shifted = build_detector(tiny_spec.model_copy(update={"anchor_sizes": [[10.0, 12.0]] + tiny_spec.anchor_sizes[1:]}))
+    with pytest.raises(IncompatibleModels, match="anchor boxes differ"):
+        check_distillable(teacher, shifted, (64, 64))
+    check_distillable(teacher, build_detector(tiny_spec.model_copy(update={"fpn_channels": 8})), (64, 64))
+
+
+def test_class_map_slices_logits_and_remaps_pseudo_labels(tiny_spec):
+    teacher = build_detector(tiny_spec).eval()  # circle, square, triangle, cross, ring
+    student = build_detector(tiny_spec.model_copy(update={"class_names": ["ring", "disc"]}))
+    with pytest.raises(IncompatibleModels, match=r"student class 'disc' has no teacher class 'disc'.*distill.class_map"):
+        class_index(teacher, student, None)
+    classes = class_index(teacher, student, {"disc": "circle"})
+    assert classes == [4, 0]
+    with torch.no_grad():
+        teacher.net.head.classification_head.cls_logits.bias.fill_(3.0)  # everything is detected
+    targets = TeacherTargets(teacher, classes, threshold=0.5)
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    logits, pseudo = targets(images)
+    with torch.no_grad():
+        full = teacher.dense(teacher.preprocess(images)).cls_logits
+    assert torch.equal(logits, full[..., [4, 0]])
+    labels = torch.cat([p["labels"] for p in pseudo])
+    assert labels.numel() > 0 and set(labels.tolist()) <= {0, 1}
+    with pytest.raises(IncompatibleModels, match="not student classes"):
+        class_index(teacher, student, {"disc": "circle", "blob": "ring"})
+
+
+def test_dry_run_needs_no_data_or_weights(tmp_path, tiny_world, tiny_teacher):
+    data = distill_recipe(tiny_world, tmp_path, tmp_path / "missing-teacher.pt")
+    data["model"]["teacher"] = {**data["model"]["student"], "fpn_channels": 16, "source": "missing-teacher.pt"}
+    data["data"] = {"train": {"annotations": "nope.json", "images": "nope"}, "unlabeled": "nope", "batch_size": 4}
+    run_dir = run_distill(recipe_from_dict(data), dry_run=True)
+    assert load_checkpoint(run_dir / "last.pt")["step"] == 1
+
+
+def test_ddp_two_gloo_processes(tiny_world, tmp_path, tiny_teacher):
+    """torchrun with 2 CPU processes: both ranks step, rank 0 alone writes."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(distill_recipe(tiny_world, tmp_path / "runs", tiny_teacher, train__steps=3)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "sadc", "distill", "--recipe", str(recipe)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "x 2 ranks" in proc.stdout
+    runs = list((tmp_path / "runs").iterdir())
+    assert [r.name for r in runs] == ["student"]
+    assert load_checkpoint(runs[0] / "last.pt")["step"] == 3

@@ -1,0 +1,584 @@
+"""Export: deploy graph, ONNX contract, parity, INT8 QDQ structure, sidecars, formats, TensorRT args.
+
+Everything runs on a tiny random RetinaNet at 64 px whose classification bias is set
+positive, so that it makes confident (score >= 0.3) detections for the parity checks.
+Exports are module-scoped fixtures: each graph is traced once. Tolerances: fp32 ONNX
+Runtime vs torch within 1e-4 (scores) and 1e-3 px (boxes).
+
+The tiny spec's GroupNorm head has one channel per group, and P6/P7 are 1x1 at 64 px,
+so eager torch refuses batch 1 ("Expected more than 1 value per channel"); batch-1
+torch references are therefore computed on the image duplicated ([x, x], row 0).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import typer
+from onnx import numpy_helper
+from PIL import Image
+from typer.testing import CliRunner
+
+from sadc.errors import SadcError
+from sadc.export import formats, tensorrt
+from sadc.export.deploy import OUTPUT_NAMES, DeployModule
+from sadc.export.onnx import export_onnx, read_sidecar, sidecar_path
+from sadc.export.parity import ParityError, check_parity, ort_session, parity_images, run_parity
+from sadc.export.quantize import CalibrationImages, postprocess_nodes, quantize_int8, select_calibration_images
+from sadc.models.detector import build_detector
+from sadc.models.spec import DetectorSpec
+
+K = 20
+THRESHOLDS = dict(max_detections=K, topk_candidates=200, iou_threshold=0.5, score_threshold=0.05)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tiny_spec() -> DetectorSpec:
+    return DetectorSpec(backbone="tiny", fpn_channels=16, class_names=["a", "b", "c"], input_size=(64, 64))
+
+
+def _confident(detector, bias: float = 1.0):
+    with torch.no_grad():
+        detector.net.head.classification_head.cls_logits.bias.fill_(bias)
+    return detector.eval()
+
+
+def _images(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def detector():
+    torch.manual_seed(0)
+    return _confident(build_detector(_tiny_spec()))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(detector, tmp_path_factory) -> Path:
+    from sadc.engine.checkpoint import save_checkpoint
+
+    path = tmp_path_factory.mktemp("run") / "best.pt"
+    save_checkpoint(
+        path,
+        {"spec": detector.spec.model_dump(mode="json"), "model": detector.state_dict(), "recipe": {}, "metrics": {}, "step": 1},
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint) -> Path:
+    return export_onnx(checkpoint, checkpoint.with_suffix(".onnx"), **THRESHOLDS)
+
+
+@pytest.fixture(scope="module")
+def exported_raw(detector, tmp_path_factory) -> Path:
+    return export_onnx(detector, tmp_path_factory.mktemp("raw") / "m.raw.onnx", raw=True, simplify=False)
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("unlabeled")
+    rng = np.random.default_rng(0)
+    for i in range(6):  # odd sizes: the reader letterboxes
+        Image.fromarray(rng.integers(0, 256, (40 + 8 * i, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def quantized(exported, calib_dir) -> Path:
+    return quantize_int8(exported, exported.with_name("best.int8.onnx"), calib_dir, n=6, batch=4, method="minmax")
+
+
+# ------------------------------------------------------------------------------ deploy module
+
+
+def test_deploy_eager_equals_detector_detect(detector):
+    module = DeployModule(detector, **THRESHOLDS)
+    images = _images(3)
+    with torch.no_grad():
+        num_dets, boxes, scores, labels = module(images)
+        ref = detector.detect(detector.dense(detector.preprocess(images)), score_thresh=0.05, nms_thresh=0.5, max_det=K, topk=200)
+    assert num_dets.dtype == labels.dtype == torch.int32 and boxes.dtype == scores.dtype == torch.float32
+    assert num_dets.shape == (3, 1) and boxes.shape == (3, K, 4) and scores.shape == labels.shape == (3, K)
+    for i, r in enumerate(ref):
+        n = int(num_dets[i, 0])
+        assert n == len(r["scores"]) > 0
+        torch.testing.assert_close(scores[i, :n], r["scores"])
+        torch.testing.assert_close(boxes[i, :n], r["boxes"])
+        assert torch.equal(labels[i, :n].long(), r["labels"])
+        assert not boxes[i, n:].any() and not scores[i, n:].any() and not labels[i, n:].any()
+    assert boxes.min() >= 0 and boxes.max() <= 64
+
+
+def test_deploy_pads_when_few_survive(detector, tmp_path):
+    module = DeployModule(detector, max_detections=K, topk_candidates=K, score_threshold=0.99)
+    with torch.no_grad():
+        num_dets, boxes, scores, labels = module(_images(2))
+    assert (num_dets < K).all()
+    for i in range(2):
+        n = int(num_dets[i, 0])
+        assert not scores[i, n:].any() and not boxes[i, n:].any()
+    # K beyond the A*C = 258 (anchor, class) pairs of the tiny model: padded in the graph too
+    big = dict(max_detections=300, topk_candidates=300)
+    path = export_onnx(detector, tmp_path / "k300.onnx", simplify=False, **big)
+    images = _images(2)
+    outs = ort_session(path).run(None, {"images": images.numpy()})
+    with torch.no_grad():
+        ref = DeployModule(detector, **big)(images)
+    assert outs[1].shape == (2, 300, 4) and (outs[0] <= 258).all()
+    np.testing.assert_array_equal(outs[0], ref[0].numpy())
+    np.testing.assert_allclose(outs[2], ref[2].numpy(), atol=1e-4)
+
+
+def test_deploy_rejects_wrong_input_and_thresholds(detector):
+    module = DeployModule(detector, **THRESHOLDS)
+    with pytest.raises(SadcError, match=r"expected uint8 \[B, 3, 64, 64\]"):
+        module(torch.zeros(2, 3, 64, 64))
+    with pytest.raises(SadcError, match="--iou"):
+        DeployModule(detector, iou_threshold=0.0)
+    with pytest.raises(SadcError, match="topk_candidates 10 < --max-det 20"):
+        DeployModule(detector, max_detections=20, topk_candidates=10)
+
+
+# ------------------------------------------------------------------------------ ONNX contract
+
+
+def test_onnx_contract_in_plain_onnxruntime(exported):
+    model = onnx.load(str(exported))
+    assert any(n.op_type == "NonMaxSuppression" for n in model.graph.node)
+    assert not any(n.op_type in ("Pad", "Floor") for n in model.graph.node)  # TensorRT-hostile preprocessing
+    session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert (inp.name, inp.type, inp.shape) == ("images", "tensor(uint8)", ["batch", 3, 64, 64])
+    got = {o.name: (o.type, o.shape) for o in session.get_outputs()}
+    assert list(got) == list(OUTPUT_NAMES)
+    assert got == {
+        "num_dets": ("tensor(int32)", ["batch", 1]),
+        "boxes": ("tensor(float)", ["batch", K, 4]),
+        "scores": ("tensor(float)", ["batch", K]),
+        "labels": ("tensor(int32)", ["batch", K]),
+    }
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_onnx_matches_eager_torch(exported, detector, batch):
+    session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+    images = _images(batch, seed=batch)
+    outs = session.run(None, {"images": images.numpy()})
+    assert [o.dtype for o in outs] == [np.int32, np.float32, np.float32, np.int32]
+    module = DeployModule(detector, **THRESHOLDS)
+    with torch.no_grad():
+        ref = module(images if batch > 1 else images.repeat(2, 1, 1, 1))
+    ref = [r[:batch].numpy() for r in ref]
+    assert outs[0].shape == (batch, 1) and (outs[0] > 0).all()
+    np.testing.assert_array_equal(outs[0], ref[0])
+    np.testing.assert_array_equal(outs[3], ref[3])
+    np.testing.assert_allclose(outs[2], ref[2], atol=1e-4)
+    np.testing.assert_allclose(outs[1], ref[1], atol=1e-3)
+
+
+def test_raw_export_shapes_and_values(exported_raw, detector):
+    session = ort.InferenceSession(str(exported_raw), providers=["CPUExecutionProvider"])
+    images = _images(2)
+    scores, boxes = session.run(None, {"images": images.numpy()})
+    with torch.no_grad():
+        out = detector.dense(detector.preprocess(images))
+        ref_scores, ref_boxes = detector.decode(out)
+    a = out.anchors.shape[0]
+    assert [o.name for o in session.get_outputs()] == ["scores", "boxes"]
+    assert [o.shape for o in session.get_outputs()] == [["batch", a, 3], ["batch", a, 4]]
+    assert scores.shape == (2, a, 3) and boxes.shape == (2, a, 4)
+    np.testing.assert_allclose(scores, ref_scores.numpy(), atol=1e-4)
+    np.testing.assert_allclose(boxes, ref_boxes.numpy(), atol=1e-3)
+    assert read_sidecar(exported_raw)["format"] == "onnx-raw"
+
+
+# ------------------------------------------------------------------------------ sidecars
+
+
+def test_sidecar_content(exported, checkpoint, detector):
+    from sadc import __version__
+    from sadc.engine.checkpoint import file_sha256
+
+    side = read_sidecar(exported)
+    assert sidecar_path(exported).name == "best.onnx.json"
+    assert side["format"] == "onnx" and side["sadc_version"] == __version__ and side["opset"] == 17
+    assert side["spec"] == detector.spec.model_dump(mode="json")
+    assert side["class_names"] == ["a", "b", "c"] and side["input_size"] == [64, 64]
+    assert side["mean"] == list(detector.spec.mean) and side["std"] == list(detector.spec.std)
+    assert side["source"] == {"checkpoint": str(checkpoint), "sha256": file_sha256(checkpoint)}
+    assert side["sha256"] == file_sha256(exported)
+    assert side["output_names"] == list(OUTPUT_NAMES)
+    assert side["outputs"]["boxes"] == {"dtype": "float32", "shape": ["batch", K, 4]}
+    assert side["thresholds"] == THRESHOLDS
+
+
+def test_read_sidecar_errors(tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    with pytest.raises(SadcError, match=r"m\.onnx\.json not found: not a sadc export\? re-export with sadc export"):
+        read_sidecar(model)
+    sidecar_path(model).write_text("{not json")
+    with pytest.raises(SadcError, match="unreadable sidecar"):
+        read_sidecar(model)
+    sidecar_path(model).write_text(json.dumps({"format": "onnx"}))
+    with pytest.raises(SadcError, match="sidecar lacks spec"):
+        read_sidecar(model)
+    sidecar_path(model).write_text(json.dumps({"sidecar_version": 99}))
+    with pytest.raises(SadcError, match="newer than this sadc"):
+        read_sidecar(model)
+
+
+# ------------------------------------------------------------------------------ parity
+
+
+def test_parity_passes_on_the_export(exported, detector):
+    report = run_parity(detector, exported, images=_images(6))
+    assert report.passed, report.summary()
+    assert report.n_torch > 0 and report.match_rate == 1.0
+    assert set(report.raw_max_abs_diff) == {"scores", "boxes"} and report.max_abs_diff < 1e-3
+    report.raise_if_failed()
+
+
+def test_parity_catches_a_different_torch_model(exported, detector):
+    other = _confident(build_detector(_tiny_spec()))  # same architecture, other weights
+    report = check_parity(DeployModule(other, **THRESHOLDS), ort_session(exported), _images(4))
+    assert not report.passed and report.match_rate < 0.5
+    with pytest.raises(ParityError, match=r"match rate 0\.\d+ < 0\.99"):
+        report.raise_if_failed()
+
+
+def test_parity_catches_perturbed_onnx_weights(exported, detector):
+    model = onnx.load(str(exported))
+    for init in model.graph.initializer:  # perturb every conv weight of the box regression head
+        if "regression_head" in init.name and init.name.endswith("weight"):
+            w = numpy_helper.to_array(init)
+            init.CopyFrom(numpy_helper.from_array(w + 0.05 * np.sign(w), init.name))
+    report = check_parity(DeployModule(detector, **THRESHOLDS), ort_session(model.SerializeToString()), _images(4))
+    assert report.n_torch > 0 and report.match_rate < 0.5
+    assert "match rate" in report.failures()[0]
+
+
+def test_parity_fcos_export(tmp_path):
+    """FCOS ranks by sqrt(cls * centerness) and its random boxes are often zero-area."""
+    torch.manual_seed(1)
+    spec = DetectorSpec(arch="fcos", backbone="tiny", fpn_channels=64, class_names=["a", "b"], input_size=(64, 96))
+    fcos = _confident(build_detector(spec), bias=2.0)
+    path = export_onnx(fcos, tmp_path / "fcos.onnx", simplify=False, **THRESHOLDS)
+    report = run_parity(fcos, path, images=parity_images(spec, n=4))
+    assert report.passed and report.n_torch > 0, report.summary()
+
+
+def test_parity_batchnorm_detector_stays_in_eval(tmp_path):
+    """BatchNorm (running statistics) must survive torch.onnx.export's train-mode restore."""
+    from sadc.export.onnx import onnx_bytes
+
+    torch.manual_seed(2)
+    spec = _tiny_spec().model_copy(update={"head_norm": "batch"})
+    model = _confident(build_detector(spec))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial running statistics
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    module = DeployModule(model, raw=True)
+    onnx_bytes(module)
+    assert not module.training and not module.detector.training
+    path = export_onnx(model, tmp_path / "bn.onnx", simplify=False, **THRESHOLDS)
+    report = run_parity(model, path, images=_images(4))
+    assert report.passed and report.n_torch > 0, report.summary()
+
+
+def test_match_counts_identical_zero_area_boxes():
+    from sadc.export.parity import _match
+
+    det = {"boxes": torch.tensor([[10.0, 5.0, 10.0, 9.0], [0.0, 0.0, 8.0, 8.0]]), "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([0, 1])}
+    assert _match(det, det, 0.99)[0] == 2
+    other = {**det, "labels": torch.tensor([1, 1])}
+    assert _match(det, other, 0.99)[0] == 1
+
+
+def test_parity_images_from_folder(calib_dir, detector):
+    images = parity_images(detector.spec, calib_dir, n=4)
+    assert images.shape == (4, 3, 64, 64) and images.dtype == torch.uint8
+    assert parity_images(detector.spec, None, n=2).shape == (2, 3, 64, 64)
+
+
+# ------------------------------------------------------------------------------ INT8
+
+
+def _graph_index(model):
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    return producers, consumers
+
+
+def test_int8_qdq_structure(quantized):
+    model = onnx.load(str(quantized))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producers, consumers = _graph_index(model)
+    qs = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    dqs = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert qs and dqs
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    for conv in convs:
+        x_dq, w_dq = producers.get(conv.input[0]), producers.get(conv.input[1])
+        assert x_dq is not None and x_dq.op_type == "DequantizeLinear", conv.name
+        assert w_dq is not None and w_dq.op_type == "DequantizeLinear", conv.name
+        weight, scale, zero = (inits[name] for name in w_dq.input)
+        assert weight.dtype == np.int8 and zero.dtype == np.int8 and not zero.any()
+        axis = next(a.i for a in w_dq.attribute if a.name == "axis")
+        assert axis == 0 and scale.shape == (weight.shape[0],)  # per output channel
+        if len(conv.input) > 2:  # bias stays float for TensorRT
+            assert conv.input[2] in inits and inits[conv.input[2]].dtype == np.float32
+    for q in qs:  # activations: int8, symmetric
+        scale, zero = inits[q.input[1]], inits[q.input[2]]
+        assert zero.dtype == np.int8 and not zero.any() and scale.size == 1
+
+    # Q/DQ only inside the network: every Q/DQ node, and every consumer of a DQ, still leads to a Conv.
+    memo: dict[str, bool] = {}
+
+    def leads_to_conv(node) -> bool:
+        if node.name not in memo:
+            memo[node.name] = False
+            memo[node.name] = node.op_type == "Conv" or any(leads_to_conv(c) for o in node.output for c in consumers.get(o, []))
+        return memo[node.name]
+
+    assert all(leads_to_conv(n) for n in qs + dqs)
+    assert all(leads_to_conv(c) for dq in dqs for c in consumers.get(dq.output[0], []))
+    post = set(postprocess_nodes(model))
+    assert any(n.op_type == "NonMaxSuppression" and n.name in post for n in model.graph.node)
+    for node in model.graph.node:
+        if node.name in post or node.op_type in ("Sigmoid", "Exp", "TopK", "NonMaxSuppression"):
+            assert all(producers.get(i) is None or producers[i].op_type not in ("DequantizeLinear", "QuantizeLinear") for i in node.input)
+
+
+def test_int8_runs_with_the_contract_and_sidecar(quantized, calib_dir):
+    session = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
+    outs = session.run(None, {"images": _images(3).numpy()})
+    assert [o.shape for o in outs] == [(3, 1), (3, K, 4), (3, K), (3, K)]
+    side = read_sidecar(quantized)
+    assert side["format"] == "onnx-int8" and side["thresholds"] == THRESHOLDS
+    q = side["quantization"]
+    assert (q["method"], q["calibration_images"], q["calibration_batch"]) == ("minmax", 6, 4)
+    assert q["calibration_source"] == str(calib_dir) and side["fp32_model"]["file"] == "best.onnx"
+
+
+def test_calibration_reader_and_selection(calib_dir, tmp_path):
+    paths = select_calibration_images(calib_dir, 3)
+    assert len(paths) == 3 and len(set(paths)) == 3
+    reader = CalibrationImages(paths, (64, 64), batch=2)
+    batches = list(reader)
+    assert len(reader) == 2 and [b["images"].shape for b in batches] == [(2, 3, 64, 64), (1, 3, 64, 64)]
+    assert batches[0]["images"].dtype == np.uint8
+    reader.set_range(1, 2)
+    assert reader.get_next()["images"].shape[0] == 1 and reader.get_next() is None
+    with pytest.raises(SadcError, match="no images found"):
+        select_calibration_images(tmp_path, 4)
+
+
+def test_quantize_refuses_bad_inputs(exported_raw, exported, calib_dir, tmp_path):
+    with pytest.raises(SadcError, match="needs an fp32 deploy graph"):
+        quantize_int8(exported_raw, tmp_path / "x.int8.onnx", calib_dir)
+    with pytest.raises(SadcError, match="--method magic"):
+        quantize_int8(exported, tmp_path / "x.int8.onnx", calib_dir, method="magic")
+
+
+# ------------------------------------------------------------------------------ formats table
+
+
+def test_formats_table_is_consistent(cli_app):
+    names = [f.name for f in formats.FORMATS]
+    assert len(set(names)) == len(names) and len({f.suffix for f in formats.FORMATS}) == len(names)
+    command = typer.main.get_command(cli_app).commands["export"]
+    cli_flags = {opt for param in command.params for opt in param.opts if opt.startswith("--")}
+    table_flags = {*formats.COMMON_OPTIONS, *(o for f in formats.FORMATS for o in f.options)}
+    assert table_flags <= cli_flags, f"in the formats table but not flags of sadc export: {table_flags - cli_flags}"
+    assert cli_flags - table_flags == {"--format"}, "a flag of sadc export that no format declares"
+    assert [f.name for f in formats.FORMATS if f.needs_cuda] == ["engine"]
+    from sadc.cli.export import Format
+
+    assert [m.value for m in Format] == names
+
+
+def test_docs_formats_section_is_current():
+    text = (ROOT / "docs" / "export.md").read_text()
+    assert formats.docs_section(text) == formats.formats_markdown(), "run: python -m sadc.export.formats --write docs/export.md"
+
+
+def test_check_options_and_default_outputs():
+    onnx_fmt, int8, engine = (formats.get_format(n) for n in ("onnx", "int8", "engine"))
+    formats.check_options(engine, ["--half", "--max-batch", "--iou"])
+    with pytest.raises(SadcError, match="--half does not apply to --format onnx; it applies to --format engine"):
+        formats.check_options(onnx_fmt, ["--opset", "--half"])
+    with pytest.raises(SadcError, match="--raw does not apply to --format int8"):
+        formats.check_options(int8, ["--raw"])
+    with pytest.raises(SadcError, match="unknown format"):
+        formats.get_format("tflite")
+    ckpt = Path("runs/x/best.pt")
+    assert formats.default_output(ckpt, onnx_fmt) == Path("runs/x/best.onnx")
+    assert formats.default_output(ckpt, onnx_fmt, raw=True) == Path("runs/x/best.raw.onnx")
+    assert formats.default_output(ckpt, int8) == Path("runs/x/best.int8.onnx")
+    assert formats.default_output(ckpt, engine) == Path("runs/x/best.engine")
+    assert formats.sibling(Path("out/model.engine"), ".int8.onnx") == Path("out/model.int8.onnx")
+    formats.check_output(int8, Path("m.int8.onnx"))
+    formats.check_output(engine, Path("m.plan"))
+    with pytest.raises(SadcError, match="ends in .int8.onnx"):
+        formats.check_output(int8, Path("m.onnx"))  # would overwrite its own fp32 graph
+    with pytest.raises(SadcError, match="an engine is not a .onnx file"):
+        formats.check_output(engine, Path("m.onnx"))
+
+
+# ------------------------------------------------------------------------------ TensorRT (no GPU needed)
+
+
+@pytest.mark.parametrize("bad", [(0, 1, 1), (2, 1, 4), (1, 8, 4)])
+def test_batch_profile_validation(bad):
+    with pytest.raises(SadcError, match="need 1 <= min <= opt <= max"):
+        tensorrt.BatchProfile(*bad)
+
+
+def test_batch_profile_shapes_and_trtexec():
+    profile = tensorrt.BatchProfile(1, 4, 8)
+    assert profile.shapes((64, 96)) == {"min": (1, 3, 64, 96), "opt": (4, 3, 64, 96), "max": (8, 3, 64, 96)}
+    cmd = tensorrt.trtexec_command(Path("m.int8.onnx"), Path("m.engine"), precision="int8", profile=profile, input_size=(64, 96), workspace_gb=2)
+    assert "--minShapes=images:1x3x64x96" in cmd and "--maxShapes=images:8x3x64x96" in cmd and "--stronglyTyped" in cmd
+
+
+def test_precision_and_workspace_checks():
+    tensorrt.check_precision("fp16", "onnx")
+    tensorrt.check_precision("int8", "onnx-int8")
+    with pytest.raises(SadcError, match="needs the QDQ graph"):
+        tensorrt.check_precision("int8", "onnx")
+    with pytest.raises(SadcError, match="builds only an int8 engine"):
+        tensorrt.check_precision("fp16", "onnx-int8")
+    with pytest.raises(SadcError, match="--workspace 0"):
+        tensorrt.check_workspace(0)
+
+
+def test_engine_sidecar_content(exported, tmp_path):
+    side = tensorrt.engine_sidecar(
+        read_sidecar(exported),
+        onnx_path=exported,
+        engine_path=tmp_path / "best.engine",
+        precision="fp16",
+        profile=tensorrt.BatchProfile(1, 2, 4),
+        workspace_gb=2.0,
+        tensorrt_version="10.9.0",
+        gpu="NVIDIA A10",
+        compute_capability="8.6",
+        timing_cache=None,
+    )
+    trt = side["tensorrt"]
+    assert side["format"] == "tensorrt" and side["class_names"] == ["a", "b", "c"] and side["onnx"]["format"] == "onnx"
+    assert (trt["version"], trt["gpu"], trt["precision"]) == ("10.9.0", "NVIDIA A10", "fp16")
+    assert trt["profile"]["images"] == {"min": [1, 3, 64, 64], "opt": [2, 3, 64, 64], "max": [4, 3, 64, 64]}
+    assert "GPU model and TensorRT version" in trt["note"]
+
+
+def _tensorrt_ready() -> bool:
+    try:
+        tensorrt.import_tensorrt()
+    except SadcError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_tensorrt_ready(), reason="tensorrt and a CUDA GPU are present: the error path cannot happen")
+def test_build_engine_without_tensorrt_fails_cleanly(exported, tmp_path):
+    with pytest.raises(SadcError, match=r"TensorRT export needs tensorrt>=10 and a CUDA GPU: on a CUDA machine pip install 'sadc\[gpu\]'"):
+        tensorrt.build_engine(exported, tmp_path / "best.engine", precision="fp32")
+    with pytest.raises(SadcError, match="need 1 <= min <= opt <= max"):  # arguments are checked first
+        tensorrt.build_engine(exported, tmp_path / "best.engine", min_batch=4, opt_batch=2)
+
+
+@pytest.mark.tensorrt
+@pytest.mark.skipif(not _tensorrt_ready(), reason="needs tensorrt>=10 and a CUDA GPU (pip install 'sadc[gpu]' on a CUDA machine)")
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_build_engine_on_gpu(exported, quantized, tmp_path, precision):
+    source = quantized if precision == "int8" else exported
+    cache = tmp_path / "timing.cache"
+    engine = tensorrt.build_engine(source, tmp_path / "best.engine", precision=precision, max_batch=8, opt_batch=2, workspace_gb=1, timing_cache=cache)
+    assert engine.stat().st_size > 0 and cache.stat().st_size > 0
+    assert read_sidecar(engine)["tensorrt"]["precision"] == precision
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+@pytest.fixture(scope="module")
+def cli_app():
+    from sadc.cli import export as export_cli
+
+    app = typer.Typer()
+    app.callback()(lambda: None)  # a group, so that the command is invoked by name as in `sadc export`
+    app.command("export")(export_cli.export)
+    return app
+
+
+@pytest.fixture(scope="module")
+def cli(cli_app):
+    runner = CliRunner()
+    return lambda *args: runner.invoke(cli_app, ["export", *map(str, args)])
+
+
+def test_cli_exports_onnx_with_parity(cli, checkpoint, tmp_path):
+    out = tmp_path / "model.onnx"
+    result = cli(checkpoint, "--out", out, "--no-simplify", "--max-det", 10)
+    assert result.exit_code == 0, result.output
+    assert "parity: onnx vs torch" in result.output and out.is_file()
+    assert read_sidecar(out)["thresholds"]["max_detections"] == 10
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--half"], "--half does not apply to --format onnx"),
+        (["-f", "int8"], "--format int8 needs --calib DIR"),
+        (["-f", "engine", "--min-batch", "4", "--opt-batch", "2"], "need 1 <= min <= opt <= max"),
+        (["--iou", "0"], "--iou 0.0: must be in (0, 1]"),
+    ],
+)
+def test_cli_rejects_bad_flags(cli, checkpoint, args, message):
+    result = cli(checkpoint, *args)
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+@pytest.mark.skipif(_tensorrt_ready(), reason="tensorrt and a CUDA GPU are present")
+def test_cli_engine_without_tensorrt_exits_2(cli, checkpoint, tmp_path):
+    result = cli(checkpoint, "-f", "engine", "--out", tmp_path / "m.engine")
+    assert result.exit_code == 2 and "TensorRT export needs tensorrt>=10 and a CUDA GPU" in result.output
+    assert not (tmp_path / "m.onnx").exists()  # failed before spending time on the ONNX export
+
+
+def test_cli_int8_with_val_reports_and_enforces_map_drop(cli, tiny_world, tiny_spec, tmp_path, monkeypatch):
+    """Real fp32/INT8 mAP on the synthetic val set, then a pretend 0.2 drop must fail --max-map-drop."""
+    from sadc.engine.checkpoint import save_checkpoint
+    from sadc.export import quantize
+
+    torch.manual_seed(0)
+    model = build_detector(tiny_spec)
+    ckpt = tmp_path / "best.pt"
+    save_checkpoint(ckpt, {"spec": tiny_spec.model_dump(mode="json"), "model": model.state_dict(), "recipe": {}, "metrics": {}, "step": 0})
+    real = quantize.map_change
+
+    def worse(*args, **kwargs):
+        scores = real(*args, **kwargs)
+        assert set(scores) == {"fp32", "int8"} and "mAP" in scores["int8"]
+        return {**scores, "int8": {**scores["int8"], "mAP": scores["fp32"]["mAP"] - 0.2}}
+
+    monkeypatch.setattr(quantize, "map_change", worse)
+    args = ["-f", "int8", "--calib", tiny_world / "unlabeled", "--calib-images", 8, "--val", tiny_world / "val.json"]
+    result = cli(ckpt, *args, "--max-map-drop", 0.1, "--no-simplify", "--no-parity")
+    assert result.exit_code == 2, result.output
+    assert "INT8 accuracy on" in result.output and "(--max-map-drop 0.1)" in result.output
+    assert (tmp_path / "best.int8.onnx").is_file() and read_sidecar(tmp_path / "best.int8.onnx")["format"] == "onnx-int8"
