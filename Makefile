@@ -7,7 +7,8 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
 DATA   ?= data/synth
-RUNS   ?= runs
+TEACHER := runs/quickstart-teacher
+STUDENT := runs/quickstart
 
 .PHONY: install demo test clean
 
@@ -23,15 +24,16 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 
-# Each stage is a file target, so a second `make demo` reuses what is finished.
-$(DATA)/train.json: $(STAMP)
+# Every stage is idempotent: synth and export skip when their output is current, train
+# and distill --resume finish an interrupted run or do nothing when it is complete.
+demo: $(STAMP)
 	$(BIN)/sadc data synth $(DATA)
-
-$(RUNS)/quickstart-teacher/best.pt: $(DATA)/train.json recipes/quickstart-teacher.yaml
 	$(BIN)/sadc train --recipe recipes/quickstart-teacher.yaml --resume
-
-demo: $(RUNS)/quickstart-teacher/best.pt
-	$(BIN)/sadc bench $(RUNS)/quickstart-teacher/best.pt --data $(DATA)/val.json --images $(DATA)/val --out $(RUNS)/quickstart-teacher/bench
+	$(BIN)/sadc distill --recipe recipes/quickstart.yaml --resume
+	test $(STUDENT)/best.int8.onnx -nt $(STUDENT)/best.pt || \
+	  $(BIN)/sadc export $(STUDENT)/best.pt --format int8 --calib $(DATA)/unlabeled --val $(DATA)/val.json
+	$(BIN)/sadc bench $(TEACHER)/best.pt $(STUDENT)/best.pt $(STUDENT)/best.onnx $(STUDENT)/best.int8.onnx \
+	  --data $(DATA)/val.json --out $(STUDENT)/bench
 
 clean:
-	rm -rf $(VENV) $(RUNS) $(DATA)
+	rm -rf $(VENV) runs $(DATA)

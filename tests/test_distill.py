@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -128,9 +129,14 @@ def test_ddp_two_gloo_processes(tiny_world, tmp_path, tiny_teacher):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     cmd += ["-m", "sadc", "distill", "--recipe", str(recipe)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "x 2 ranks" in proc.stdout
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun's workers too, not only torchrun
+        raise
+    assert proc.returncode == 0, stdout[-2000:] + stderr[-2000:]
+    assert "x 2 ranks" in stdout
     runs = list((tmp_path / "runs").iterdir())
     assert [r.name for r in runs] == ["student"]
     assert load_checkpoint(runs[0] / "last.pt")["step"] == 3

@@ -1,44 +1,150 @@
-"""`sadc bench`: accuracy (and, later, latency) of one or more artefacts, side by side."""
+"""`sadc bench`: size, accuracy and latency of one or more artefacts, side by side.
+
+:func:`run_bench` loads each artefact through :func:`sadc.runtime.load_predictor`
+and measures, in this order: params and GFLOPs (:mod:`sadc.bench.flops`, once per
+spec), COCO mAP on a labeled set (:mod:`sadc.bench.accuracy`), and latency per batch
+size, model-only and end to end (:mod:`sadc.bench.latency`). The whole run uses one
+thread count for torch and ONNX Runtime alike. :func:`check_gates` turns the numbers
+into a CI verdict; :mod:`sadc.bench.report` prints and writes them.
+"""
 
 from __future__ import annotations
 
-import json
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
 from sadc.bench.accuracy import evaluate
+from sadc.bench.flops import ModelSize, model_size
+from sadc.bench.latency import LatencyStats, bench_latency, check_counts
 from sadc.data.coco import CocoDetection
+from sadc.data.images import find_images
 from sadc.data.loaders import build_loader
 from sadc.errors import SadcError
+from sadc.runtime import backend_for, load_predictor
 from sadc.runtime.base import Predictor
 
 
 @dataclass
+class BenchSettings:
+    """What to measure and how; every artefact is measured the same way."""
+
+    batches: tuple[int, ...] = (1, 8)
+    warmup: int = 10
+    iters: int = 50
+    threads: int | None = None  # None: torch's current count, also given to ONNX Runtime
+    device: str = "cpu"
+    accuracy: bool = True
+    latency: bool = True
+    data: Path | None = None  # COCO json of the labeled set
+    images: Path | None = None  # its image folder (default: the json's path without .json)
+    save_detections: Path | None = None  # the first artefact's COCO results
+
+    def check(self) -> None:
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise SadcError(f"--batch {','.join(map(str, self.batches))}: batch sizes must be >= 1")
+        check_counts(self.warmup, self.iters)
+        if self.threads is not None and self.threads < 1:
+            raise SadcError(f"--threads {self.threads}: must be >= 1")
+        if not (self.accuracy or self.latency):
+            raise SadcError("--no-accuracy and --no-latency together leave nothing to measure")
+        if self.accuracy and self.data is None:
+            raise SadcError("--data VAL.json is needed to score mAP (or pass --no-accuracy)")
+        if self.data is not None and not self.data.is_file():
+            raise SadcError(f"--data {self.data}: file not found (a COCO json, e.g. data/synth/val.json)")
+        if self.save_detections is not None and not self.accuracy:
+            raise SadcError("--save-detections needs the accuracy pass; drop --no-accuracy")
+
+    def image_dir(self) -> Path | None:
+        if self.images is not None:
+            return self.images
+        return default_images_dir(self.data) if self.data is not None else None
+
+
+@dataclass
 class BenchResult:
+    """Everything measured for one artefact (absent parts are empty)."""
+
     name: str
     path: str
+    backend: str
+    file_mb: float
+    params: int | None = None
+    gflops: float | None = None
+    input_size: tuple[int, int] | None = None
     accuracy: dict[str, float] = field(default_factory=dict)
+    latency: dict[str, list[LatencyStats]] = field(default_factory=dict)
+
+    @property
+    def map(self) -> float | None:
+        return self.accuracy.get("mAP")
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "backend": self.backend,
+            "file_mb": self.file_mb,
+            "params": self.params,
+            "gflops": self.gflops,
+            "input_size": list(self.input_size) if self.input_size else None,
+            "accuracy": self.accuracy,
+            "latency": {kind: [s.to_json() for s in stats] for kind, stats in self.latency.items()},
+        }
 
 
-def load_predictor(path: Path, **kwargs) -> Predictor:
-    """Pick the backend from the artefact's suffix."""
-    path = Path(path)
-    if not path.exists():
-        raise SadcError(f"{path}: model not found")
-    if path.suffix in (".pt", ".pth"):
-        from sadc.runtime.torch_rt import TorchPredictor
+@dataclass
+class BenchReport:
+    """A bench run: the machine, the settings, one result per artefact (the first is the reference)."""
 
-        return TorchPredictor(path, **kwargs)
-    raise SadcError(f"{path}: unknown artefact type {path.suffix!r} (expected a sadc checkpoint .pt)")
+    machine: dict
+    settings: dict
+    results: list[BenchResult]
+
+    def delta_map(self, result: BenchResult) -> float | None:
+        """mAP minus the first artefact's (None when either is unscored)."""
+        ref = self.results[0].map if self.results else None
+        return None if ref is None or result.map is None else result.map - ref
+
+    def to_json(self) -> dict:
+        results = []
+        for r in self.results:
+            entry = r.to_json()
+            entry["delta_map"] = self.delta_map(r)
+            results.append(entry)
+        return {"machine": self.machine, "settings": self.settings, "results": results}
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """``"1,8"`` -> (1, 8); SadcError naming the flag otherwise."""
+    try:
+        batches = tuple(int(part) for part in str(text).split(",") if part.strip())
+    except ValueError:
+        raise SadcError(f"--batch {text}: comma-separated batch sizes, e.g. 1,8") from None
+    if not batches or any(b < 1 for b in batches):
+        raise SadcError(f"--batch {text}: batch sizes must be integers >= 1, e.g. 1,8")
+    return tuple(dict.fromkeys(batches))
 
 
 def default_images_dir(annotations: Path) -> Path:
     """``x/val.json`` -> ``x/val/`` (the layout `sadc data synth` writes)."""
     return annotations.with_suffix("")
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Set torch's intra-op thread count for the block and restore it after (it is process-wide)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def bench_accuracy(
@@ -51,6 +157,7 @@ def bench_accuracy(
     save_detections: Path | None = None,
     console: Console | None = None,
 ) -> dict[str, float]:
+    """COCO metrics of ``predictor`` on a labeled set (see :func:`sadc.bench.accuracy.evaluate`)."""
     data = CocoDetection(annotations, images, tuple(predictor.spec.input_size))
     if list(data.class_names) != list(predictor.spec.class_names):
         raise SadcError(
@@ -70,19 +177,121 @@ def bench_accuracy(
         )
 
 
-def results_table(results: list[BenchResult]) -> Table:
-    table = Table(title="sadc bench")
-    table.add_column("model")
-    for col in ("mAP", "AP50", "AP75", "APs", "APm", "APl", "ΔmAP"):
-        table.add_column(col, justify="right")
-    ref = results[0].accuracy.get("mAP") if results else None
-    for r in results:
-        a = r.accuracy
-        delta = "" if ref is None or r is results[0] else f"{a['mAP'] - ref:+.4f}"
-        table.add_row(r.name, *(f"{a[k]:.4f}" for k in ("mAP", "AP50", "AP75", "APs", "APm", "APl")), delta)
-    return table
+def run_bench(models: Sequence[Path], settings: BenchSettings, *, console: Console | None = None) -> BenchReport:
+    """Measure every artefact in ``models`` with ``settings``; the first is the ΔmAP reference."""
+    from sadc.engine.machine import machine_summary
+
+    settings.check()
+    if not models:
+        raise SadcError("give at least one artefact to bench")
+    for path in models:  # fail before minutes of work on the first artefact
+        if not Path(path).exists():
+            raise SadcError(f"{path}: model not found")
+        backend_for(Path(path))
+    threads = settings.threads or torch.get_num_threads()
+    image_dir = settings.image_dir()
+    files: list[Path] = []
+    if settings.latency and image_dir is not None:
+        files = find_images(image_dir)[: max(settings.batches)]
+    sizes: dict[str, ModelSize] = {}  # spec json -> size: computed once per architecture
+    results = []
+    with torch_threads(threads):
+        for i, path in enumerate(models):
+            path = Path(path)
+            predictor = load_predictor(path, device=settings.device, threads=threads)
+            key = predictor.spec.model_dump_json()
+            if key not in sizes:
+                sizes[key] = model_size(predictor.spec)
+            size = sizes[key]
+            result = BenchResult(
+                name=predictor.name,
+                path=str(path),
+                backend=backend_for(path).name,
+                file_mb=path.stat().st_size / 1e6,
+                params=size.params,
+                gflops=size.gflops,
+                input_size=size.input_size,
+            )
+            if settings.accuracy:
+                result.accuracy = bench_accuracy(
+                    predictor,
+                    settings.data,
+                    image_dir,
+                    batch_size=max(settings.batches),
+                    save_detections=settings.save_detections if i == 0 else None,
+                    console=console,
+                )
+            if settings.latency:
+                status = console.status("latency") if console is not None else contextlib.nullcontext()
+                with status as spinner:
+                    result.latency = bench_latency(
+                        predictor,
+                        batches=settings.batches,
+                        warmup=settings.warmup,
+                        iters=settings.iters,
+                        files=files,
+                        progress=spinner.update if spinner is not None else None,
+                    )
+            results.append(result)
+            del predictor  # one artefact in memory at a time
+        machine = machine_summary()
+    input_sizes = {r.input_size for r in results}
+    return BenchReport(
+        machine=machine,
+        settings={
+            "device": settings.device,
+            "threads": threads,
+            "batches": list(settings.batches),
+            "warmup": settings.warmup,
+            "iters": settings.iters,
+            "data": str(settings.data) if settings.data else None,
+            "images": str(image_dir) if image_dir else None,
+            "end_to_end_files": [str(f) for f in files],
+            "same_input_shape": len(input_sizes) == 1,
+            "model_only": {b.name: b.model_only for b in _backends_of(results)},
+            "gflops": "2 x multiply-adds / 1e9 per image at input size (convs and matmuls of backbone, FPN, heads)",
+        },
+        results=results,
+    )
 
 
-def write_report(results: list[BenchResult], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps([r.__dict__ for r in results], indent=2))
+def _backends_of(results: list[BenchResult]):
+    from sadc.runtime import BACKENDS
+
+    used = {r.backend for r in results}
+    return [b for b in BACKENDS if b.name in used]
+
+
+def check_gates(report: BenchReport, *, fail_under_map: float | None = None, max_map_drop: float | None = None) -> None:
+    """Raise one-line :class:`SadcError` naming every artefact that fails a CI gate.
+
+    ``fail_under_map``: each artefact's mAP must be >= X. ``max_map_drop``: each
+    artefact's mAP may be at most X below the first artefact's. mAP is in [0, 1].
+    """
+    check_gate_values(fail_under_map, max_map_drop)
+    failures = []
+    ref = report.results[0] if report.results else None
+    for r in report.results:
+        if r.map is None:
+            continue
+        if fail_under_map is not None and r.map < fail_under_map:
+            failures.append(f"{r.name} mAP {r.map:.4f} < --fail-under-map {fail_under_map:.4f}")
+        drop = report.delta_map(r)
+        if max_map_drop is not None and drop is not None and -drop > max_map_drop:
+            failures.append(
+                f"{r.name} mAP {r.map:.4f} is {-drop:.4f} below {ref.name}'s {ref.map:.4f} (--max-map-drop {max_map_drop:.4f})"
+            )
+    if failures:
+        raise SadcError("gate failed: " + "; ".join(failures))
+
+
+def check_gate_values(fail_under_map: float | None, max_map_drop: float | None, *, accuracy: bool = True) -> None:
+    """Refuse gate values outside [0, 1] (mAP is a fraction, not a percentage) or gates without mAP."""
+    for flag, value in (("--fail-under-map", fail_under_map), ("--max-map-drop", max_map_drop)):
+        if value is None:
+            continue
+        if not accuracy:
+            raise SadcError(f"{flag} needs the accuracy pass; drop --no-accuracy")
+        if not 0.0 <= value <= 1.0:
+            hint = f"; did you mean {value / 100:g}?" if 1.0 < value <= 100.0 else ""
+            raise SadcError(f"{flag} {value:g}: mAP is a fraction in [0, 1]{hint}")

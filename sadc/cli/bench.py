@@ -1,4 +1,4 @@
-"""`sadc bench`: accuracy of artefacts side by side."""
+"""`sadc bench`: size, accuracy and latency of artefacts, side by side."""
 
 from __future__ import annotations
 
@@ -12,29 +12,49 @@ from sadc.cli.common import console, handle_errors
 
 @handle_errors
 def bench(
-    models: Annotated[list[Path], typer.Argument(help="Artefacts to compare: sadc checkpoints (.pt).")],
-    data: Annotated[Path, typer.Option("--data", help="COCO json of the labeled val set.")],
+    models: Annotated[
+        list[Path], typer.Argument(help="Artefacts to compare: sadc checkpoints (.pt), ONNX exports (.onnx), TensorRT engines (.engine). The first is the ΔmAP reference.")
+    ],
+    data: Annotated[Path | None, typer.Option("--data", help="COCO json of the labeled val set (needed for mAP).")] = None,
     images: Annotated[Path | None, typer.Option(help="Image folder of --data (default: the json's path without .json).")] = None,
-    batch: Annotated[int, typer.Option(help="Batch size for the accuracy pass.")] = 8,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    save_detections: Annotated[Path | None, typer.Option(help="Write the first model's detections as COCO results json.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Folder for bench.json.")] = None,
+    batch: Annotated[str, typer.Option(help="Batch sizes to time, comma-separated; the largest is also the mAP pass's batch.")] = "1,8",
+    warmup: Annotated[int, typer.Option(help="Untimed calls before timing, per artefact and batch size.")] = 10,
+    iters: Annotated[int, typer.Option(help="Timed calls per artefact and batch size.")] = 50,
+    threads: Annotated[int | None, typer.Option(help="Intra-op threads for torch and ONNX Runtime alike (default: torch's current count).")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda (TensorRT engines need cuda).")] = "cpu",
+    out: Annotated[Path | None, typer.Option(help="Folder for bench.json, bench.md, bench.png (default: bench/ next to the first model).")] = None,
+    no_accuracy: Annotated[bool, typer.Option("--no-accuracy", help="Skip the mAP pass.")] = False,
+    no_latency: Annotated[bool, typer.Option("--no-latency", help="Skip the timing.")] = False,
+    fail_under_map: Annotated[float | None, typer.Option(help="CI gate: exit 2 when any artefact's mAP is below X (0..1).")] = None,
+    max_map_drop: Annotated[float | None, typer.Option(help="CI gate: exit 2 when any artefact's mAP is more than X below the first's.")] = None,
+    save_detections: Annotated[Path | None, typer.Option(help="Write the first model's detections as a COCO results json.")] = None,
 ) -> None:
-    """Score artefacts on a labeled set (COCO mAP) and print them side by side."""
-    from sadc.bench.run import BenchResult, bench_accuracy, default_images_dir, load_predictor, results_table, write_report
-    from sadc.errors import SadcError
+    """Params, GFLOPs, COCO mAP and latency (model-only and end to end) of artefacts, side by side.
 
-    if not data.is_file():
-        raise SadcError(f"--data {data}: file not found (a COCO json, e.g. data/synth/val.json)")
-    images = images or default_images_dir(data)
-    results = []
-    for i, path in enumerate(models):
-        predictor = load_predictor(path, device=device)
-        acc = bench_accuracy(
-            predictor, data, images, batch_size=batch, save_detections=save_detections if i == 0 else None, console=console
-        )
-        results.append(BenchResult(predictor.name, str(path), acc))
-    console.print(results_table(results))
-    if out is not None:
-        write_report(results, out)
-        console.print(f"report: {out / 'bench.json'}")
+    Every artefact gets the same input shapes, warm-up, iteration count and thread count.
+    Writes bench.json, bench.md and bench.png; with --fail-under-map / --max-map-drop it
+    is a CI gate (reports are written first).
+    """
+    from sadc.bench.report import tables, write_reports
+    from sadc.bench.run import BenchSettings, check_gate_values, check_gates, parse_batches, run_bench
+
+    check_gate_values(fail_under_map, max_map_drop, accuracy=not no_accuracy)
+    settings = BenchSettings(
+        batches=parse_batches(batch),
+        warmup=warmup,
+        iters=iters,
+        threads=threads,
+        device=device,
+        accuracy=not no_accuracy,
+        latency=not no_latency,
+        data=data,
+        images=images,
+        save_detections=save_detections,
+    )
+    report = run_bench(models, settings, console=console)
+    for table in tables(report):
+        console.print(table)
+    out = out or Path(models[0]).parent / "bench"
+    written = write_reports(report, out)
+    console.print("report: " + ", ".join(str(p) for p in written))
+    check_gates(report, fail_under_map=fail_under_map, max_map_drop=max_map_drop)

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.logging import RichHandler
 
 from sadc.engine.trainer import Interrupted
@@ -45,12 +46,12 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except Interrupted as err:
-            err_console.print(f"[yellow]interrupted:[/] {err}", highlight=False, soft_wrap=True)
+            err_console.print(f"[yellow]interrupted:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
         except SadcError as err:
             if debug_enabled():
                 raise
-            err_console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")

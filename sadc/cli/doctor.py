@@ -6,9 +6,11 @@ import importlib
 import os
 import platform
 
+from rich.markup import escape
 from rich.table import Table
 
 from sadc.cli.common import console
+from sadc.engine.machine import cpu_model, package_version
 
 
 def _version(module: str) -> tuple[str | None, str]:
@@ -16,7 +18,7 @@ def _version(module: str) -> tuple[str | None, str]:
         mod = importlib.import_module(module)
     except Exception as err:  # ImportError, or a broken install raising anything
         return None, f"{type(err).__name__}: {str(err).splitlines()[0][:80]}" if str(err) else type(err).__name__
-    return getattr(mod, "__version__", "?"), ""
+    return getattr(mod, "__version__", None) or package_version(module.replace("_", "-")) or "?", ""
 
 
 def doctor() -> None:
@@ -31,11 +33,10 @@ def doctor() -> None:
     table.add_column("detail")
     ok, no = "[green]ok[/]", "[red]missing[/]"
     table.add_row("python", ok, f"{platform.python_version()} on {platform.machine()} {platform.system()}")
-    cpu = platform.processor() or platform.machine()
-    table.add_row("cpu", ok, f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {cpu}")
+    table.add_row("cpu", ok, f"{cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
     for name in ("torch", "torchvision", "onnx", "onnxruntime", "onnxslim", "faster_coco_eval", "pycocotools", "matplotlib"):
         version, why = _version(name)
-        table.add_row(name, ok if version else no, version or why)
+        table.add_row(name, ok if version else no, escape(version or package_version(name.replace("_", "-")) or why))
     unavailable: list[str] = []
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
@@ -49,17 +50,17 @@ def doctor() -> None:
 
         table.add_row("ort providers", ok, ", ".join(ort.get_available_providers()))
     else:
-        unavailable.append("ONNX export check, INT8 and ORT bench (pip install 'sadc[cpu]')")
+        unavailable.append("ONNX export, INT8 and ONNX Runtime bench (pip install 'sadc[cpu]')")
     version, why = _version("tensorrt")
     if version:
         table.add_row("tensorrt", ok, version)
     else:
-        table.add_row("tensorrt", no, why)
+        table.add_row("tensorrt", no, escape(why))
         unavailable.append("TensorRT engines (on a CUDA machine: pip install 'sadc[gpu]')")
     console.print(table)
     if unavailable:
         console.print("[bold]unavailable here:[/]")
         for line in unavailable:
-            console.print(f"  - {line}")
+            console.print(f"  - {escape(line)}")
     else:
         console.print("[green]everything is available[/]")

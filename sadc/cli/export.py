@@ -37,7 +37,7 @@ class Method(str, enum.Enum):
     minmax = "minmax"
 
 
-PARITY_IMAGES = 8
+PARITY_IMAGES = 32
 
 
 @handle_errors
@@ -56,7 +56,7 @@ def export(
     no_simplify: Annotated[bool, typer.Option("--no-simplify", help="Skip onnxslim.")] = False,
     no_parity: Annotated[bool, typer.Option("--no-parity", help="Skip the torch vs ONNX Runtime check.")] = False,
     parity_images: Annotated[
-        Path | None, typer.Option("--parity-images", help=f"Folder of images for the parity check (default: {PARITY_IMAGES} random images).")
+        Path | None, typer.Option("--parity-images", help=f"Folder of images for the parity check (default: {PARITY_IMAGES} images of the recipe's val set, else its unlabeled folder, else random).")
     ] = None,
     calib: Annotated[Path | None, typer.Option("--calib", help="int8/engine: folder of unlabeled images to calibrate on.")] = None,
     calib_images: Annotated[int | None, typer.Option("--calib-images", help="Calibration images used (default 64).")] = None,
@@ -137,7 +137,9 @@ def export(
         from sadc.export.parity import parity_images as load_parity_images
         from sadc.export.parity import run_parity
 
-        images = load_parity_images(source.detector.spec, parity_images, n=PARITY_IMAGES)
+        folder = parity_images or source.default_parity_folder()
+        console.print(f"parity: torch vs ONNX Runtime on {PARITY_IMAGES} {'images from ' + str(folder) if folder else 'random images'}")
+        images = load_parity_images(source.detector.spec, folder, n=PARITY_IMAGES)
         report = run_parity(source.detector, onnx_path, images=images)
         console.print(report.table())
         report.raise_if_failed()

@@ -117,7 +117,7 @@ class DeployModule(nn.Module):
         self.raw = raw
         h, w = self.spec.input_size
         with torch.no_grad():
-            probe = torch.zeros(2, 3, h, w, dtype=torch.uint8)  # batch 2: GroupNorm refuses 1 value per group
+            probe = torch.zeros(1, 3, h, w, dtype=torch.uint8)
             anchors = self.detector.dense(self.detector.preprocess(probe)).anchors
         # Anchors depend only on the fixed input size: a constant of the graph, not ops.
         self.register_buffer("anchors", anchors.clone(), persistent=False)

@@ -5,12 +5,13 @@
 ``<out>.json`` next to it: the spec, thresholds, I/O contract and provenance, so that
 any artefact can be rebuilt and evaluated from itself alone.
 
-Why the TorchScript exporter: the dynamo exporter (the default since torch 2.9)
-needs ``onnxscript``, which sadc does not depend on, and it has no equivalent of an
-autograd ``Function.symbolic`` for emitting ``NonMaxSuppression`` without a custom
-translation table. The TorchScript exporter is deprecated but present in torch 2.14,
-exports the symbolic directly, and its output is checked below and by the parity
-test on every export.
+Why the TorchScript exporter: the dynamo exporter (``dynamo=True``, the default since
+torch 2.9) needs ``onnxscript``, which is not a sadc dependency (``torch.onnx.export``
+fails with ModuleNotFoundError here), and it would need the NMS re-expressed through
+``torch.onnx.ops`` or a custom translation table. The TorchScript exporter is
+deprecated but present in torch 2.14, emits ``NonMaxSuppression`` straight from the
+autograd ``Function.symbolic`` in :mod:`sadc.export.deploy`, and its output is checked
+by ``onnx.checker`` and by the parity check after every export.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from sadc.export.deploy import INPUT_NAME, DeployModule
 from sadc.models.detector import Detector
 
 SIDECAR_VERSION = 1
-MIN_OPSET = 17  # LayerNorm/GroupNorm-era ops, and what TensorRT 10 parses best
-MAX_OPSET = 20  # highest opset the TorchScript exporter emits reliably
+MIN_OPSET = 17  # the recipe's minimum (ExportSection.opset); TensorRT 10 parses 17..20
+MAX_OPSET = 20  # the highest opset the TorchScript exporter supports
 
 
 class ExportError(SadcError):
@@ -49,6 +50,11 @@ class ExportSource:
     detector: Detector
     provenance: dict[str, Any] | None = None  # {"checkpoint": path, "sha256": hex}
     recipe_export: dict[str, Any] = field(default_factory=dict)
+    image_folders: list[Path] = field(default_factory=list)  # the recipe's val, then unlabeled images
+
+    def default_parity_folder(self) -> Path | None:
+        """The first of the training recipe's image folders that exists here, if any."""
+        return next((p for p in self.image_folders if p.is_dir()), None)
 
 
 def load_export_source(source: Path | Detector) -> ExportSource:
@@ -62,7 +68,14 @@ def load_export_source(source: Path | Detector) -> ExportSource:
     detector = detector_from_checkpoint(ckpt, str(path)).eval()
     recipe = ckpt.get("recipe") if isinstance(ckpt.get("recipe"), dict) else {}
     section = recipe.get("export") if isinstance(recipe.get("export"), dict) else {}
-    return ExportSource(detector, {"checkpoint": str(path), "sha256": file_sha256(path)}, dict(section))
+    data = recipe.get("data") if isinstance(recipe.get("data"), dict) else {}
+    folders = [(data.get("val") or {}).get("images"), data.get("unlabeled")]
+    return ExportSource(
+        detector,
+        {"checkpoint": str(path), "sha256": file_sha256(path)},
+        dict(section),
+        [Path(f) for f in folders if isinstance(f, str)],
+    )
 
 
 def onnx_bytes(

@@ -241,13 +241,13 @@ def map_change(
 ) -> dict[str, dict[str, float]]:
     """COCO metrics of the fp32 and INT8 graphs on a labeled set: ``{"fp32": {...}, "int8": {...}}``."""
     from sadc.bench.run import bench_accuracy, default_images_dir
-    from sadc.export.parity import SessionPredictor
+    from sadc.runtime.onnx_rt import OrtPredictor
 
     annotations = Path(annotations)
     if not annotations.is_file():
         raise SadcError(f"--val {annotations}: file not found (a COCO json, e.g. data/synth/val.json)")
     images = Path(images) if images is not None else default_images_dir(annotations)
     return {
-        name: bench_accuracy(SessionPredictor(path), annotations, images, batch_size=batch_size, console=console)
+        name: bench_accuracy(OrtPredictor(path), annotations, images, batch_size=batch_size, console=console)
         for name, path in (("fp32", fp32_onnx), ("int8", int8_onnx))
     }

@@ -1,0 +1,146 @@
+"""Latency: warm up, then time a call ``iters`` times; percentiles and throughput.
+
+Two things are timed per artefact and batch size B, and never mixed up:
+
+- **model**: the backend's model-only call (:func:`sadc.runtime.model_call`) on one
+  fixed uint8 [B, 3, H, W] batch (:func:`fixed_batch`: seeded random pixels, the same
+  for every artefact of that input size). CUDA calls synchronise before returning.
+- **end_to_end**: :func:`sadc.runtime.predict_files` on B image files: read + decode
+  (JPEG/PNG) + letterbox + the predictor's ``predict`` (model + conversion to per-image
+  tensors on the host) + mapping boxes back to original image pixels.
+
+Numbers (:class:`LatencyStats`): p50/p90/p99 of the per-call wall time in ms
+(``numpy.percentile``, linear interpolation), their mean, and throughput in images/s
+= B x iters / (sum of the timed calls). Warm-up calls run first and are not recorded:
+they pay for lazy initialisation, allocator growth, cuDNN / TensorRT tactic choice
+and cold caches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sadc.errors import SadcError
+
+Clock = Callable[[], float]
+PERCENTILES = (50, 90, 99)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Per-call latency of one (artefact, kind, batch size): ms per batch, images/s."""
+
+    batch: int
+    warmup: int
+    iters: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    throughput: float  # images per second over the timed calls
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def check_counts(warmup: int, iters: int) -> None:
+    if warmup < 0:
+        raise SadcError(f"--warmup {warmup}: must be >= 0")
+    if iters < 1:
+        raise SadcError(f"--iters {iters}: must be >= 1")
+
+
+def time_calls(fn: Callable[[], object], *, warmup: int, iters: int, clock: Clock = time.perf_counter) -> list[float]:
+    """Call ``fn`` ``warmup`` times untimed, then ``iters`` times; the durations (s) of the timed calls.
+
+    ``clock`` is injectable so that tests can drive time; ``fn`` must itself wait for
+    its work to finish (CUDA: synchronise), or the time is only the launch.
+    """
+    check_counts(warmup, iters)
+    for _ in range(warmup):
+        fn()
+    durations = []
+    for _ in range(iters):
+        start = clock()
+        fn()
+        durations.append(clock() - start)
+    return durations
+
+
+def summarize(durations_s: Sequence[float], *, batch: int, warmup: int) -> LatencyStats:
+    """:class:`LatencyStats` of timed call durations (seconds) for batch size ``batch``."""
+    d = np.asarray(durations_s, dtype=np.float64)
+    if d.size == 0:
+        raise SadcError("no timed calls to summarize (--iters must be >= 1)")
+    p50, p90, p99 = np.percentile(d, PERCENTILES) * 1e3
+    total = float(d.sum())
+    return LatencyStats(
+        batch=int(batch),
+        warmup=int(warmup),
+        iters=int(d.size),
+        p50_ms=float(p50),
+        p90_ms=float(p90),
+        p99_ms=float(p99),
+        mean_ms=float(d.mean() * 1e3),
+        throughput=float(batch * d.size / total) if total > 0 else float("inf"),
+    )
+
+
+def measure(
+    fn: Callable[[], object], *, batch: int, warmup: int, iters: int, clock: Clock = time.perf_counter
+) -> LatencyStats:
+    """Warm up, time and summarize ``fn`` (one call processes ``batch`` images)."""
+    return summarize(time_calls(fn, warmup=warmup, iters=iters, clock=clock), batch=batch, warmup=warmup)
+
+
+def fixed_batch(batch: int, input_size: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """uint8 [batch, 3, H, W] of seeded random pixels: the same tensor for every artefact and run."""
+    h, w = int(input_size[0]), int(input_size[1])
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (batch, 3, h, w), dtype=torch.uint8, generator=generator)
+
+
+def files_for_batch(files: Sequence[Path], batch: int) -> list[Path]:
+    """The first ``batch`` files, cycling when there are fewer (the same files for every artefact)."""
+    if not files:
+        raise SadcError("no image files for the end-to-end timing")
+    return [files[i % len(files)] for i in range(batch)]
+
+
+def bench_latency(
+    predictor,
+    *,
+    batches: Sequence[int],
+    warmup: int,
+    iters: int,
+    files: Sequence[Path] | None = None,
+    clock: Clock = time.perf_counter,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, list[LatencyStats]]:
+    """``{"model": [stats per batch], "end_to_end": [stats per batch]}`` for one predictor.
+
+    ``files``: images for the end-to-end timing; without them only ``model`` is timed.
+    """
+    from sadc.runtime import model_call, predict_files
+
+    check_counts(warmup, iters)
+    out: dict[str, list[LatencyStats]] = {"model": [], "end_to_end": []}
+    for batch in batches:
+        if progress:
+            progress(f"latency {predictor.name} batch {batch}: model")
+        call = model_call(predictor, fixed_batch(batch, tuple(predictor.spec.input_size)))
+        out["model"].append(measure(call, batch=batch, warmup=warmup, iters=iters, clock=clock))
+        if files:
+            if progress:
+                progress(f"latency {predictor.name} batch {batch}: end to end")
+            chosen = files_for_batch(files, batch)
+            out["end_to_end"].append(
+                measure(lambda chosen=chosen: predict_files(predictor, chosen), batch=batch, warmup=warmup, iters=iters, clock=clock)
+            )
+    return out

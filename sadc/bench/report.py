@@ -1,0 +1,204 @@
+"""Bench reports: terminal tables, bench.json, bench.md and bench.png (latency vs mAP).
+
+The first artefact is the reference for ΔmAP. Latencies are ms per batch (p50, p90,
+p99); throughput is images/s. "model" and "e2e" are the two timings of
+:mod:`sadc.bench.latency`, never mixed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+from sadc.bench.latency import LatencyStats
+from sadc.bench.run import BenchReport, BenchResult
+
+
+def _num(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _delta(report: BenchReport, r: BenchResult) -> str:
+    delta = report.delta_map(r)
+    return "ref" if r is report.results[0] and delta is not None else _num(delta, "+.4f")
+
+
+def model_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the per-artefact table: size and accuracy."""
+    header = ["model", "backend", "params (M)", "GFLOPs", "file (MB)", "mAP", "AP50", "ΔmAP"]
+    rows = []
+    for r in report.results:
+        a = r.accuracy
+        rows.append(
+            [
+                r.name,
+                r.backend,
+                _num(r.params / 1e6 if r.params is not None else None, ".2f"),
+                _num(r.gflops, ".2f"),
+                f"{r.file_mb:.1f}",
+                _num(a.get("mAP"), ".4f"),
+                _num(a.get("AP50"), ".4f"),
+                _delta(report, r),
+            ]
+        )
+    return header, rows
+
+
+def latency_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the latency table: one row per artefact and batch size."""
+    header = ["model", "batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "e2e p50 ms", "e2e p99 ms", "e2e img/s"]
+    rows = []
+    for r in report.results:
+        e2e_by_batch = {s.batch: s for s in r.latency.get("end_to_end", [])}
+        for s in r.latency.get("model", []):
+            e = e2e_by_batch.get(s.batch)
+            rows.append(
+                [
+                    r.name,
+                    str(s.batch),
+                    f"{s.p50_ms:.2f}",
+                    f"{s.p90_ms:.2f}",
+                    f"{s.p99_ms:.2f}",
+                    f"{s.throughput:.1f}",
+                    _num(e.p50_ms if e else None, ".2f"),
+                    _num(e.p99_ms if e else None, ".2f"),
+                    _num(e.throughput if e else None, ".1f"),
+                ]
+            )
+    return header, rows
+
+
+def machine_line(report: BenchReport) -> str:
+    m, s = report.machine, report.settings
+    versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
+    return (
+        f"{m.get('cpu')} ({m.get('cores')} cores{gpu}), device {s['device']}, {s['threads']} threads; {versions}"
+    )
+
+
+def tables(report: BenchReport) -> list[Table]:
+    """Rich tables for the terminal: artefacts, then latency (if measured)."""
+    out = []
+    header, rows = model_rows(report)
+    table = Table(title="sadc bench", caption=machine_line(report))
+    for col in header[:1] + header[2:]:  # the name already says the backend
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for row in rows:
+        table.add_row(*row[:1], *row[2:])
+    out.append(table)
+    header, rows = latency_rows(report)
+    if rows:
+        s = report.settings
+        table = Table(
+            title="latency (ms per batch; model = model-only call, e2e = files to original-pixel boxes)",
+            caption=f"warm-up {s['warmup']}, {s['iters']} timed calls per cell",
+        )
+        for i, col in enumerate(header):
+            table.add_column(col, justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*row)
+        out.append(table)
+    return out
+
+
+def _markdown_table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+    align = ["---"] * left + ["---:"] * (len(header) - left)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(report: BenchReport, plot: str | None = None) -> str:
+    s = report.settings
+    parts = [
+        "# sadc bench",
+        "",
+        f"Machine: {machine_line(report)}.",
+        "",
+        f"Settings: batch sizes {', '.join(map(str, s['batches']))}; warm-up {s['warmup']} calls, then {s['iters']} timed "
+        f"calls per cell; torch and ONNX Runtime both use {s['threads']} intra-op threads. Labeled set: {s['data'] or '-'}.",
+        "",
+        "## Artefacts",
+        "",
+        _markdown_table(*model_rows(report), left=2),
+        "",
+        "GFLOPs: " + s["gflops"] + ". ΔmAP: mAP@[.5:.95] minus the first artefact's.",
+    ]
+    header, rows = latency_rows(report)
+    if rows:
+        parts += ["", "## Latency", "", _markdown_table(header, rows), "", "What \"model\" times, per backend:", ""]
+        parts += [f"- {name}: {what}" for name, what in s["model_only"].items()]
+        parts += [
+            "- e2e (end to end): read + decode the image files, letterbox, the predictor's predict, boxes back "
+            "to original image pixels.",
+        ]
+        if not s.get("same_input_shape", True):
+            parts += ["", "Note: the artefacts have different input sizes, so their latencies are not at equal shapes."]
+    if plot:
+        parts += ["", f"![latency vs mAP]({plot})"]
+    return "\n".join(parts) + "\n"
+
+
+def plot_point(r: BenchResult, batches: list[int]) -> tuple[float, float, int] | None:
+    """(latency ms, mAP, batch) for the plot: model-only p50 at the smallest batch; None if unmeasured."""
+    if r.map is None or not r.latency.get("model"):
+        return None
+    stats: LatencyStats = min(r.latency["model"], key=lambda s: s.batch)
+    return stats.p50_ms, r.map, stats.batch
+
+
+def write_plot(report: BenchReport, path: Path) -> Path | None:
+    """Scatter of model-only p50 latency vs mAP, one labelled point per artefact; None if nothing to plot."""
+    points = [(r, plot_point(r, report.settings["batches"])) for r in report.results]
+    points = [(r, p) for r, p in points if p is not None]
+    if not points:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - matplotlib is a dependency
+        return None
+    batch = points[0][1][2]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for i, (r, (ms, m, _)) in enumerate(points):
+        ax.scatter([ms], [m], s=60, color=f"C{i % 10}", zorder=3)
+        # Alternate label sides so that artefacts of equal mAP (fp32 torch vs ONNX) stay legible.
+        ax.annotate(r.name, (ms, m), textcoords="offset points", xytext=(6, 8 if i % 2 == 0 else -14), fontsize=8)
+    xs = [p[0] for _, p in points]
+    ys = [p[1] for _, p in points]
+    ax.set_xlim(0, max(xs) * 1.35)
+    spread = max(ys) - min(ys)
+    pad = max(spread * 0.3, 0.02)
+    ax.set_ylim(max(0.0, min(ys) - pad), min(1.0, max(ys) + pad))
+    ax.set_xlabel(f"model-only latency, p50 at batch {batch} (ms)")
+    ax.set_ylabel("mAP@[.5:.95]")
+    m, s = report.machine, report.settings
+    ax.set_title(f"latency vs accuracy — {s['device']}, {s['threads']} threads\n{m.get('cpu')}", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_reports(report: BenchReport, out: Path) -> list[Path]:
+    """Write bench.json, bench.png (when latency and mAP were both measured) and bench.md into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    json_path = out / "bench.json"
+    json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    written.append(json_path)
+    plot = write_plot(report, out / "bench.png")
+    if plot is not None:
+        written.append(plot)
+    md_path = out / "bench.md"
+    md_path.write_text(markdown(report, plot.name if plot else None))
+    written.append(md_path)
+    return written

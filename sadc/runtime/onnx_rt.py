@@ -1,0 +1,74 @@
+"""OrtPredictor: a sadc ONNX export (fp32 or INT8) in ONNX Runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sadc.errors import SadcError
+from sadc.export.deploy import INPUT_NAME, detections_from_outputs
+
+# --provider name -> ONNX Runtime execution providers, in order of preference.
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def make_session(path: Path | bytes, *, provider: str = "cpu", threads: int | None = None, optimize: bool = True):
+    """An ONNX Runtime session; fails in one line if onnxruntime or the provider is missing."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise SadcError("onnxruntime is not installed: pip install 'sadc[cpu]' (or 'sadc[gpu]' on CUDA)") from None
+    if provider not in PROVIDERS:
+        raise SadcError(f"--provider {provider}: choose one of {', '.join(PROVIDERS)}")
+    wanted = PROVIDERS[provider]
+    available = ort.get_available_providers()
+    if wanted[0] not in available:
+        raise SadcError(
+            f"ONNX Runtime has no {wanted[0]} here (available: {', '.join(available)}); "
+            "on a CUDA machine: pip install 'sadc[gpu]'"
+        )
+    options = ort.SessionOptions()
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    source = str(path) if isinstance(path, Path) else path
+    return ort.InferenceSession(source, options, providers=[p for p in wanted if p in available])
+
+
+class OrtPredictor:
+    """ONNX Runtime inference of a deploy graph (EfficientNMS layout outputs).
+
+    The spec comes from the artefact's JSON sidecar. ``provider``: cpu, cuda or
+    tensorrt (ORT's TensorRT execution provider).
+    """
+
+    def __init__(self, path: Path, *, device: str = "cpu", provider: str | None = None, threads: int | None = None):
+        from sadc.export.onnx import read_sidecar, sidecar_spec
+
+        self.path = Path(path)
+        sidecar = read_sidecar(self.path)
+        if sidecar["format"] == "onnx-raw":
+            raise SadcError(f"{self.path}: a raw graph (--raw) has no detections to score; export without --raw")
+        self.format = sidecar["format"]
+        provider = provider or ("cuda" if device.startswith("cuda") else "cpu")
+        self.spec = sidecar_spec(sidecar)
+        self.name = f"{self.path.name} (ort {provider})"
+        self.session = make_session(self.path, provider=provider, threads=threads)
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        """Model only: uint8 [B, 3, H, W] numpy -> the four raw outputs."""
+        return self.session.run(None, {INPUT_NAME: images})
+
+    def predict(self, images: Tensor) -> list[dict[str, Tensor]]:
+        outputs = self.run(np.ascontiguousarray(images.cpu().numpy()))
+        return detections_from_outputs(*(torch.from_numpy(o) for o in outputs))

@@ -1,0 +1,151 @@
+"""TrtPredictor: a sadc TensorRT engine, run with the TensorRT 10 Python API.
+
+    runtime = trt.Runtime(logger)
+    engine  = runtime.deserialize_cuda_engine(engine bytes)   # None: another GPU or TensorRT built it
+    context = engine.create_execution_context()
+    per batch: context.set_input_shape("images", (B, 3, H, W))
+               context.set_tensor_address(name, tensor.data_ptr())   # every I/O tensor
+               context.execute_async_v3(torch.cuda.current_stream().cuda_stream)
+
+Buffers are torch CUDA tensors (no pycuda / cuda-python), so the engine runs on
+torch's current stream and torch's caching allocator owns the memory. The engine's
+JSON sidecar (``best.engine.json``, written by ``sadc export --format engine``) gives
+the spec, thresholds and build details; an engine without it is refused. The
+outputs are the deploy graph's EfficientNMS layout, read by the same
+:func:`~sadc.export.deploy.detections_from_outputs` as ONNX Runtime's.
+
+``tensorrt`` is imported in the constructor only, after the sidecar is read, so a
+machine without TensorRT or CUDA gets one line saying what to install.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from sadc.errors import SadcError
+from sadc.export.deploy import INPUT_NAME, OUTPUT_NAMES, detections_from_outputs
+
+MIN_TENSORRT = 10
+INSTALL_HINT = "pip install 'sadc[gpu]' on a CUDA machine"
+
+# TensorRT DataType member name -> torch dtype (names as in TensorRT 10's Python enum).
+_DTYPES = {
+    "FLOAT": torch.float32,
+    "HALF": torch.float16,
+    "BF16": torch.bfloat16,
+    "INT8": torch.int8,
+    "UINT8": torch.uint8,
+    "INT32": torch.int32,
+    "INT64": torch.int64,
+    "BOOL": torch.bool,
+}
+
+
+def import_tensorrt_runtime(artefact: Path):
+    """The ``tensorrt`` module, or one-line :class:`SadcError` saying why it cannot run ``artefact`` here."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise SadcError(f"{artefact}: TensorRT needs tensorrt>={MIN_TENSORRT} and a CUDA GPU (tensorrt is not installed): {INSTALL_HINT}") from None
+    version = str(getattr(trt, "__version__", "0"))
+    if int(version.split(".")[0] or 0) < MIN_TENSORRT:
+        raise SadcError(f"{artefact}: TensorRT needs tensorrt>={MIN_TENSORRT} (found {version}): {INSTALL_HINT}")
+    if not torch.cuda.is_available():
+        raise SadcError(f"{artefact}: TensorRT needs a CUDA GPU (torch sees none): {INSTALL_HINT}")
+    return trt
+
+
+def torch_dtype(trt, dtype) -> torch.dtype:
+    """torch dtype of a TensorRT ``DataType``."""
+    for name, torch_type in _DTYPES.items():
+        if getattr(trt.DataType, name, None) == dtype:
+            return torch_type
+    raise SadcError(f"TensorRT tensor type {dtype} has no torch equivalent here")
+
+
+class TrtPredictor:
+    """TensorRT inference of an engine built from a sadc deploy graph (CUDA only).
+
+    ``predict(images uint8 [B, 3, H, W])`` splits batches larger than the engine's
+    optimization profile allows; :meth:`run` (model only) takes one batch within it.
+    """
+
+    def __init__(self, path: Path, *, device: str = "cuda"):
+        from sadc.export.onnx import read_sidecar, sidecar_path, sidecar_spec
+        from sadc.export.tensorrt import ENGINE_NOTE
+
+        self.path = Path(path)
+        sidecar = read_sidecar(self.path)  # "X.engine.json not found: ..." before anything else
+        if sidecar["format"] != "tensorrt":
+            raise SadcError(
+                f"{sidecar_path(self.path)}: format {sidecar['format']!r} is not a TensorRT engine's; "
+                "build one with sadc export --format engine"
+            )
+        self.sidecar = sidecar
+        self.spec = sidecar_spec(sidecar)
+        built = sidecar.get("tensorrt") or {}
+        self.name = f"{self.path.name} (tensorrt {built.get('precision', '?')})"
+        trt = import_tensorrt_runtime(self.path)
+        if not str(device).startswith("cuda"):
+            raise SadcError(f"--device {device}: a TensorRT engine runs only on a CUDA GPU; pass --device cuda")
+        self.device = torch.device(device)
+        if self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+
+        self._logger = trt.Logger(trt.Logger.WARNING)  # the runtime keeps a reference; keep it alive
+        self._runtime = trt.Runtime(self._logger)
+        with torch.cuda.device(self.device):
+            self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+            if self.engine is None:
+                raise SadcError(
+                    f"{self.path}: TensorRT {trt.__version__} on {torch.cuda.get_device_name(self.device)} cannot load it "
+                    f"(built with TensorRT {built.get('version')} on {built.get('gpu')}); {ENGINE_NOTE}"
+                )
+            self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if inputs != [INPUT_NAME] or sorted(outputs) != sorted(OUTPUT_NAMES):
+            raise SadcError(
+                f"{self.path}: engine I/O is {inputs} -> {outputs}, expected [{INPUT_NAME!r}] -> {list(OUTPUT_NAMES)}; "
+                "build it from a sadc deploy graph (not --raw)"
+            )
+        self.dtypes = {n: torch_dtype(trt, self.engine.get_tensor_dtype(n)) for n in names}
+        low, _, high = self.engine.get_tensor_profile_shape(INPUT_NAME, 0)
+        self.min_batch, self.max_batch = int(low[0]), int(high[0])
+
+    def run(self, images: Tensor) -> dict[str, Tensor]:
+        """Model only: uint8 [B, 3, H, W] (ideally already on the device) -> the four outputs as CUDA tensors.
+
+        Asynchronous: the outputs are complete once torch's current stream is
+        synchronised (``.cpu()`` does that).
+        """
+        batch = int(images.shape[0])
+        if not self.min_batch <= batch <= self.max_batch:
+            raise SadcError(
+                f"{self.path}: batch {batch} is outside the engine's profile [{self.min_batch}, {self.max_batch}]; "
+                "rebuild with sadc export --format engine --max-batch N"
+            )
+        images = images.to(self.device, dtype=self.dtypes[INPUT_NAME], non_blocking=True).contiguous()
+        if not self.context.set_input_shape(INPUT_NAME, tuple(images.shape)):
+            raise SadcError(f"{self.path}: the engine refuses input shape {list(images.shape)}")
+        self.context.set_tensor_address(INPUT_NAME, images.data_ptr())
+        outputs = {}
+        for name in OUTPUT_NAMES:
+            out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self.dtypes[name], device=self.device)
+            self.context.set_tensor_address(name, out.data_ptr())
+            outputs[name] = out
+        stream = torch.cuda.current_stream(self.device)
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise SadcError(f"{self.path}: TensorRT execution failed (see the TensorRT log above)")
+        return outputs
+
+    def predict(self, images: Tensor) -> list[dict[str, Tensor]]:
+        detections = []
+        for chunk in images.split(self.max_batch):
+            out = self.run(chunk)
+            detections.extend(detections_from_outputs(*(out[n].cpu() for n in OUTPUT_NAMES)))
+        return detections
