@@ -13,6 +13,7 @@ import yaml
 from sadc.distill.run import run_distill
 from sadc.distill.teacher import IncompatibleModels, TeacherTargets, check_distillable, class_index
 from sadc.engine.checkpoint import load_checkpoint
+from sadc.engine.trainer import Interrupted
 from sadc.engine.run import run_train
 from sadc.models.detector import build_detector
 from sadc.recipe import recipe_from_dict
@@ -140,3 +141,48 @@ def test_ddp_two_gloo_processes(tiny_world, tmp_path, tiny_teacher):
     runs = list((tmp_path / "runs").iterdir())
     assert [r.name for r in runs] == ["student"]
     assert load_checkpoint(runs[0] / "last.pt")["step"] == 3
+
+
+def test_distill_interrupt_and_resume_match_an_uninterrupted_run(tiny_world, tmp_path, tiny_teacher, monkeypatch):
+    import sadc.distill.run as run_mod
+    from sadc.distill.objective import DistillObjective
+    from tests.test_train import _InterruptAt, _losses
+
+    common = dict(train__steps=6, train__eval_every=3, train__deterministic=True)
+    straight = run_distill(recipe_from_dict(distill_recipe(tiny_world, tmp_path / "a", tiny_teacher, **common)))
+    monkeypatch.setattr(run_mod, "DistillObjective", lambda *a: _InterruptAt(DistillObjective(*a), 4))
+    recipe = recipe_from_dict(distill_recipe(tiny_world, tmp_path / "b", tiny_teacher, **common))
+    with pytest.raises(Interrupted):
+        run_distill(recipe)
+    monkeypatch.undo()
+    resumed = run_distill(recipe, resume=True)
+    assert _losses(resumed) == _losses(straight)
+
+
+def test_pseudo_label_writes_a_usable_coco_set(tiny_world, tmp_path, tiny_teacher):
+    from sadc.data.coco import CocoDetection
+    from sadc.distill.pseudo import pseudo_label_folder
+
+    out = tmp_path / "pseudo.json"
+    summary = pseudo_label_folder(tiny_teacher, tiny_world / "unlabeled", out, threshold=0.05)
+    coco = json.loads(out.read_text())
+    assert summary["images"] == len(coco["images"]) == 24
+    assert summary["boxes"] == len(coco["annotations"])
+    assert all(a["score"] >= 0.05 for a in coco["annotations"])
+    data = CocoDetection(out, tiny_world / "unlabeled", (64, 64))  # loads as a labeled set
+    assert data.class_names == ["circle", "square", "triangle", "cross", "ring"]
+
+
+@pytest.mark.parametrize("name", ["coco-retinanet-r101-to-r50", "coco-retinanet-r50v2-to-mobilenetv3"])
+def test_real_recipes_dry_run_offline(name, tmp_path):
+    """The COCO recipes build and step here without data or downloads (at 128 px to stay quick)."""
+    from pathlib import Path
+
+    from sadc.recipe import load_recipe
+
+    path = Path(__file__).parents[1] / "recipes" / f"{name}.yaml"
+    recipe = load_recipe(path, [f"output={tmp_path}", "model.student.input_size=[128,128]"])
+    run_dir = run_distill(recipe, dry_run=True)
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    assert ckpt["step"] == 1 and ckpt["spec"]["class_names"][0] == "person"
+    assert ckpt["teacher"]["spec"]["backbone"] in ("resnet101", "resnet50")

@@ -8,6 +8,7 @@ import torch
 from sadc.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from sadc.engine.run import SupervisedObjective, run_train
 from sadc.engine.trainer import Interrupted
+from sadc.errors import SadcError
 from sadc.models.loading import detector_from_checkpoint
 from sadc.recipe import recipe_from_dict
 from tests.conftest import tiny_recipe_dict
@@ -101,3 +102,29 @@ def test_checkpoint_errors_are_one_line(tmp_path):
     torch.save(obj, future)
     with pytest.raises(CheckpointError, match="newer than this sadc understands"):
         load_checkpoint(future)
+
+
+class _NaNAfter:
+    """An objective whose loss turns NaN from the given call on."""
+
+    def __init__(self, inner, after):
+        self.inner, self.after, self.calls = inner, after, 0
+
+    def __call__(self, batch):
+        self.calls += 1
+        losses = self.inner(batch)
+        if self.calls > self.after:
+            losses["cls"] = losses["cls"] * float("nan")
+        return losses
+
+
+def test_non_finite_losses_stop_the_run_with_the_last_good_checkpoint(tiny_world, tmp_path, monkeypatch):
+    import sadc.engine.run as run_mod
+
+    monkeypatch.setattr(run_mod, "SupervisedObjective", lambda model, fwd: _NaNAfter(SupervisedObjective(model, fwd), 3))
+    recipe = recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path, steps=20, eval_every=0, save_every=3, max_bad_steps=4))
+    with pytest.raises(SadcError, match=r"4 consecutive steps with a non-finite loss up to step 7.*last\.pt holds the last good state"):
+        run_train(recipe)
+    last = load_checkpoint(tmp_path / "tiny" / "last.pt")
+    assert last["step"] == 3
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())

@@ -142,7 +142,7 @@ def markdown(report: BenchReport, plot: str | None = None) -> str:
     return "\n".join(parts) + "\n"
 
 
-def plot_point(r: BenchResult, batches: list[int]) -> tuple[float, float, int] | None:
+def plot_point(r: BenchResult) -> tuple[float, float, int] | None:
     """(latency ms, mAP, batch) for the plot: model-only p50 at the smallest batch; None if unmeasured."""
     if r.map is None or not r.latency.get("model"):
         return None
@@ -152,7 +152,7 @@ def plot_point(r: BenchResult, batches: list[int]) -> tuple[float, float, int] |
 
 def write_plot(report: BenchReport, path: Path) -> Path | None:
     """Scatter of model-only p50 latency vs mAP, one labelled point per artefact; None if nothing to plot."""
-    points = [(r, plot_point(r, report.settings["batches"])) for r in report.results]
+    points = [(r, plot_point(r)) for r in report.results]
     points = [(r, p) for r, p in points if p is not None]
     if not points:
         return None

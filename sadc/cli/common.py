@@ -15,8 +15,8 @@ from rich.logging import RichHandler
 from sadc.engine.trainer import Interrupted
 from sadc.errors import SadcError
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # long paths stay on one line (and greppable)
+err_console = Console(stderr=True, soft_wrap=True)
 
 OverridesArg = Annotated[
     list[str] | None,

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
+from sadc.cli.common import console
 
 if TYPE_CHECKING:
     import torch
@@ -35,7 +35,7 @@ def synth(
         f"{name} {s['images']} images" + (f" / {s['boxes']} boxes" if s["boxes"] is not None else "")
         for name, s in summary["splits"].items()
     ]
-    Console().print(
+    console.print(
         f"[green]{out}[/]: {'; '.join(parts)}; classes {', '.join(summary['classes'])} ({summary['seconds']:.1f}s)"
     )
 
@@ -60,7 +60,7 @@ def preview(
     grid = preview_grid(dataset, n)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(out)
-    Console().print(f"[green]{out}[/]: {min(n, len(dataset))} images of {annotations} with their boxes")
+    console.print(f"[green]{out}[/]: {min(n, len(dataset))} images of {annotations} with their boxes")
 
 
 def preview_grid(dataset, n: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from sadc import __version__
-from sadc.cli import bench, data, distill, doctor, export, recipe, train
+from sadc.cli import bench, data, distill, doctor, export, predict, recipe, train
 from sadc.cli.common import setup_logging
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ app.command("distill")(distill.distill)
 app.command("pseudo-label")(distill.pseudo_label)
 app.command("export")(export.export)
 app.command("bench")(bench.bench)
+app.command("predict")(predict.predict)
 app.command("doctor")(doctor.doctor)
 app.add_typer(data.app, name="data")
 app.add_typer(recipe.app, name="recipe")

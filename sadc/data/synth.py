@@ -345,7 +345,7 @@ def make_synthetic_world(
             raise DataError(f"--{name} {value}: image counts must be >= 0")
     if size < 32:
         raise DataError(f"--size {size}: images must be at least 32 px")
-    console = Console()
+    console = Console(soft_wrap=True)
     started = time.perf_counter()
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder; pick another output folder")

@@ -35,7 +35,8 @@ def load_teacher(recipe: Recipe, input_size: tuple[int, int], dry_run: bool) -> 
     if fields is None:
         raise SadcError("recipe: model.teacher is not set; `sadc distill` needs a teacher (checkpoint or torchvision:NAME)")
     fields = fields.model_copy(update={"input_size": input_size})
-    if dry_run:  # same architecture, random weights: nothing is read or downloaded
+    if dry_run:
+        fields = fields.model_copy(update={"pretrained_backbone": False})  # same architecture, random weights: nothing is read or downloaded
         source = fields.source
         if source and not source.startswith("torchvision:"):
             if Path(source).is_file():
@@ -104,7 +105,10 @@ def run_distill(
     dist = dist_info_from_env()
     with process_group(dist, resolve_device(cfg.device)):
         s = start_session(recipe, resume, console, dist)
-        student = load_detector(recipe.model.student).to(s.device)
+        student_fields = recipe.model.student
+        if dry_run:  # random weights everywhere: nothing is downloaded
+            student_fields = student_fields.model_copy(update={"pretrained_backbone": False})
+        student = load_detector(student_fields).to(s.device)
         size = tuple(student.spec.input_size)
         teacher = load_teacher(recipe, size, dry_run).to(s.device)
         check_distillable(teacher, student, size)

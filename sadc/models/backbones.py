@@ -48,7 +48,7 @@ def build_backbone(name: str, fpn_channels: int, pretrained: bool = False) -> nn
 def _imagenet_weights(weights_enum, name: str, pretrained: bool):
     """ImageNet weights when asked for and reachable; else None, with a log line saying which."""
     if not pretrained:
-        log.info("backbone %s: random init", name)
+        log.debug("backbone %s: random init", name)
         return None
     weights = weights_enum.DEFAULT
     try:

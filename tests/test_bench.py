@@ -1,0 +1,331 @@
+"""sadc bench: latency statistics, FLOP counting, runtimes agreeing, reports and CI gates.
+
+Tiny models on the tiny synthetic world; timing is exercised, never asserted (a fake
+clock drives the statistics tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from sadc.bench.flops import model_size
+from sadc.bench.latency import LatencyStats, fixed_batch, measure, summarize, time_calls
+from sadc.bench.run import BenchReport, BenchResult, check_gates, parse_batches
+from sadc.errors import SadcError
+from sadc.models.detector import build_detector
+from sadc.models.spec import DetectorSpec
+from sadc.runtime import BACKENDS, backend_for, load_predictor, model_call
+
+CLASSES = ["circle", "square", "triangle", "cross", "ring"]  # the synthetic world's categories
+runner = CliRunner()
+
+
+def tiny_spec() -> DetectorSpec:
+    return DetectorSpec(
+        backbone="tiny",
+        fpn_channels=16,
+        class_names=CLASSES,
+        input_size=(64, 64),
+        anchor_sizes=[[8.0, 12.0], [16.0, 24.0], [32.0, 48.0], [64.0, 96.0], [128.0, 192.0]],
+    )
+
+
+def save_tiny_checkpoint(path: Path, *, bias: float = 0.5, seed: int = 0) -> Path:
+    """A random tiny detector whose classification bias makes it detect plenty (confident)."""
+    from sadc.engine.checkpoint import save_checkpoint
+
+    torch.manual_seed(seed)
+    detector = build_detector(tiny_spec()).eval()
+    with torch.no_grad():
+        detector.net.head.classification_head.cls_logits.bias.fill_(bias)
+    payload = {"spec": detector.spec.model_dump(mode="json"), "model": detector.state_dict(), "recipe": {}, "metrics": {}, "step": 1}
+    save_checkpoint(path, payload)
+    return path
+
+
+@pytest.fixture(scope="module")
+def artefacts(tmp_path_factory) -> tuple[Path, Path]:
+    """(checkpoint .pt, its ONNX export with the torch predictor's thresholds)."""
+    from sadc.export.onnx import export_onnx
+
+    folder = tmp_path_factory.mktemp("bench")
+    ckpt = save_tiny_checkpoint(folder / "best.pt")
+    onnx_path = export_onnx(ckpt, folder / "best.onnx", max_detections=100, topk_candidates=1000, iou_threshold=0.5, score_threshold=0.05)
+    return ckpt, onnx_path
+
+
+def invoke(*args):
+    from sadc.cli.main import app
+
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line(output: str) -> str:
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------ latency statistics
+
+
+def test_percentiles_and_throughput_match_numpy():
+    durations = [0.010, 0.012, 0.011, 0.050, 0.009, 0.013, 0.010, 0.030, 0.011, 0.012]
+    stats = summarize(durations, batch=4, warmup=3)
+    p50, p90, p99 = np.percentile(np.array(durations), [50, 90, 99]) * 1e3
+    assert stats.p50_ms == pytest.approx(p50) and stats.p90_ms == pytest.approx(p90) and stats.p99_ms == pytest.approx(p99)
+    assert stats.mean_ms == pytest.approx(np.mean(durations) * 1e3)
+    assert stats.throughput == pytest.approx(4 * len(durations) / sum(durations))
+    assert (stats.batch, stats.warmup, stats.iters) == (4, 3, len(durations))
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowStart:
+    """A model whose first ``slow`` calls take 1 s and the rest 10 ms, on a fake clock."""
+
+    def __init__(self, clock: FakeClock, slow: int):
+        self.clock, self.slow, self.calls = clock, slow, 0
+
+    def __call__(self):
+        self.calls += 1
+        self.clock.now += 1.0 if self.calls <= self.slow else 0.010
+
+
+def test_warmup_calls_are_not_timed():
+    clock = FakeClock()
+    model = SlowStart(clock, slow=3)
+    durations = time_calls(model, warmup=3, iters=5, clock=clock)
+    assert model.calls == 8
+    assert durations == pytest.approx([0.010] * 5)
+    stats = measure(SlowStart(clock, slow=3), batch=2, warmup=3, iters=5, clock=clock)
+    assert stats.p99_ms == pytest.approx(10.0) and stats.throughput == pytest.approx(200.0)
+    # Without warm-up the slow calls land in the statistics: the clock is what is measured.
+    cold = measure(SlowStart(clock, slow=3), batch=2, warmup=0, iters=5, clock=clock)
+    assert cold.p50_ms == pytest.approx(1000.0)
+
+
+def test_counts_and_batches_are_validated():
+    with pytest.raises(SadcError, match="--iters 0"):
+        time_calls(lambda: None, warmup=0, iters=0)
+    with pytest.raises(SadcError, match="--warmup -1"):
+        time_calls(lambda: None, warmup=-1, iters=1)
+    assert parse_batches("1, 8,1") == (1, 8)
+    for bad in ("", "0", "a,b", "1,-2"):
+        with pytest.raises(SadcError, match="--batch"):
+            parse_batches(bad)
+
+
+def test_fixed_batch_is_identical_for_every_artefact():
+    a, b = fixed_batch(4, (64, 96)), fixed_batch(4, (64, 96))
+    assert a.dtype == torch.uint8 and a.shape == (4, 3, 64, 96) and torch.equal(a, b)
+
+
+# ------------------------------------------------------------------------------ size
+
+
+def test_gflops_are_twice_the_conv_multiply_adds():
+    """FlopCounterMode's count equals 2 x the multiply-adds of every convolution, counted by hand."""
+    spec = tiny_spec()
+    size = model_size(spec)
+    detector = build_detector(spec).eval()
+    macs = []
+
+    def hook(module, inputs, output):
+        k = module.weight.shape[1] * module.weight.shape[2] * module.weight.shape[3]  # (Cin / groups) * kh * kw
+        macs.append(output.numel() * k)
+
+    for m in detector.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        detector.dense(detector.preprocess(torch.zeros(1, 3, 64, 64, dtype=torch.uint8)))
+    assert size.gflops == pytest.approx(2 * sum(macs) / 1e9, rel=1e-9)
+    assert size.params == sum(p.numel() for p in detector.parameters())
+    assert size.input_size == (64, 64)
+
+
+# ------------------------------------------------------------------------------ runtimes
+
+
+def test_backend_table_picks_by_suffix(tmp_path):
+    assert backend_for(Path("a/best.pt")).name == "torch"
+    assert backend_for(Path("a/best.int8.onnx")).name == "onnxruntime"
+    assert backend_for(Path("a/best.engine")).name == "tensorrt"
+    assert len({b.name for b in BACKENDS}) == len(BACKENDS)
+    with pytest.raises(SadcError, match="unknown artefact type '.tflite'"):
+        backend_for(Path("m.tflite"))
+    with pytest.raises(SadcError, match="model not found"):
+        load_predictor(tmp_path / "nope.onnx")
+
+
+def test_torch_and_onnx_predictors_agree(artefacts):
+    """Same batch, same format: boxes float32 [k, 4], scores float32 [k], labels int64 [k]; same values."""
+    ckpt, onnx_path = artefacts
+    images = fixed_batch(3, (64, 64), seed=1)
+    outputs = [load_predictor(p, threads=1).predict(images) for p in (ckpt, onnx_path)]
+    for ref, got in zip(*outputs, strict=True):
+        for det in (ref, got):
+            assert set(det) == {"boxes", "scores", "labels"}
+            assert det["boxes"].dtype == det["scores"].dtype == torch.float32 and det["labels"].dtype == torch.int64
+            assert det["boxes"].shape == (len(det["scores"]), 4) and det["labels"].shape == det["scores"].shape
+        assert len(ref["scores"]) > 5  # confident: the comparison is not vacuous
+        assert len(got["scores"]) == len(ref["scores"])
+        torch.testing.assert_close(got["scores"], ref["scores"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(got["boxes"], ref["boxes"], atol=1e-2, rtol=0)
+        assert torch.equal(got["labels"], ref["labels"])
+
+
+def test_model_only_calls_run_the_model(artefacts):
+    images = fixed_batch(2, (64, 64))
+    ckpt, onnx_path = artefacts
+    torch_out = model_call(load_predictor(ckpt), images)()
+    ort_out = model_call(load_predictor(onnx_path, threads=1), images)()
+    assert len(torch_out) == 2 and set(torch_out[0]) == {"boxes", "scores", "labels"}
+    assert [o.shape[0] for o in ort_out] == [2, 2, 2, 2]  # num_dets, boxes, scores, labels
+
+
+def _fake_engine(folder: Path, onnx_path: Path, *, sidecar: bool) -> Path:
+    engine = folder / "m.engine"
+    engine.write_bytes(b"not really an engine")
+    if sidecar:
+        payload = json.loads(onnx_path.with_name(onnx_path.name + ".json").read_text())
+        payload.update(format="tensorrt", file=engine.name, tensorrt={"precision": "fp16", "version": "10.9", "gpu": "x"})
+        (folder / "m.engine.json").write_text(json.dumps(payload))
+    return engine
+
+
+def _tensorrt_runs_here() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_tensorrt_runs_here(), reason="TensorRT and CUDA are present: the clean failure cannot happen")
+def test_tensorrt_engine_fails_cleanly_via_cli(artefacts, tmp_path, tiny_world):
+    _, onnx_path = artefacts
+    engine = _fake_engine(tmp_path, onnx_path, sidecar=True)
+    result = invoke("bench", engine, "--data", tiny_world / "val.json", "--device", "cuda", "--out", tmp_path / "b")
+    assert result.exit_code == 2, result.output
+    line = one_line(result.output)
+    assert "TensorRT needs" in line and "pip install 'sadc[gpu]' on a CUDA machine" in line and "Traceback" not in line
+
+
+def test_engine_without_sidecar_is_refused(artefacts, tmp_path, tiny_world):
+    _, onnx_path = artefacts
+    engine = _fake_engine(tmp_path, onnx_path, sidecar=False)
+    result = invoke("bench", engine, "--data", tiny_world / "val.json", "--out", tmp_path / "b")
+    assert result.exit_code == 2
+    assert "m.engine.json not found" in one_line(result.output)
+
+
+# ------------------------------------------------------------------------------ the command
+
+
+def _pycocotools_stats(gt_json: Path, results: list[dict]) -> list[float]:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_json))
+        ev = COCOeval(gt, gt.loadRes(results), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return [float(v) for v in ev.stats]
+
+
+def test_bench_end_to_end_reports_and_map_equals_pycocotools(artefacts, tiny_world, tmp_path):
+    ckpt, onnx_path = artefacts
+    out, dets = tmp_path / "report", tmp_path / "dets.json"
+    result = invoke(
+        "bench", ckpt, onnx_path, "--data", tiny_world / "val.json", "--batch", "1,2",
+        "--warmup", "1", "--iters", "2", "--threads", "1", "--out", out, "--save-detections", dets,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "mAP" in result.output and "p50 ms" in result.output
+    for name in ("bench.json", "bench.md", "bench.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+
+    report = json.loads((out / "bench.json").read_text())
+    assert report["settings"]["threads"] == 1 and report["settings"]["batches"] == [1, 2]
+    assert report["machine"]["cpu"] and "torch" in report["machine"]["versions"]
+    first, second = report["results"]
+    assert (first["backend"], second["backend"]) == ("torch", "onnxruntime")
+    assert first["gflops"] == second["gflops"] > 0 and first["params"] > 0
+    for r in report["results"]:
+        for kind in ("model", "end_to_end"):
+            assert [s["batch"] for s in r["latency"][kind]] == [1, 2]
+            assert all(s["iters"] == 2 and s["warmup"] == 1 and s["p50_ms"] > 0 for s in r["latency"][kind])
+
+    saved = json.loads(dets.read_text())
+    assert len(saved) > 0
+    ref = _pycocotools_stats(tiny_world / "val.json", saved)
+    assert ref[0] > 0 and ref[1] > 0  # the random model still scores a little; the comparison is not 0 == 0
+    assert first["accuracy"]["mAP"] == pytest.approx(ref[0], rel=1e-6)  # well within the 1e-4 asked
+    assert first["accuracy"]["AP50"] == pytest.approx(ref[1], rel=1e-6)
+    assert abs(second["delta_map"]) < 1e-3  # the export scores what the checkpoint scores
+    md = (out / "bench.md").read_text()
+    assert "onnxruntime:" in md and "torch:" in md and "bench.png" in md
+
+
+def _report(maps: list[float]) -> BenchReport:
+    results = [BenchResult(name=f"m{i}.onnx", path=f"m{i}.onnx", backend="onnxruntime", file_mb=1.0, accuracy={"mAP": m}) for i, m in enumerate(maps)]
+    return BenchReport(machine={}, settings={}, results=results)
+
+
+def test_gates():
+    check_gates(_report([0.40, 0.39]), fail_under_map=0.35, max_map_drop=0.02)  # passes
+    with pytest.raises(SadcError) as err:
+        check_gates(_report([0.40, 0.30]), fail_under_map=0.35)
+    assert str(err.value) == "gate failed: m1.onnx mAP 0.3000 < --fail-under-map 0.3500"
+    with pytest.raises(SadcError) as err:
+        check_gates(_report([0.40, 0.37]), max_map_drop=0.02)
+    assert "m1.onnx mAP 0.3700 is 0.0300 below m0.onnx's 0.4000 (--max-map-drop 0.0200)" in str(err.value)
+    with pytest.raises(SadcError, match="did you mean 0.35"):
+        check_gates(_report([0.4]), fail_under_map=35)
+
+
+def test_fail_under_map_exits_2_with_one_line(artefacts, tiny_world, tmp_path):
+    ckpt, _ = artefacts
+    result = invoke("bench", ckpt, "--data", tiny_world / "val.json", "--no-latency", "--fail-under-map", "0.99", "--out", tmp_path / "b")
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "Traceback" not in result.output
+    assert "gate failed: " in errors[0] and "best.pt (torch) mAP" in errors[0] and "< --fail-under-map 0.9900" in errors[0]
+    assert (tmp_path / "b" / "bench.json").is_file()  # reports are written before the verdict
+
+
+def test_bench_flag_errors_are_one_line(artefacts, tiny_world, tmp_path):
+    ckpt, _ = artefacts
+    result = invoke("bench", ckpt, "--data", tiny_world / "val.json", "--no-accuracy", "--max-map-drop", "0.01")
+    assert result.exit_code == 2 and "--max-map-drop needs the accuracy pass" in one_line(result.output)
+    result = invoke("bench", ckpt, "--data", tiny_world / "val.json", "--batch", "0")
+    assert result.exit_code == 2 and "--batch 0" in one_line(result.output)
+    copy = tmp_path / "copy.pt"
+    shutil.copy(ckpt, copy)
+    result = invoke("bench", copy, tmp_path / "missing.onnx", "--no-accuracy")
+    assert result.exit_code == 2 and "missing.onnx: model not found" in one_line(result.output)
+
+
+def test_latency_stats_json_roundtrip():
+    stats = LatencyStats(batch=1, warmup=0, iters=1, p50_ms=1.0, p90_ms=1.0, p99_ms=1.0, mean_ms=1.0, throughput=1000.0)
+    assert LatencyStats(**json.loads(json.dumps(stats.to_json()))) == stats

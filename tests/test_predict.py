@@ -1,0 +1,165 @@
+"""sadc predict: boxes drawn in original-image coordinates, COCO results, input expansion."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from sadc.cli.predict import draw_detections, expand_inputs, predict
+from sadc.errors import SadcError
+from sadc.models.spec import DetectorSpec
+from sadc.runtime import predict_images
+from tests.test_bench import save_tiny_checkpoint
+
+runner = CliRunner()
+
+
+def cli_app() -> typer.Typer:
+    """The sadc app once `predict` is registered there; until then a one-command app around it."""
+    from sadc.cli.main import app
+
+    if any(c.name == "predict" for c in app.registered_commands):
+        return app
+    local = typer.Typer()
+    local.callback()(lambda: None)
+    local.command("predict")(predict)
+    return local
+
+
+def invoke(*args):
+    return runner.invoke(cli_app(), [str(a) for a in args])
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB")).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("predict") / "best.pt", bias=0.5)
+
+
+@pytest.fixture(scope="module")
+def images(tiny_world, tmp_path_factory) -> Path:
+    """Six synthetic val images, two of them resized to non-square sizes (real letterbox padding)."""
+    folder = tmp_path_factory.mktemp("images")
+    for i, src in enumerate(sorted((tiny_world / "val").glob("*.png"))[:6]):
+        img = Image.open(src).convert("RGB")
+        if i in (1, 4):
+            img = img.resize((150, 90) if i == 1 else (70, 120))
+        img.save(folder / src.name)
+    return folder
+
+
+def test_predict_draws_boxes_on_the_originals(checkpoint, images, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("predict", checkpoint, images, "--out", out, "--conf", "0.3", "--batch", "4")
+    assert result.exit_code == 0, result.output
+    sources = sorted(images.glob("*.png"))
+    for src in sources:
+        assert (out / src.name).is_file(), src.name
+        assert Image.open(out / src.name).size == Image.open(src).size
+
+    detections = json.loads((out / "detections.json").read_text())
+    assert detections and {"image_id", "category_id", "bbox", "score", "file_name"} <= set(detections[0])
+    assert all(d["score"] >= 0.3 for d in detections)
+    for d in detections:  # every box lies inside its original image (xywh, original px)
+        w, h = Image.open(images / d["file_name"]).size
+        x, y, bw, bh = d["bbox"]
+        assert 0 <= x and 0 <= y and bw >= 0 and bh >= 0 and x + bw <= w + 1e-3 and y + bh <= h + 1e-3
+
+    # Pixels changed on the outline of a drawn box, in original coordinates.
+    first = max(detections, key=lambda d: d["bbox"][2] * d["bbox"][3])
+    before, after = pixels(images / first["file_name"]), pixels(out / first["file_name"])
+    x, y, bw, bh = first["bbox"]
+    x1, y1 = int(np.clip(round(x), 0, after.shape[1] - 1)), int(np.clip(round(y), 0, after.shape[0] - 1))
+    x2, y2 = int(np.clip(round(x + bw), 0, after.shape[1] - 1)), int(np.clip(round(y + bh), 0, after.shape[0] - 1))
+    left_edge = np.abs(after[y1 : y2 + 1, max(x1 - 1, 0) : x1 + 2] - before[y1 : y2 + 1, max(x1 - 1, 0) : x1 + 2])
+    assert left_edge.sum(axis=-1).max() > 0
+
+    # detections.json is a COCO results file: image ids and names follow the input order,
+    # which for the synthetic world are its val.json ids, so COCOeval loads it as is.
+    from pycocotools.coco import COCO
+
+    gt_json = {
+        "images": [{"id": i + 1, "file_name": p.name, "width": Image.open(p).size[0], "height": Image.open(p).size[1]} for i, p in enumerate(sources)],
+        "annotations": [],
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(["circle", "square", "triangle", "cross", "ring"])],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = gt_json
+        gt.createIndex()
+        dt = gt.loadRes(detections)
+    assert len(dt.getAnnIds()) == len(detections)
+    names = {img["id"]: img["file_name"] for img in gt_json["images"]}
+    assert all(names[d["image_id"]] == d["file_name"] for d in detections)
+
+
+class FixedPredictor:
+    """A Predictor that finds one box [16, 16, 48, 48] (input px) in every 64x64 input."""
+
+    spec = DetectorSpec(backbone="tiny", fpn_channels=16, class_names=["a", "b"], input_size=(64, 64))
+    name = "fixed"
+    path = Path("fixed.pt")
+
+    def predict(self, images):
+        box = torch.tensor([[16.0, 16.0, 48.0, 48.0]])
+        return [{"boxes": box, "scores": torch.tensor([0.9]), "labels": torch.tensor([1])} for _ in images]
+
+
+def test_boxes_map_back_through_the_letterbox_and_are_drawn_there():
+    image = torch.full((3, 128, 64), 40, dtype=torch.uint8)  # H 128, W 64: scale 0.5, pad_x 16
+    (det,) = predict_images(FixedPredictor(), [image])
+    torch.testing.assert_close(det["boxes"], torch.tensor([[0.0, 32.0, 64.0, 96.0]]))
+    drawn = draw_detections(image, det, FixedPredictor.spec.class_names)
+    assert drawn.shape == image.shape and drawn.dtype == torch.uint8
+    changed = (drawn != image).any(dim=0)
+    assert changed[64, 0] and changed[32, 32] and changed[95:97, 32].any()  # left, top, bottom edge (PIL: inclusive)
+    assert not changed[64, 32] and not changed[110, 32]  # inside the box and below it
+    assert torch.equal(image, torch.full((3, 128, 64), 40, dtype=torch.uint8))  # the original is untouched
+
+
+def test_expand_inputs(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        Image.new("RGB", (8, 8)).save(tmp_path / folder / "x.png")
+    (tmp_path / "notes.txt").write_text("hi")
+    inputs, many = expand_inputs([str(tmp_path / "a" / "x.png"), str(tmp_path / "b")])
+    assert [i.name for i in inputs] == ["x.png", "x_1.png"] and many
+    inputs, many = expand_inputs([str(tmp_path / "*" / "*.png")])
+    assert len(inputs) == 2 and many
+    for bad, message in ((tmp_path / "nope.png", "no such file or folder"), (tmp_path / "notes.txt", "not an image file"), (tmp_path / "*.jpg", "matches no image files")):
+        with pytest.raises(SadcError, match=message):
+            expand_inputs([str(bad)])
+
+
+def test_predict_errors_are_one_line(checkpoint, images, tmp_path):
+    result = invoke("predict", checkpoint, tmp_path / "missing", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "missing: no such file or folder" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = invoke("predict", checkpoint, images, "--out", tmp_path / "o", "--conf", "1.5")
+    assert result.exit_code == 2 and "--conf 1.5" in result.output
+
+
+def test_predict_with_an_engine_fails_cleanly(checkpoint, images, tmp_path):
+    from tests.test_bench import _tensorrt_runs_here
+
+    if _tensorrt_runs_here():
+        pytest.skip("TensorRT and CUDA are present: the clean failure cannot happen")
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"x")
+    result = invoke("predict", engine, images, "--out", tmp_path / "o", "--device", "cuda")
+    assert result.exit_code == 2 and "m.engine.json not found" in result.output
+    assert len(result.output.strip().splitlines()) == 1
