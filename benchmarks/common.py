@@ -1,28 +1,24 @@
-"""Helpers shared by the benchmark scripts: timing and the machine line."""
+"""Helpers shared by the benchmark scripts: timing (sadc's own latency code) and the machine line."""
 
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
+from sadc.bench.latency import time_calls
+
 
 def time_it(fn: Callable[[], object], *, warmup: int = 3, iters: int = 10) -> float:
-    """Median seconds per call of ``fn`` after ``warmup`` calls (synchronised on CUDA)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t = time.perf_counter()
+    """Median seconds per call of ``fn`` after ``warmup`` untimed calls (synchronised on CUDA)."""
+
+    def synced():
         fn()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+
+    return statistics.median(time_calls(synced, warmup=warmup, iters=iters))
 
 
 def machine_line() -> str:

@@ -30,20 +30,15 @@ from sadc.recipe import load_recipe  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    ap.add_argument("--recipe", default=str(ROOT / "recipes/quickstart.yaml"))
-    ap.add_argument("--teacher-recipe", default=str(ROOT / "recipes/quickstart-teacher.yaml"))
-    ap.add_argument("--batch", type=int, default=16, help="images per step (half labeled, half unlabeled)")
-    ap.add_argument("--iters", type=int, default=10)
-    args = ap.parse_args()
-
-    recipe = load_recipe(args.recipe)
+def measure(batch: int = 16, iters: int = 10, recipe_path: Path = ROOT / "recipes/quickstart.yaml",
+            teacher_recipe: Path = ROOT / "recipes/quickstart-teacher.yaml") -> dict[str, float]:
+    """Median seconds of a supervised student step, a teacher inference and a SAD step."""
+    recipe = load_recipe(recipe_path)
     torch.manual_seed(0)
     student = build_detector(spec_from_fields(recipe.model.student)).train()
-    teacher = build_detector(spec_from_fields(load_recipe(args.teacher_recipe).model.teacher)).eval()
+    teacher = build_detector(spec_from_fields(load_recipe(teacher_recipe).model.teacher)).eval()
     h, w = student.spec.input_size
-    n = args.batch
+    n = batch
     images = torch.randint(0, 256, (n, 3, h, w), dtype=torch.uint8)
     gt = [{"boxes": torch.tensor([[10.0, 12.0, 50.0, 60.0], [70.0, 64.0, 100.0, 90.0]]), "labels": torch.tensor([0, 3])}] * n
     labeled = (images[: n // 2], gt[: n // 2])
@@ -67,13 +62,29 @@ def main() -> None:
         with torch.inference_mode():
             targets(images)
 
-    t_sup = time_it(supervised, iters=args.iters)
-    t_teacher = time_it(teacher_only, iters=args.iters)
-    t_distill = time_it(distill, iters=args.iters)
-    ratio = t_distill / (t_sup + t_teacher)
+    return {
+        "supervised": time_it(supervised, iters=iters),
+        "teacher": time_it(teacher_only, iters=iters),
+        "distill": time_it(distill, iters=iters),
+        "size": (h, w),
+    }
+
+
+def sad_step_seconds(batch: int, iters: int) -> float:
+    return measure(batch, iters)["distill"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="SAD step / (student step + teacher inference)")
+    ap.add_argument("--batch", type=int, default=16, help="images per step (half labeled, half unlabeled)")
+    ap.add_argument("--iters", type=int, default=10)
+    args = ap.parse_args()
+    t = measure(args.batch, args.iters)
+    ratio = t["distill"] / (t["supervised"] + t["teacher"])
+    h, w = t["size"]
     print(machine_line())
-    print(f"batch {n} at {h}x{w}: supervised step {t_sup * 1e3:.0f} ms, teacher inference {t_teacher * 1e3:.0f} ms, "
-          f"distill step {t_distill * 1e3:.0f} ms")
+    print(f"batch {args.batch} at {h}x{w}: supervised step {t['supervised'] * 1e3:.0f} ms, "
+          f"teacher inference {t['teacher'] * 1e3:.0f} ms, distill step {t['distill'] * 1e3:.0f} ms")
     print(f"distill_overhead ratio = {ratio:.3f} (target <= 1.10)")
 
 

@@ -61,14 +61,15 @@ def handle_errors(fn):
 
 
 def setup_logging(verbose: bool) -> None:
+    # Other libraries speak at WARNING and above (ONNX Runtime's quantizer is chatty at
+    # INFO); sadc's own loggers at INFO, or DEBUG with --verbose.
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.WARNING,
         format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
         force=True,
     )
-    for noisy in ("PIL", "matplotlib", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("sadc").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def overrides_list(overrides: list[str] | None) -> list[str]:

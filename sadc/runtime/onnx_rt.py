@@ -62,7 +62,7 @@ class OrtPredictor:
         self.format = sidecar["format"]
         provider = provider or ("cuda" if device.startswith("cuda") else "cpu")
         self.spec = sidecar_spec(sidecar)
-        self.name = f"{self.path.name} (ort {provider})"
+        self.name = f"{self.path.parent.name}/{self.path.name} (ort {provider})"
         self.session = make_session(self.path, provider=provider, threads=threads)
 
     def run(self, images: np.ndarray) -> list[np.ndarray]:

@@ -87,7 +87,7 @@ class TrtPredictor:
         self.sidecar = sidecar
         self.spec = sidecar_spec(sidecar)
         built = sidecar.get("tensorrt") or {}
-        self.name = f"{self.path.name} (tensorrt {built.get('precision', '?')})"
+        self.name = f"{self.path.parent.name}/{self.path.name} (tensorrt {built.get('precision', '?')})"
         trt = import_tensorrt_runtime(self.path)
         if not str(device).startswith("cuda"):
             raise SadcError(f"--device {device}: a TensorRT engine runs only on a CUDA GPU; pass --device cuda")
