@@ -31,7 +31,7 @@ demo: $(STAMP)
 	$(BIN)/sadc train --recipe recipes/quickstart-teacher.yaml --resume
 	$(BIN)/sadc distill --recipe recipes/quickstart.yaml --resume
 	test $(STUDENT)/best.int8.onnx -nt $(STUDENT)/best.pt || \
-	  $(BIN)/sadc export $(STUDENT)/best.pt --format int8 --calib $(DATA)/unlabeled --val $(DATA)/val.json
+	  $(BIN)/sadc export $(STUDENT)/best.pt --format int8 --int8-target cpu --calib $(DATA)/unlabeled --val $(DATA)/val.json
 	$(BIN)/sadc bench $(TEACHER)/best.pt $(STUDENT)/best.pt $(STUDENT)/best.onnx $(STUDENT)/best.int8.onnx \
 	  --data $(DATA)/val.json --out $(STUDENT)/bench
 

@@ -125,7 +125,7 @@ def prepare(args) -> Setup:
         teacher_recipe = load_recipe(
             ROOT / "recipes/quickstart-teacher.yaml",
             [f"output={tmp}", f"data.train.annotations={data / 'train.json'}", f"data.train.images={data / 'train'}",
-             f"data.val.annotations={data / 'val.json'}", f"data.val.images={data / 'val'}", "train.steps=2",
+             f"data.val.annotations={data / 'val.json'}", f"data.val.images={data / 'val'}", "train.steps=2", "train.warmup_steps=0",
              "train.eval_every=0", "data.batch_size=4", "data.workers=0",
              *[f"model.teacher.{k}={json.dumps(v)}" for k, v in QUICK_MODEL.items()]],
         )

@@ -8,11 +8,12 @@ key, and says what would fix it.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sadc.errors import SadcError
 from sadc.models.spec import DetectorSpec
@@ -94,11 +95,37 @@ class TrainSection(_Section):
         "auto", description="Mixed precision: auto = fp16 on CUDA, off on CPU."
     )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    channels_last: bool = Field(
+        False, description="NHWC memory format for the trained model (and teacher): faster convs on some CPUs/GPUs."
+    )
     eval_every: int = Field(100, ge=0, description="Steps between val mAP evaluations (0 = only at the end).")
     log_every: int = Field(10, gt=0, description="Steps between metrics.jsonl lines.")
     save_every: int = Field(100, gt=0, description="Steps between last.pt saves (also saved at every evaluation).")
     max_bad_steps: int = Field(20, gt=0, description="Consecutive non-finite-loss steps before the run stops.")
     deterministic: bool = Field(False, description="Deterministic algorithms (slower; exact resume on CPU).")
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+            raise ValueError(f"{v!r} is not a device; use auto, cpu, cuda or cuda:N")
+        return v
+
+    @field_validator("step_milestones")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if any(not 0 < m < 1 for m in v):
+            raise ValueError(f"{v}: milestones are fractions of train.steps, each strictly between 0 and 1 (e.g. [0.67, 0.89])")
+        return v
+
+    @model_validator(mode="after")
+    def _warmup_ends(self) -> TrainSection:
+        if self.warmup_steps and self.warmup_steps >= self.steps:
+            raise ValueError(
+                f"train.warmup_steps {self.warmup_steps} >= train.steps {self.steps}: warm-up would take the whole run "
+                f"and the {self.schedule} schedule never start; set train.warmup_steps below train.steps (0 = no warm-up)"
+            )
+        return self
 
 
 class DistillSection(_Section):
@@ -119,23 +146,41 @@ class DistillSection(_Section):
     class_map: dict[str, str] | None = Field(
         None, description="Student class -> teacher class name; null = same classes in the same order."
     )
-    teacher_precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="Teacher forward dtype (CUDA).")
+    teacher_precision: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="Teacher forward dtype: fp16/bf16 autocast on CUDA, bf16 on CPU (fp16 runs fp32 there)."
+    )
 
 
 class ExportSection(_Section):
-    opset: int = Field(17, ge=17, description="ONNX opset.")
+    opset: int = Field(17, ge=17, le=20, description="ONNX opset (17..20).")
     max_detections: int = Field(100, gt=0, description="K: detections per image in the deploy graph.")
     topk_candidates: int = Field(1000, gt=0, description="Candidates kept before NMS.")
     iou_threshold: float = Field(0.5, gt=0, le=1)
-    score_threshold: float = Field(0.05, ge=0, le=1)
+    score_threshold: float = Field(0.05, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _enough_candidates(self) -> ExportSection:
+        if self.topk_candidates < self.max_detections:
+            raise ValueError(
+                f"export.topk_candidates {self.topk_candidates} < export.max_detections {self.max_detections}: NMS cannot return "
+                "more boxes than it is given; raise export.topk_candidates or lower export.max_detections"
+            )
+        return self
 
 
 class BenchSection(_Section):
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8])
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8], min_length=1)
     warmup: int = Field(10, ge=0)
     iters: int = Field(50, gt=0)
     score_threshold: float = Field(0.05, ge=0, le=1, description="Score threshold for mAP detections.")
     max_detections: int = Field(100, gt=0)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive_batches(cls, v: list[int]) -> list[int]:
+        if any(b < 1 for b in v):
+            raise ValueError(f"{v}: every batch size must be >= 1")
+        return v
 
 
 class Recipe(_Section):
@@ -151,12 +196,109 @@ class Recipe(_Section):
     export: ExportSection = Field(default_factory=ExportSection, description="ONNX deploy graph settings.")
     bench: BenchSection = Field(default_factory=BenchSection, description="Latency and accuracy settings.")
 
+    @field_validator("name")
+    @classmethod
+    def _not_a_parent(cls, v: str) -> str:
+        if v in (".", ".."):
+            raise ValueError(f"{v!r} is not a run name; use letters, digits, _ . -")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        """Settings that are each valid but contradict one another (see docs/troubleshooting.md)."""
+        train, distill, data, student, teacher = self.train, self.distill, self.data, self.model.student, self.model.teacher
+        if train.target == "teacher" and teacher is None:
+            raise ValueError(
+                "train.target=teacher but model.teacher is not set; add a model.teacher section or set train.target=student"
+            )
+        if student.source is None and student.arch == "fcos":
+            for key in ("anchors", "normalizer"):
+                if getattr(distill, key) == "positives":
+                    raise ValueError(
+                        f"distill.{key}=positives needs IoU-matched anchors (arch retinanet), but model.student.arch "
+                        f"is fcos; use distill.{key}={'all' if key == 'anchors' else 'adaptive'}"
+                    )
+        if distill.class_map:
+            if student.source is None:
+                _check_names(list(distill.class_map), student.class_names, "maps student class", "model.student.class_names")
+            if teacher is not None and teacher.source is None:
+                _check_names(list(distill.class_map.values()), teacher.class_names, "maps to teacher class", "model.teacher.class_names")
+        if data.unlabeled is not None and data.train is not None and distill.unlabeled_ratio > 0:
+            if round(data.batch_size * distill.unlabeled_ratio) == 0:
+                raise ValueError(
+                    f"distill.unlabeled_ratio {distill.unlabeled_ratio} x data.batch_size {data.batch_size} rounds to 0 "
+                    "unlabeled images per step; raise one of them (or set data.unlabeled=null)"
+                )
+        if data.train is None and data.unlabeled is not None and distill.loss == "none" and not distill.pseudo_labels:
+            raise ValueError(
+                "distill.loss=none and distill.pseudo_labels=false leave nothing to learn from data.unlabeled "
+                "(and there is no data.train); enable one of them"
+            )
+        return self
+
     @property
     def run_dir(self) -> Path:
         return self.output / self.name
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _check_names(given: list[str], names: list[str], what: str, where: str) -> None:
+    unknown = [k for k in given if k not in names]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], names, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"{where}: {names}"
+        raise ValueError(f"distill.class_map {what} {unknown[0]!r}, which is not in {where} ({hint})")
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def recipe_paths(recipe: Recipe, keys: list[str] | tuple[str, ...] | None = None) -> list[tuple[str, Path, str]]:
+    """(key, path, kind) of the recipe's local paths that are set, kind ``file`` or ``folder``.
+
+    ``keys`` restricts to those dotted keys (e.g. ``data.train.annotations``); model
+    sources that are ``torchvision:NAME`` are not paths and are left out.
+    """
+    found: list[tuple[str, Path, str]] = []
+    for name in ("train", "val"):
+        split = getattr(recipe.data, name)
+        if split is not None:
+            found += [(f"data.{name}.annotations", split.annotations, "file"), (f"data.{name}.images", split.images, "folder")]
+    if recipe.data.unlabeled is not None:
+        found.append(("data.unlabeled", recipe.data.unlabeled, "folder"))
+    for name in ("teacher", "student"):
+        fields = getattr(recipe.model, name)
+        if fields is not None and fields.source and not fields.source.startswith("torchvision:"):
+            found.append((f"model.{name}.source", Path(fields.source), "file"))
+    return [item for item in found if keys is None or item[0] in keys]
+
+
+_PATH_HINTS = {
+    "data.train.annotations": "a COCO json of the labeled training set",
+    "data.val.annotations": "a COCO json of the labeled validation set",
+    "data.train.images": "the folder the json's file_name entries are relative to",
+    "data.val.images": "the folder the json's file_name entries are relative to",
+    "data.unlabeled": "a folder of unlabeled images, searched recursively",
+    "model.teacher.source": "a sadc checkpoint, a state-dict file or torchvision:NAME",
+    "model.student.source": "a sadc checkpoint, a state-dict file or torchvision:NAME",
+}
+
+
+def check_paths(recipe: Recipe, keys: list[str] | tuple[str, ...] | None = None, where: str = "recipe") -> None:
+    """Raise :class:`RecipeError` for the first path (of ``keys``, default all) that does not exist here.
+
+    Called by commands before any work starts, so a typo in a path costs seconds, not a
+    failed run. Relative paths are relative to the current directory.
+    """
+    for key, path, kind in recipe_paths(recipe, keys):
+        ok = path.is_file() if kind == "file" else path.is_dir()
+        if not ok:
+            problem = "not found" if not path.exists() else f"is not a {kind}"
+            raise RecipeError(
+                f"{where}: {key}: {kind} {path} {problem} (from {Path.cwd()}); set it to {_PATH_HINTS[key]}"
+            )
 
 
 # --------------------------------------------------------------------------- loading
@@ -224,12 +366,15 @@ def _apply_override(data: dict, path: list[str], value: Any, text: str) -> None:
 
 def _format_validation_error(err: ValidationError, where: str) -> RecipeError:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-")) or "(top level)"
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
     msg = first["msg"].removeprefix("Value error, ")
     value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    # Cross-field checks name their keys themselves; plain type/range errors get the key and value here.
+    named = not loc or msg.startswith(loc + ".") or msg.startswith(f"{loc.rsplit('.', 1)[0]}.")
+    echoed = isinstance(value, (list, tuple, str)) and (repr(value) in msg or str(value) in msg)
+    shown = "" if isinstance(value, dict) or echoed else f" (got {value!r})"
     more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
-    return RecipeError(f"{where}: {loc}: {msg}{shown}{more}")
+    return RecipeError(f"{where}: {'' if named else loc + ': '}{msg}{shown}{more}")
 
 
 def recipe_from_dict(data: Any, where: str = "recipe", overrides: list[str] | tuple[str, ...] = ()) -> Recipe:

@@ -294,10 +294,12 @@ def test_coco_file_errors(tmp_path: Path) -> None:
 
 def test_coco_missing_image_file(tmp_path: Path) -> None:
     ann, images, _ = _coco_fixture(tmp_path)
-    (images / "b.png").unlink()
     ds = CocoDetection(ann, images, (32, 32))
+    (images / "b.png").unlink()
     with pytest.raises(ImageReadError, match="b.png: cannot read image"):
-        ds[1]
+        ds[1]  # gone after the up-front check: still one line naming the file
+    with pytest.raises(DataError, match=r"1 of 3 listed images are not in .*\(first: b.png\)"):
+        CocoDetection(ann, images, (32, 32))  # missing before: refused up front, before any training
 
 
 # ----------------------------------------------------------------------------- ImageFolder

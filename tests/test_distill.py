@@ -77,7 +77,7 @@ def test_pure_distillation_without_labels(tiny_world, tmp_path, tiny_teacher):
     ],
 )
 def test_variants_run(tiny_world, tmp_path, tiny_teacher, distill):
-    data = distill_recipe(tiny_world, tmp_path, tiny_teacher, train__steps=2, train__eval_every=0)
+    data = distill_recipe(tiny_world, tmp_path, tiny_teacher, train__steps=2, train__warmup_steps=1, train__eval_every=0)
     data["distill"].update(distill)
     run_dir = run_distill(recipe_from_dict(data))
     assert "distill" in _logged_keys(run_dir)
@@ -186,3 +186,15 @@ def test_real_recipes_dry_run_offline(name, tmp_path):
     ckpt = load_checkpoint(run_dir / "last.pt")
     assert ckpt["step"] == 1 and ckpt["spec"]["class_names"][0] == "person"
     assert ckpt["teacher"]["spec"]["backbone"] in ("resnet101", "resnet50")
+
+
+def test_channels_last_and_bf16_teacher_match_the_defaults_closely(tiny_world, tmp_path, tiny_teacher):
+    """NHWC student/teacher and a bf16 teacher on the CPU run, and the first losses stay close to fp32 NCHW."""
+    common = dict(train__steps=1, train__eval_every=0, train__warmup_steps=0)
+    base = distill_recipe(tiny_world, tmp_path / "a", tiny_teacher, **common)
+    fast = distill_recipe(tiny_world, tmp_path / "b", tiny_teacher, **common, train__channels_last=True)
+    fast["distill"]["teacher_precision"] = "bf16"
+    a = json.loads((run_distill(recipe_from_dict(base)) / "metrics.jsonl").read_text().splitlines()[0])
+    b = json.loads((run_distill(recipe_from_dict(fast)) / "metrics.jsonl").read_text().splitlines()[0])
+    assert b["cls"] == pytest.approx(a["cls"], rel=1e-3)  # the student side is fp32 either way
+    assert b["distill"] == pytest.approx(a["distill"], rel=0.05)  # bf16 teacher logits: ~1e-2 off

@@ -369,6 +369,28 @@ def test_int8_qdq_structure(quantized):
             assert all(producers.get(i) is None or producers[i].op_type not in ("DequantizeLinear", "QuantizeLinear") for i in node.input)
 
 
+def test_int8_cpu_target_is_u8s8_and_fuses_in_onnxruntime(exported, calib_dir, tmp_path):
+    """--int8-target cpu: uint8 activations, int32 biases, Convs that ORT turns into QLinearConv."""
+    import onnxruntime as ort
+
+    path = quantize_int8(exported, tmp_path / "cpu.int8.onnx", calib_dir, n=6, batch=4, method="minmax", target="cpu")
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    qs = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert qs and all(inits[q.input[2]].dtype == np.uint8 for q in qs)
+    producers, _ = _graph_index(model)
+    biases = [producers[c.input[2]] for c in model.graph.node if c.op_type == "Conv" and len(c.input) > 2]
+    assert biases and all(b.op_type == "DequantizeLinear" and inits[b.input[0]].dtype == np.int32 for b in biases)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    assert any(n.op_type == "QLinearConv" for n in optimized.graph.node)
+    assert read_sidecar(path)["quantization"]["target"] == "cpu"
+    with pytest.raises(SadcError, match="--int8-target gpu: choose one of tensorrt, cpu"):
+        quantize_int8(exported, tmp_path / "x.int8.onnx", calib_dir, n=2, target="gpu")
+
+
 def test_int8_runs_with_the_contract_and_sidecar(quantized, calib_dir):
     session = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
     outs = session.run(None, {"images": _images(3).numpy()})

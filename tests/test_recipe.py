@@ -70,7 +70,7 @@ def test_override_syntax_errors():
 
 
 def test_round_trip_through_yaml(tmp_path):
-    r = recipe_from_dict({}, overrides=["train.steps=5", "name=abc"])
+    r = recipe_from_dict({}, overrides=["train.steps=5", "train.warmup_steps=0", "name=abc"])
     path = tmp_path / "r.yaml"
     path.write_text(r.to_yaml())
     assert load_recipe(path) == r
@@ -78,15 +78,15 @@ def test_round_trip_through_yaml(tmp_path):
 
 @given(st.integers(min_value=1, max_value=10**6), st.floats(min_value=1e-6, max_value=10, allow_nan=False))
 def test_override_parsing_property(steps, lr):
-    r = recipe_from_dict({}, overrides=[f"train.steps={steps}", f"train.lr={lr!r}"])
+    r = recipe_from_dict({}, overrides=[f"train.steps={steps}", f"train.lr={lr!r}", "train.warmup_steps=0"])
     assert r.train.steps == steps
     assert r.train.lr == pytest.approx(lr)
 
 
 def test_recipe_does_not_mutate_input():
-    data = {"train": {"steps": 3}}
+    data = {"train": {"steps": 3, "warmup_steps": 1}}
     recipe_from_dict(data, overrides=["train.steps=9"])
-    assert data == {"train": {"steps": 3}}
+    assert data == {"train": {"steps": 3, "warmup_steps": 1}}
     assert isinstance(Recipe().run_dir, Path)
 
 

@@ -81,7 +81,7 @@ def test_interrupt_then_resume_reproduces_uninterrupted_run(tiny_world, tmp_path
 
 
 def test_existing_run_dir_is_never_overwritten(tiny_world, tmp_path):
-    recipe = recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path, steps=1, eval_every=0))
+    recipe = recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path, steps=1, warmup_steps=0, eval_every=0))
     first, second = run_train(recipe), run_train(recipe)
     assert (first.name, second.name) == ("tiny", "tiny2")
 

@@ -26,7 +26,7 @@ from sadc.data.coco import CocoDetection
 from sadc.data.images import find_images
 from sadc.data.loaders import build_loader
 from sadc.errors import SadcError
-from sadc.runtime import backend_for, load_predictor
+from sadc.runtime import backend_for, check_artefact, load_predictor
 from sadc.runtime.base import Predictor
 
 
@@ -185,9 +185,7 @@ def run_bench(models: Sequence[Path], settings: BenchSettings, *, console: Conso
     if not models:
         raise SadcError("give at least one artefact to bench")
     for path in models:  # fail before minutes of work on the first artefact
-        if not Path(path).exists():
-            raise SadcError(f"{path}: model not found")
-        backend_for(Path(path))
+        check_artefact(Path(path))
     threads = settings.threads or torch.get_num_threads()
     image_dir = settings.image_dir()
     files: list[Path] = []

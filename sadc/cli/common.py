@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 from typing import Annotated
 
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.logging import RichHandler
+from typer.exceptions import TyperException
 
 from sadc.engine.trainer import Interrupted
 from sadc.errors import SadcError
@@ -38,24 +40,66 @@ def debug_enabled() -> bool:
     return bool(root and isinstance(root.obj, dict) and root.obj.get("debug"))
 
 
+def one_line(err: BaseException) -> str:
+    """The user-facing line of an error.
+
+    A DataLoader worker re-raises its exception in the main process with the worker's
+    traceback folded into the message ("Caught DataError in DataLoader worker process
+    0.\nOriginal Traceback ..."); the line the user needs is the last one, without the
+    ``module.Class: `` prefix. Any other line breaks become spaces.
+    """
+    text = str(err).strip()
+    if "\nOriginal Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1].strip()
+        text = last.split(": ", 1)[1] if re.match(r"^[A-Za-z_][\w.]*: ", last) else last
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(err).__name__
+
+
+def _os_error_line(err: OSError) -> str:
+    where = err.filename if err.filename is not None else "a file"
+    reason = err.strerror or str(err) or type(err).__name__
+    return f"{where}: {reason}; check the path, free disk space or choose a writable folder"
+
+
 def handle_errors(fn):
-    """Turn SadcError into one red line and exit code 2 (130 for an interrupt); --debug re-raises."""
+    """Errors become one red line: exit 2 for user errors, 1 for the unexpected, 130 for an interrupt.
+
+    SadcError (bad input, missing file, unavailable feature) and OSError (a path that
+    cannot be read or written) are user errors. Anything else is a bug: it is named in
+    one line that says how to see the traceback. ``sadc --debug CMD`` re-raises
+    everything, traceback included.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, TyperException):
+            raise
         except Interrupted as err:
-            err_console.print(f"[yellow]interrupted:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+            err_console.print(f"[yellow]interrupted:[/] {escape(one_line(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
-        except SadcError as err:
+        except KeyboardInterrupt:
             if debug_enabled():
                 raise
-            err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except (SadcError, OSError) as err:
+            if debug_enabled():
+                raise
+            line = one_line(err) if isinstance(err, SadcError) else _os_error_line(err)
+            err_console.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except Exception as err:
+            if debug_enabled():
+                raise
+            err_console.print(
+                f"[red]error:[/] unexpected {type(err).__name__}: {escape(one_line(err))} "
+                "(a bug in sadc? `sadc --debug ...` shows the traceback; please report it)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
 
     return wrapper
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sadc.cli.common import console
+from sadc.cli.common import console, handle_errors
 
 if TYPE_CHECKING:
     import torch
@@ -16,6 +16,7 @@ app = typer.Typer(help="Make and inspect datasets.", no_args_is_help=True)
 
 
 @app.command()
+@handle_errors
 def synth(
     out: Annotated[Path, typer.Argument(help="Output folder (created).")],
     train: Annotated[int, typer.Option(min=0, help="Labeled training images.")] = 1000,
@@ -41,6 +42,7 @@ def synth(
 
 
 @app.command()
+@handle_errors
 def preview(
     annotations: Annotated[Path, typer.Argument(help="COCO json, e.g. data/synth/val.json.")],
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("preview.png"),

@@ -9,7 +9,7 @@ import platform
 from rich.markup import escape
 from rich.table import Table
 
-from sadc.cli.common import console
+from sadc.cli.common import console, handle_errors
 from sadc.engine.machine import cpu_model, package_version
 
 
@@ -21,6 +21,7 @@ def _version(module: str) -> tuple[str | None, str]:
     return getattr(mod, "__version__", None) or package_version(module.replace("_", "-")) or "?", ""
 
 
+@handle_errors
 def doctor() -> None:
     """Print versions, devices, ONNX Runtime providers, TensorRT, and what is unavailable and why."""
     import torch

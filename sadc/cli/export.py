@@ -29,6 +29,13 @@ Format = enum.Enum("Format", [(name, name) for name in FORMAT_NAMES], type=str) 
 Format.__doc__ = "Export formats (sadc.export.formats.FORMATS)."
 
 
+class Int8Target(str, enum.Enum):
+    """Which runtime the INT8 graph is shaped for (sadc.export.quantize.TARGETS)."""
+
+    tensorrt = "tensorrt"
+    cpu = "cpu"
+
+
 class Method(str, enum.Enum):
     """Calibration methods of ONNX Runtime's static quantization."""
 
@@ -62,6 +69,10 @@ def export(
     calib_images: Annotated[int | None, typer.Option("--calib-images", help="Calibration images used (default 64).")] = None,
     calib_batch: Annotated[int | None, typer.Option("--calib-batch", help="Calibration batch size (default 8).")] = None,
     method: Annotated[Method | None, typer.Option("--method", help="Calibration method (default entropy).")] = None,
+    int8_target: Annotated[
+        Int8Target | None,
+        typer.Option("--int8-target", help="int8: tensorrt (symmetric S8S8, default) or cpu (U8S8, fast in ONNX Runtime on CPUs)."),
+    ] = None,
     val: Annotated[Path | None, typer.Option("--val", help="int8: COCO json of a labeled set; report fp32 vs INT8 mAP.")] = None,
     max_map_drop: Annotated[float | None, typer.Option("--max-map-drop", help="int8 with --val: fail when mAP drops by more.")] = None,
     half: Annotated[bool, typer.Option("--half", help="engine: fp16.")] = False,
@@ -78,6 +89,7 @@ def export(
         "--out": out, "--opset": opset, "--max-det": max_det, "--topk": topk, "--iou": iou, "--conf": conf,
         "--raw": raw, "--no-simplify": no_simplify, "--no-parity": no_parity, "--parity-images": parity_images,
         "--calib": calib, "--calib-images": calib_images, "--calib-batch": calib_batch, "--method": method,
+        "--int8-target": int8_target,
         "--val": val, "--max-map-drop": max_map_drop, "--half": half, "--min-batch": min_batch,
         "--opt-batch": opt_batch, "--max-batch": max_batch, "--workspace": workspace, "--timing-cache": timing_cache,
     }  # fmt: skip
@@ -156,6 +168,7 @@ def export(
             n=_or(calib_images, 64),
             method=_or(method, Method.entropy).value,
             batch=_or(calib_batch, 8),
+            target=_or(int8_target, Int8Target.tensorrt).value,
         )
         written.append(int8_path)
         engine_onnx = int8_path

@@ -99,6 +99,7 @@ class CocoDetection(Dataset):
         self.cat_ids, self.class_names = self._parse_categories(data["categories"], where)
         self.image_ids, self._files, self._sizes = self._parse_images(data["images"], where)
         self._boxes, self._labels = self._parse_annotations(data["annotations"], where)
+        self._check_files(where)
 
     # -- parsing -------------------------------------------------------------------------
 
@@ -175,6 +176,23 @@ class CocoDetection(Dataset):
             [np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in boxes],
             [np.asarray(lab, dtype=np.int64) for lab in labels],
         )
+
+    def _check_files(self, where: str) -> None:
+        """Every listed image exists under ``images`` (one stat each: seconds for COCO, not a failed run).
+
+        Whether a file decodes is only known when it is read (see ``__getitem__``).
+        """
+        if not self.images.is_dir():
+            raise DataError(
+                f"{self.images}: image folder not found; pass the folder {where}'s file_name entries are relative to"
+            )
+        missing = [name for name in self._files if not (self.images / name).is_file()]
+        if missing:
+            raise DataError(
+                f"{where}: {len(missing)} of {len(self._files)} listed images are not in {self.images} "
+                f"(first: {missing[0]}); point the images folder at the one the file_name entries are relative to, "
+                "or remove those images from the json"
+            )
 
     # -- items ---------------------------------------------------------------------------
 

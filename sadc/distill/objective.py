@@ -69,6 +69,17 @@ class DistillObjective:
     teacher: TeacherTargets
     cfg: DistillSection
 
+    def __post_init__(self) -> None:
+        # The recipe validator catches this for students built from fields; a student loaded
+        # from a checkpoint is only known here, still before the first step.
+        uses_positives = self.cfg.loss != "none" and "positives" in (self.cfg.anchors, self.cfg.normalizer)
+        if uses_positives and getattr(self.student.net, "proposal_matcher", None) is None:
+            key = "distill.anchors" if self.cfg.anchors == "positives" else "distill.normalizer"
+            raise SadcError(
+                f"{key}=positives needs IoU-matched anchors (arch retinanet), but the student is "
+                f"{self.student.spec.arch}; use distill.anchors=all and distill.normalizer=adaptive"
+            )
+
     def __call__(self, batch) -> dict[str, Tensor]:
         labeled, unlabeled = batch
         parts = [b[0] for b in (labeled, unlabeled) if b is not None]

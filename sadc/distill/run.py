@@ -18,7 +18,7 @@ from sadc.engine.trainer import resolve_device
 from sadc.errors import SadcError
 from sadc.models.detector import Detector
 from sadc.models.loading import load_detector
-from sadc.recipe import Recipe
+from sadc.recipe import Recipe, check_paths
 
 
 def teacher_reference(recipe: Recipe, teacher: Detector) -> dict:
@@ -43,7 +43,10 @@ def load_teacher(recipe: Recipe, input_size: tuple[int, int], dry_run: bool) -> 
                 return load_detector(fields)
             return load_detector(fields.model_copy(update={"source": None}))
         return load_detector(fields.model_copy(update={"weights": None}))
-    return load_detector(fields)
+    try:
+        return load_detector(fields)
+    except SadcError as err:  # name the recipe key: the file alone does not say it was meant as the teacher
+        raise type(err)(f"model.teacher.source: {err}") from None
 
 
 def _batches(recipe: Recipe, labeled, unlabeled, n_lab: int, n_unl: int, dist):
@@ -100,8 +103,12 @@ def run_distill(
         recipe = recipe.model_copy(update={"train": cfg.model_copy(update={"steps": 1, "eval_every": 0})})
         cfg = recipe.train
     data = recipe.data
-    if not dry_run and data.train is None and data.unlabeled is None:
-        raise SadcError("recipe: distillation needs data.train (labeled), data.unlabeled (a folder), or both")
+    if recipe.model.teacher is None:
+        raise SadcError("recipe: model.teacher is not set; `sadc distill` needs a teacher (checkpoint or torchvision:NAME)")
+    if not dry_run:
+        if data.train is None and data.unlabeled is None:
+            raise SadcError("recipe: distillation needs data.train (labeled), data.unlabeled (a folder), or both")
+        check_paths(recipe)  # every data folder and model source, before minutes of set-up
     dist = dist_info_from_env()
     with process_group(dist, resolve_device(cfg.device)):
         s = start_session(recipe, resume, console, dist)
@@ -112,7 +119,13 @@ def run_distill(
         size = tuple(student.spec.input_size)
         teacher = load_teacher(recipe, size, dry_run).to(s.device)
         check_distillable(teacher, student, size)
-        targets = TeacherTargets(teacher, class_index(teacher, student, dcfg.class_map), dcfg.pseudo_threshold, dcfg.teacher_precision)
+        targets = TeacherTargets(
+            teacher,
+            class_index(teacher, student, dcfg.class_map),
+            dcfg.pseudo_threshold,
+            dcfg.teacher_precision,
+            channels_last=cfg.channels_last,
+        )
 
         bs = data.batch_size
         if dry_run:

@@ -94,9 +94,12 @@ class TeacherTargets:
     classes: list[int]  # student class i <- teacher class classes[i]
     threshold: float = 0.4
     precision: str = "fp32"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         self.teacher.eval().requires_grad_(False)
+        if self.channels_last:
+            self.teacher.to(memory_format=torch.channels_last)
         n_teacher = self.teacher.spec.num_classes
         table = [-1] * n_teacher
         for student_label, teacher_label in enumerate(self.classes):
@@ -105,18 +108,20 @@ class TeacherTargets:
         self.identity = self.classes == list(range(n_teacher))
 
     def _autocast(self, device: torch.device):
-        if device.type != "cuda" or self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=torch.float16 if self.precision == "fp16" else torch.bfloat16)
+        if self.precision == "fp32" or (device.type != "cuda" and self.precision == "fp16"):
+            return contextlib.nullcontext()  # CPUs have no fast fp16: fp32 there
+        return torch.autocast(device.type, dtype=torch.float16 if self.precision == "fp16" else torch.bfloat16)
 
     @torch.inference_mode()
     def __call__(self, images: Tensor) -> tuple[Tensor, list[dict[str, Tensor]]]:
+        x = images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
         with self._autocast(images.device):
-            out = self.teacher.dense(self.teacher.preprocess(images))
-        logits = out.cls_logits.float()
-        if not self.identity:
-            logits = logits[..., self.classes]
-        out.cls_logits = out.cls_logits.float()
+            out = self.teacher.dense(self.teacher.preprocess(x))
+        # Reduced-precision outputs back to fp32: losses, decode and NMS want it.
+        out.cls_logits, out.bbox_regression = out.cls_logits.float(), out.bbox_regression.float()
+        if out.bbox_ctrness is not None:
+            out.bbox_ctrness = out.bbox_ctrness.float()
+        logits = out.cls_logits if self.identity else out.cls_logits[..., self.classes]
         dets = self.teacher.detect(out, score_thresh=self.threshold, max_det=100)
         targets = pseudo_targets(dets, threshold=self.threshold, class_map=None if self.identity else self.class_table)
         # Inference tensors cannot be saved for backward; plain clones can.

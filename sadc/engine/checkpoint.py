@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,21 +30,40 @@ from sadc.errors import SadcError
 
 FORMAT = "sadc-checkpoint"
 FORMAT_VERSION = 1
+MIN_FORMAT_VERSION = 1  # oldest format this sadc still reads
+TEMP_SUFFIX = ".tmp"
 
 
 class CheckpointError(SadcError):
     pass
 
 
+def _write_error(path: Path, err: OSError) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: cannot write ({err.strerror or err}); the previous file, if any, is intact. "
+        "Free disk space or choose a writable output folder"
+    )
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, rename over ``path``."""
+    """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, rename over ``path``.
+
+    Whatever fails (no space, a read-only folder, an exception in ``write``, a signal),
+    ``path`` is either the old file or the new one, never a mix. The temp file is named
+    ``.NAME.XXXX.tmp`` (hidden, never a ``*.pt``), so if the process is killed with -9
+    mid-write nothing takes the leftover for an artefact; :func:`remove_stale_temp_files`
+    clears such leftovers. Every OSError becomes one :class:`CheckpointError` line.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make artefacts private to the writer
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as err:
+        raise _write_error(path, err) from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make artefacts private to the writer
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -52,10 +72,7 @@ def atomic_write(path: Path, write) -> None:
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError):
-            raise CheckpointError(
-                f"{path}: cannot write ({err.strerror or err}); the previous file, if any, is intact. "
-                "Free disk space or choose a writable output folder"
-            ) from None
+            raise _write_error(path, err) from None
         raise
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)
@@ -67,22 +84,75 @@ def atomic_write(path: Path, write) -> None:
         pass
 
 
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the ``.NAME.XXXX.tmp`` files :func:`atomic_write` leaves when killed mid-write.
+
+    Call it only when no other process writes into ``folder`` (e.g. when resuming a run).
+    Returns what was removed.
+    """
+    removed = []
+    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "sadc_version": __version__, **payload}
     atomic_write(Path(path), lambda f: torch.save(payload, f))
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read and validate a sadc checkpoint; every failure is one :class:`CheckpointError` line."""
+_NOT_CHECKPOINTS = {
+    ".onnx": "an ONNX export, not a checkpoint; pass the .pt it was exported from",
+    ".engine": "a TensorRT engine, not a checkpoint; pass the .pt it was built from",
+    ".json": "a JSON file, not a checkpoint; pass a sadc .pt (e.g. runs/NAME/best.pt)",
+}
+
+
+def torch_load(path: Path, map_location: str | torch.device = "cpu", what: str = "PyTorch file", *, mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` with one :class:`CheckpointError` line for every failure.
+
+    Only tensors and plain containers are unpickled (no code runs from the file).
+    ``mmap=True`` maps tensor data instead of reading it: a cheap look at the header.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    for suffix, hint in _NOT_CHECKPOINTS.items():
+        if path.name.endswith(suffix):
+            raise CheckpointError(f"{path}: {hint}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (an interrupted copy or download?)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            raise CheckpointError(
+                f"{path}: holds pickled Python objects, not only tensors (a whole model saved with torch.save(model)?); "
+                "sadc reads weights only: save model.state_dict() and use that file"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable {what} ({_first_line(err)})") from None
+    except Exception as err:  # zip/pickle/struct errors of many types for files that are not torch's (or are cut short)
+        raise CheckpointError(f"{path}: not a readable {what} ({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:120]}" if text else type(err).__name__
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", *, mmap: bool = False) -> dict[str, Any]:
+    """Read and validate a sadc checkpoint; every failure is one :class:`CheckpointError` line.
+
+    ``mmap=True`` leaves tensor data on disk until used (a cheap validity check).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise CheckpointError(
-            f"{path}: not a readable sadc checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
-        ) from None
+    ckpt = torch_load(path, map_location=map_location, what="sadc checkpoint", mmap=mmap)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
             raise CheckpointError(
@@ -91,13 +161,15 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             )
         raise CheckpointError(f"{path}: not a sadc checkpoint (no '{FORMAT}' header)")
     version = ckpt.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or not MIN_FORMAT_VERSION <= version <= FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
         raise CheckpointError(
-            f"{path}: checkpoint format {version} is newer than this sadc understands ({FORMAT_VERSION}); "
-            "upgrade sadc"
+            f"{path}: checkpoint format {version!r} is {'newer than' if newer else 'not one'} this sadc understands "
+            f"({MIN_FORMAT_VERSION}..{FORMAT_VERSION}; written by sadc {ckpt.get('sadc_version', '?')}, this is "
+            f"sadc {__version__}); {'upgrade sadc' if newer else 're-create it with this sadc'}"
         )
     for key in ("spec", "model"):
-        if key not in ckpt:
+        if not isinstance(ckpt.get(key), dict):
             raise CheckpointError(f"{path}: checkpoint has no '{key}' entry; it is damaged or incomplete")
     return ckpt
 

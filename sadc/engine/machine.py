@@ -1,10 +1,11 @@
-"""What machine this is: for `sadc doctor` and every benchmark report."""
+"""What machine this is: for `sadc doctor`, every benchmark report, and `--device` checks."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
 import platform
+import re
 from pathlib import Path
 
 
@@ -43,3 +44,23 @@ def machine_summary() -> dict:
             if package_version(name)
         },
     }
+
+
+def check_device(name: str, flag: str = "--device", *, available: bool = True) -> str:
+    """``name`` when it is ``cpu``, ``cuda`` or ``cuda:N`` (and, with ``available``, usable here).
+
+    Raises one-line :class:`SadcError` naming ``flag`` otherwise, before any model is loaded.
+    """
+    from sadc.errors import SadcError
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", str(name)):
+        raise SadcError(f"{flag} {name}: not a device; use cpu, cuda or cuda:N")
+    if available and name.startswith("cuda"):
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            seen = f"torch sees {count} GPU{'s' if count != 1 else ''}"
+            raise SadcError(f"{flag} {name}: no such CUDA device here ({seen}); use {flag} cpu" + ("" if count else " or a CUDA machine"))
+    return name

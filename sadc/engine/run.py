@@ -24,7 +24,7 @@ from sadc.engine.trainer import Objective, Trainer, resolve_device
 from sadc.errors import SadcError
 from sadc.models.detector import DenseForward, Detector
 from sadc.models.loading import load_detector
-from sadc.recipe import Recipe, SplitSection, save_recipe
+from sadc.recipe import Recipe, SplitSection, check_paths, save_recipe
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def start_session(recipe: Recipe, resume: bool, console: Console | None, dist: D
 
 def wrap_for_training(model: Detector, s: Session) -> nn.Module:
     """The module the objective calls: DenseForward, wrapped in DDP when distributed."""
-    forward = DenseForward(model)
+    forward = DenseForward(model, channels_last=s.recipe.train.channels_last)
     if s.dist.enabled:
         ids = [s.device.index] if s.device.type == "cuda" else None
         forward = nn.parallel.DistributedDataParallel(forward, device_ids=ids)
@@ -138,12 +138,28 @@ def fit(
         console=s.console,
     )
     if s.resume_from is not None:
-        trainer.resume(s.resume_from)
+        resume_trainer(trainer, s.resume_from)
         if trainer.step >= recipe.train.steps:
             s.console.print(f"{s.run_dir} already finished ({trainer.step} steps); nothing to do")
             return None
     log_file = MetricsLog(s.run_dir / "metrics.jsonl", trainer.step if s.resume_from else None, enabled=s.dist.is_main)
     return trainer.fit(log_file)
+
+
+def resume_trainer(trainer: Trainer, path: Path) -> None:
+    """``trainer.resume(path)``, with one line when last.pt does not fit this recipe's model or optimiser."""
+    try:
+        trainer.resume(path)
+    except (RuntimeError, ValueError, KeyError) as err:  # load_state_dict of model / optimizer / scheduler
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        first = next((ln.strip() for ln in lines if "size mismatch" in ln), lines[0])
+        raise SadcError(
+            f"{path}: does not fit this recipe's model or optimiser ({first[:160]}); resume with the recipe that "
+            "started the run, or drop --resume to start a new run"
+        ) from None
+
+
+TRAIN_PATHS = ("data.train.annotations", "data.train.images", "data.val.annotations", "data.val.images")
 
 
 def run_train(recipe: Recipe, *, resume: bool = False, console: Console | None = None) -> Path:
@@ -154,6 +170,9 @@ def run_train(recipe: Recipe, *, resume: bool = False, console: Console | None =
     fields = getattr(recipe.model, cfg.target)
     if fields is None:
         raise SadcError(f"recipe: model.{cfg.target} is not set, but train.target={cfg.target}")
+    check_paths(recipe, TRAIN_PATHS + (f"model.{cfg.target}.source",))  # seconds, not a failed run
+    if recipe.data.unlabeled is not None:
+        log.info("data.unlabeled (%s) is not trained on by `sadc train`; `sadc distill` uses it", recipe.data.unlabeled)
     dist = dist_info_from_env()
     with process_group(dist, resolve_device(cfg.device)):
         s = start_session(recipe, resume, console, dist)

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+from sadc.engine.checkpoint import remove_stale_temp_files
 from sadc.errors import SadcError
 
 
@@ -30,7 +31,16 @@ def prepare_run_dir(base: Path, resume: bool) -> tuple[Path, Path | None]:
     """
     if resume:
         last = base / "last.pt"
-        return base, (last if last.is_file() else None)
+        if last.is_file():
+            remove_stale_temp_files(base)  # leftovers of a save killed mid-write; last.pt itself is whole
+            return base, last
+        others = sorted(p.name for p in base.glob("*.pt")) if base.is_dir() else []
+        if others:  # starting fresh here would overwrite them
+            raise SadcError(
+                f"{base}: --resume needs {last.name}, but the run has only {', '.join(others)}; drop --resume to "
+                f"start a new run (in {next_free_dir(base)}), or move {base} away"
+            )
+        return base, None
     run_dir = next_free_dir(base)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -57,10 +57,11 @@ FORMATS: tuple[ExportFormat, ...] = (
         name="int8",
         suffix=".int8.onnx",
         needs_cuda=False,
-        options=(*_CALIB, "--val", "--max-map-drop"),
+        options=(*_CALIB, "--int8-target", "--val", "--max-map-drop"),
         description="INT8 QDQ ONNX: static post-training quantization of the network part (ONNX Runtime), "
         "calibrated on unlabeled images (--calib, required); decode and NMS stay fp32. "
-        "--val scores fp32 and INT8 mAP side by side.",
+        "--int8-target tensorrt (default: symmetric S8S8, TensorRT's explicit quantization) or cpu "
+        "(U8S8, ONNX Runtime's fast CPU path). --val scores fp32 and INT8 mAP side by side.",
     ),
     ExportFormat(
         name="engine",

@@ -42,6 +42,7 @@ from sadc.export.deploy import INPUT_NAME
 log = logging.getLogger(__name__)
 
 METHODS = ("entropy", "percentile", "minmax")
+TARGETS = ("tensorrt", "cpu")
 QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 POSTPROCESS_START = "TopK"  # the first node of post-processing; it and all downstream stay float
 
@@ -139,8 +140,18 @@ def quantize_int8(
     n: int = 64,
     method: str = "entropy",
     batch: int = 8,
+    target: str = "tensorrt",
 ) -> Path:
     """Quantize the fp32 deploy graph ``onnx_in`` (with its sidecar) to ``onnx_out``.
+
+    ``target`` picks the QDQ flavour (both keep decode and NMS in float):
+
+    - ``tensorrt`` (default): int8 symmetric activations, Q/DQ on layer inputs only,
+      float biases: TensorRT >= 10's explicit-quantization form. ONNX Runtime runs it,
+      but on x86 CPUs slower than fp32 (its S8S8 kernels are not the fast path).
+    - ``cpu``: uint8 asymmetric activations (U8S8) with quantized outputs and int32
+      biases, so that ONNX Runtime fuses each Conv into QLinearConv (x86 VPMADDUBSW /
+      VNNI): the fast INT8 path of ONNX Runtime on CPUs. TensorRT rejects it.
 
     ``calib_images``: a folder of unlabeled images, or a list of image files; ``n`` of
     them (evenly spaced) are letterboxed to the sidecar's input size and fed in
@@ -159,6 +170,8 @@ def quantize_int8(
 
     if method not in METHODS:
         raise SadcError(f"--method {method}: choose one of {', '.join(METHODS)}")
+    if target not in TARGETS:
+        raise SadcError(f"--int8-target {target}: choose one of {', '.join(TARGETS)}")
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
     sidecar = read_sidecar(onnx_in)
     if sidecar["format"] != "onnx":
@@ -168,11 +181,22 @@ def quantize_int8(
     calibrate = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax}
     settings = {
         "quant_format": "QDQ",
-        "activations": "int8 symmetric per-tensor",
+        "target": target,
+        "activations": "int8 symmetric per-tensor" if target == "tensorrt" else "uint8 asymmetric per-tensor",
         "weights": "int8 symmetric per-channel",
-        "bias": "float",
+        "bias": "float" if target == "tensorrt" else "int32",
         "op_types": list(QUANTIZED_OP_TYPES),
     }
+    if target == "tensorrt":
+        flavour = {
+            "ActivationSymmetric": True,
+            "QuantizeBias": False,  # TensorRT rejects an int32 bias DequantizeLinear
+            "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OP_TYPES),  # Q/DQ on inputs, as TensorRT advises
+        }
+        activation_type = QuantType.QInt8
+    else:
+        flavour = {"ActivationSymmetric": False}
+        activation_type = QuantType.QUInt8
     with tempfile.TemporaryDirectory(prefix="sadc-quant-") as tmp, contextlib.redirect_stdout(io.StringIO()):
         # ORT prints calibration progress to stdout; the CLI prints its own summary.
         prepared, out_tmp = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
@@ -185,7 +209,7 @@ def quantize_int8(
             str(out_tmp),
             reader,
             quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8,
+            activation_type=activation_type,
             weight_type=QuantType.QInt8,
             per_channel=True,
             reduce_range=False,
@@ -193,12 +217,10 @@ def quantize_int8(
             op_types_to_quantize=list(QUANTIZED_OP_TYPES),
             nodes_to_exclude=postprocess_nodes(model),
             extra_options={
-                "ActivationSymmetric": True,
                 "WeightSymmetric": True,
-                "QuantizeBias": False,
                 "DedicatedQDQPair": True,
-                "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OP_TYPES),
                 "CalibStridedMinMax": 1,  # one batch per calibrator pass (all methods), bounded memory
+                **flavour,
             },
         )
         quantized = onnx.load(str(out_tmp))

@@ -87,11 +87,14 @@ class Detector(nn.Module):
 
     def _anchors(self, x: Tensor, features: list[Tensor]) -> tuple[Tensor, list[int]]:
         # Anchors depend only on the input and feature shapes: compute once per shape.
-        key = (tuple(x.shape[-2:]), tuple(tuple(f.shape[-2:]) for f in features), x.device, x.dtype)
+        key = (tuple(x.shape[-2:]), tuple(tuple(f.shape[-2:]) for f in features), x.device)
         if key not in self._anchor_cache:
             h, w = x.shape[-2:]
-            image_list = ImageList(x[:1], [(int(h), int(w))])
-            anchors = self.net.anchor_generator(image_list, features)[0]
+            image_list = ImageList(x[:1].float(), [(int(h), int(w))])
+            # fp32 stand-ins of the feature shapes: the generator takes its dtype from the
+            # features, and bf16/fp16 anchors (under autocast) would be rounded.
+            shapes = [torch.empty((1, 1, *f.shape[-2:]), device=f.device) for f in features]
+            anchors = self.net.anchor_generator(image_list, shapes)[0]
             per_level = [f.shape[-2] * f.shape[-1] * self.spec.anchors_per_location for f in features]
             self._anchor_cache[key] = (anchors, per_level)
         return self._anchor_cache[key]
@@ -214,9 +217,14 @@ class DenseForward(nn.Module):
     ``forward``, so training goes through this module rather than ``Detector.dense``.
     """
 
-    def __init__(self, detector: Detector):
+    def __init__(self, detector: Detector, channels_last: bool = False):
         super().__init__()
         self.detector = detector
+        self.channels_last = channels_last
+        if channels_last:
+            detector.to(memory_format=torch.channels_last)
 
     def forward(self, images: Tensor) -> DenseOutput:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.detector.dense(self.detector.preprocess(images))

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
-from sadc.engine.checkpoint import CheckpointError, load_checkpoint
+from sadc.engine.checkpoint import CheckpointError, load_checkpoint, torch_load
 from sadc.errors import SadcError
 from sadc.models.detector import Detector, build_detector
 from sadc.models.spec import DetectorSpec
@@ -28,11 +28,21 @@ def spec_from_fields(fields) -> DetectorSpec:
     return DetectorSpec(**fields.model_dump(exclude={"source", "weights"}))
 
 
-def detector_from_checkpoint(ckpt: dict, where: str = "checkpoint") -> Detector:
+def checkpoint_spec(ckpt: dict, where: str = "checkpoint") -> DetectorSpec:
+    """The validated :class:`DetectorSpec` of a loaded checkpoint; CheckpointError naming the bad key."""
     try:
-        spec = DetectorSpec(**ckpt["spec"])
+        return DetectorSpec(**ckpt["spec"])
     except ValidationError as err:
-        raise CheckpointError(f"{where}: its spec is not valid for this sadc ({err.errors()[0]['msg']})") from None
+        first = err.errors()[0]
+        key = ".".join(["spec", *(str(p) for p in first["loc"])])
+        raise CheckpointError(
+            f"{where}: its spec is not valid for this sadc ({key}: {first['msg'].removeprefix('Value error, ')}); "
+            f"written by sadc {ckpt.get('sadc_version', '?')}: use that version, or retrain"
+        ) from None
+
+
+def detector_from_checkpoint(ckpt: dict, where: str = "checkpoint") -> Detector:
+    spec = checkpoint_spec(ckpt, where)
     model = build_detector(spec.model_copy(update={"pretrained_backbone": False}))
     _load_state(model, ckpt["model"], where)
     return model
@@ -71,14 +81,14 @@ def load_detector(fields, *, source: str | None = None, weights: str | None = "D
         path = Path(source)
         if not path.is_file():
             raise SadcError(f"{path}: model source not found (a sadc checkpoint, a state-dict file or torchvision:NAME)")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load(path, what="checkpoint or state-dict file")
         if isinstance(state, dict) and "format" in state:
             model = detector_from_checkpoint(load_checkpoint(path), str(path))
         else:
             if isinstance(state, dict) and isinstance(state.get("model"), dict):
                 state = state["model"]  # common {"model": state_dict} wrapping
-            if not isinstance(state, dict):
-                raise SadcError(f"{path}: neither a sadc checkpoint nor a state dict")
+            if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+                raise SadcError(f"{path}: neither a sadc checkpoint nor a state dict (no tensors in it)")
             spec = spec_from_fields(fields) if hasattr(fields, "source") else fields
             if spec.builder:
                 spec = torchvision_spec(spec.builder, tuple(spec.input_size)).model_copy(

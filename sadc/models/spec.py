@@ -7,6 +7,7 @@ serialised form.
 
 from __future__ import annotations
 
+import difflib
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -57,6 +58,22 @@ class DetectorSpec(BaseModel):
     def _five_levels(cls, v: list[list[float]]) -> list[list[float]]:
         if len(v) != 5 or any(len(level) == 0 for level in v):
             raise ValueError("needs 5 non-empty lists, one per pyramid level P3..P7")
+        if any(size <= 0 for level in v for size in level):
+            raise ValueError(f"{v}: anchor sizes are pixels, every one > 0")
+        return v
+
+    @field_validator("anchor_ratios")
+    @classmethod
+    def _positive_ratios(cls, v: list[float]) -> list[float]:
+        if not v or any(r <= 0 for r in v):
+            raise ValueError(f"{v}: give at least one ratio h/w, every one > 0")
+        return v
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(s <= 0 for s in v):
+            raise ValueError(f"{list(v)}: every std must be > 0 (images are divided by it)")
         return v
 
     @field_validator("input_size")
@@ -68,6 +85,14 @@ class DetectorSpec(BaseModel):
 
     @model_validator(mode="after")
     def _classes(self) -> DetectorSpec:
+        if self.builder is None:
+            from sadc.models.backbones import list_backbones  # the registry; imported late (torch)
+
+            known = list_backbones()
+            if self.backbone not in known:
+                close = difflib.get_close_matches(self.backbone, known, n=1)
+                hint = f"did you mean {close[0]}?" if close else "known: " + ", ".join(known)
+                raise ValueError(f"backbone {self.backbone!r} is not registered ({hint})")
         if not self.class_names:
             raise ValueError("class_names must name at least one class")
         if len(set(self.class_names)) != len(self.class_names):

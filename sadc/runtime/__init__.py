@@ -30,6 +30,7 @@ from torch import Tensor
 from sadc.data.images import load_image
 from sadc.data.transforms import LetterboxMeta, boxes_from_letterbox, letterbox
 from sadc.errors import SadcError
+from sadc.models.spec import DetectorSpec
 from sadc.runtime.base import Predictor
 
 ModelCall = Callable[[], object]
@@ -144,11 +145,35 @@ def load_predictor(path: Path, *, device: str = "cpu", threads: int | None = Non
     ``threads`` sets ONNX Runtime's intra-op threads; torch's thread count is
     process-wide (``torch.set_num_threads``), so callers set it themselves.
     """
+    from sadc.engine.machine import check_device
+
     path = Path(path)
     if not path.exists():
         raise SadcError(f"{path}: model not found")
+    if path.is_dir():
+        raise SadcError(f"{path}: a folder, not a model file (.pt, .onnx or .engine)")
     backend = backend_for(path)
+    check_device(device, available=False)  # the backend says whether it can use that device here
     return backend.load(path, device, threads)
+
+
+def check_artefact(path: Path) -> DetectorSpec:
+    """The spec of any sadc artefact, read cheaply: a checkpoint's header (tensors memory-mapped,
+    not read) or an export's sidecar. One-line SadcError when ``path`` is not a sadc artefact;
+    commands call it for every input before the minutes of work on the first.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SadcError(f"{path}: model not found" if not path.exists() else f"{path}: not a model file")
+    backend = backend_for(path)
+    if backend.name == "torch":
+        from sadc.engine.checkpoint import load_checkpoint
+        from sadc.models.loading import checkpoint_spec
+
+        return checkpoint_spec(load_checkpoint(path, mmap=True), str(path))
+    from sadc.export.onnx import read_sidecar, sidecar_spec
+
+    return sidecar_spec(read_sidecar(path))
 
 
 def model_call(predictor: Predictor, images: Tensor) -> ModelCall:
@@ -196,4 +221,4 @@ def predict_files(predictor: Predictor, paths: Sequence[Path]) -> list[dict[str,
     return predict_images(predictor, [load_image(path) for path in paths])
 
 
-__all__ = ["BACKENDS", "Backend", "Predictor", "backend_for", "letterbox_batch", "load_predictor", "model_call", "predict_files", "predict_images"]
+__all__ = ["BACKENDS", "Backend", "Predictor", "backend_for", "check_artefact", "letterbox_batch", "load_predictor", "model_call", "predict_files", "predict_images"]

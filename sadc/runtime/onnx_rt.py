@@ -42,7 +42,14 @@ def make_session(path: Path | bytes, *, provider: str = "cpu", threads: int | No
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     source = str(path) if isinstance(path, Path) else path
-    return ort.InferenceSession(source, options, providers=[p for p in wanted if p in available])
+    try:
+        return ort.InferenceSession(source, options, providers=[p for p in wanted if p in available])
+    except Exception as err:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for bad files
+        what = path if isinstance(path, Path) else "the ONNX model"
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise SadcError(
+            f"{what}: ONNX Runtime cannot load it ({type(err).__name__}: {first}); re-export it with sadc export"
+        ) from None
 
 
 class OrtPredictor:
@@ -55,8 +62,16 @@ class OrtPredictor:
     def __init__(self, path: Path, *, device: str = "cpu", provider: str | None = None, threads: int | None = None):
         from sadc.export.onnx import read_sidecar, sidecar_spec
 
+        from sadc.engine.checkpoint import file_sha256
+
         self.path = Path(path)
         sidecar = read_sidecar(self.path)
+        recorded = sidecar.get("sha256")
+        if recorded and file_sha256(self.path) != recorded:
+            raise SadcError(
+                f"{self.path}: its sidecar {self.path.name}.json describes another file (sha256 differs); "
+                "re-export with sadc export (or, if you changed the graph yourself, update the sidecar's sha256)"
+            )
         if sidecar["format"] == "onnx-raw":
             raise SadcError(f"{self.path}: a raw graph (--raw) has no detections to score; export without --raw")
         self.format = sidecar["format"]

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from sadc.engine.checkpoint import load_checkpoint
+from sadc.engine.machine import check_device
 from sadc.models.loading import detector_from_checkpoint
 
 
@@ -26,7 +27,7 @@ class TorchPredictor:
     ):
         self.path = Path(path)
         self.name = f"{self.path.parent.name}/{self.path.name} (torch)"
-        self.device = torch.device(device)
+        self.device = torch.device(check_device(str(device)))
         model = detector_from_checkpoint(load_checkpoint(self.path), str(self.path)).eval().to(self.device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
