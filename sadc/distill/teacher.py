@@ -112,8 +112,14 @@ class TeacherTargets:
             return contextlib.nullcontext()  # CPUs have no fast fp16: fp32 there
         return torch.autocast(device.type, dtype=torch.float16 if self.precision == "fp16" else torch.bfloat16)
 
-    @torch.inference_mode()
     def __call__(self, images: Tensor) -> tuple[Tensor, list[dict[str, Tensor]]]:
+        logits, targets = self._infer(images)
+        # Inference tensors cannot be saved for backward (the ADL keeps the teacher
+        # logits); clones made outside inference mode are ordinary tensors.
+        return logits.clone(), [{k: v.clone() for k, v in t.items()} for t in targets]
+
+    @torch.inference_mode()
+    def _infer(self, images: Tensor) -> tuple[Tensor, list[dict[str, Tensor]]]:
         x = images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
         with self._autocast(images.device):
             out = self.teacher.dense(self.teacher.preprocess(x))
@@ -124,5 +130,4 @@ class TeacherTargets:
         logits = out.cls_logits if self.identity else out.cls_logits[..., self.classes]
         dets = self.teacher.detect(out, score_thresh=self.threshold, max_det=100)
         targets = pseudo_targets(dets, threshold=self.threshold, class_map=None if self.identity else self.class_table)
-        # Inference tensors cannot be saved for backward; plain clones can.
-        return logits.clone(), [{k: v.clone() for k, v in t.items()} for t in targets]
+        return logits, targets
