@@ -86,7 +86,7 @@ class TrainSection(_Section):
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
     schedule: Literal["cosine", "step", "constant"] = Field("cosine", description="Decay after warm-up.")
-    warmup_steps: int = Field(50, ge=0)
+    warmup_steps: int = Field(50, ge=0, description="Linear warm-up steps (a fifth of the run if not shorter than it).")
     step_milestones: list[float] = Field(
         default_factory=lambda: [0.67, 0.89], description="`step` schedule: fractions of steps where lr drops 10x."
     )
@@ -117,15 +117,6 @@ class TrainSection(_Section):
         if any(not 0 < m < 1 for m in v):
             raise ValueError(f"{v}: milestones are fractions of train.steps, each strictly between 0 and 1 (e.g. [0.67, 0.89])")
         return v
-
-    @model_validator(mode="after")
-    def _warmup_ends(self) -> TrainSection:
-        if self.warmup_steps and self.warmup_steps >= self.steps:
-            raise ValueError(
-                f"train.warmup_steps {self.warmup_steps} >= train.steps {self.steps}: warm-up would take the whole run "
-                f"and the {self.schedule} schedule never start; set train.warmup_steps below train.steps (0 = no warm-up)"
-            )
-        return self
 
 
 class DistillSection(_Section):
@@ -188,7 +179,7 @@ class Recipe(_Section):
 
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name; the run directory is output/name.")
     output: Path = Field(Path("runs"), description="Parent folder of run directories.")
-    seed: int = Field(0, description="Seed for model init, sampling and augmentation.")
+    seed: int = Field(0, ge=0, lt=2**63, description="Seed for model init, sampling and augmentation.")
     model: ModelSection = Field(default_factory=ModelSection, description="Teacher and student detectors.")
     data: DataSection = Field(default_factory=DataSection, description="Labeled, val and unlabeled data; loaders.")
     train: TrainSection = Field(default_factory=TrainSection, description="Optimisation, schedule, eval, checkpoints.")
@@ -296,9 +287,8 @@ def check_paths(recipe: Recipe, keys: list[str] | tuple[str, ...] | None = None,
         ok = path.is_file() if kind == "file" else path.is_dir()
         if not ok:
             problem = "not found" if not path.exists() else f"is not a {kind}"
-            raise RecipeError(
-                f"{where}: {key}: {kind} {path} {problem} (from {Path.cwd()}); set it to {_PATH_HINTS[key]}"
-            )
+            relative = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+            raise RecipeError(f"{where}: {key}: {kind} {path} {problem}{relative}; set it to {_PATH_HINTS[key]}")
 
 
 # --------------------------------------------------------------------------- loading
@@ -312,7 +302,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise RecipeError(f"override {text!r} is not of the form key.sub=value (e.g. train.steps=200)")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):  # not YAML (or absurdly nested): the text itself
         value = raw
     return key.split("."), value
 
@@ -336,7 +326,8 @@ def _unknown_key_error(where: str, dotted: str, model: type[BaseModel], bad: str
     hint = f"did you mean {dotted.rsplit('.', 1)[0] + '.' if '.' in dotted else ''}{close[0]}?" if close else (
         "known keys: " + ", ".join(known)
     )
-    return RecipeError(f"{where}: unknown key {dotted} ({hint})")
+    shown = dotted if dotted.isprintable() and dotted.strip() == dotted and dotted else repr(dotted)  # keep one line
+    return RecipeError(f"{where}: unknown key {shown} ({hint})")
 
 
 def _check_keys(data: Any, model: type[BaseModel], prefix: str, where: str) -> None:
@@ -368,6 +359,8 @@ def _format_validation_error(err: ValidationError, where: str) -> RecipeError:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
     msg = first["msg"].removeprefix("Value error, ")
+    if msg.startswith("Input should be a valid dictionary"):
+        msg = "must be a section of key: value lines"
     value = first.get("input")
     # Cross-field checks name their keys themselves; plain type/range errors get the key and value here.
     named = not loc or msg.startswith(loc + ".") or msg.startswith(f"{loc.rsplit('.', 1)[0]}.")
@@ -383,7 +376,10 @@ def recipe_from_dict(data: Any, where: str = "recipe", overrides: list[str] | tu
         data = {}
     if not isinstance(data, dict):
         raise RecipeError(f"{where}: a recipe is a mapping of sections (model, data, train, ...), got {type(data).__name__}")
-    data = yaml.safe_load(yaml.safe_dump(data))  # deep copy; never mutate the caller's dict
+    try:
+        data = yaml.safe_load(yaml.safe_dump(data))  # deep copy; never mutate the caller's dict
+    except (RecursionError, yaml.YAMLError):
+        raise RecipeError(f"{where}: nested too deeply (or not plain data); a recipe is a few levels of sections") from None
     _check_keys(data, Recipe, "", where)
     for text in overrides:
         path, value = parse_override(text)
@@ -411,13 +407,18 @@ def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         return recipe_from_dict({}, "defaults", overrides)
     path = Path(path)
     if not path.is_file():
-        raise RecipeError(f"{path}: recipe not found (see recipes/ for examples)")
+        what = "is a folder, not a recipe file" if path.is_dir() else "recipe not found"
+        raise RecipeError(f"{path}: {what} (see recipes/ for examples)")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{path}: not a UTF-8 text file (byte {err.start}); a recipe is YAML text") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: nested too deeply; a recipe is a few levels of sections") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or "invalid YAML"
+        problem = getattr(err, "problem", None) or (str(err).strip().splitlines() or ["invalid YAML"])[0]
         raise RecipeError(f"{path}: malformed YAML{at}: {problem}") from None
     return recipe_from_dict(data, str(path), overrides)
 

@@ -128,3 +128,17 @@ def test_non_finite_losses_stop_the_run_with_the_last_good_checkpoint(tiny_world
     last = load_checkpoint(tmp_path / "tiny" / "last.pt")
     assert last["step"] == 3
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+def test_lr_schedule_warmup_cosine_and_a_warmup_longer_than_the_run():
+    from sadc.engine.trainer import lr_factor
+    from sadc.recipe import TrainSection
+
+    cfg = TrainSection(steps=100, warmup_steps=10, schedule="cosine")
+    assert lr_factor(0, cfg) == pytest.approx(0.1) and lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(10, cfg) == pytest.approx(1.0) and lr_factor(55, cfg) == pytest.approx(0.5)
+    assert lr_factor(100, cfg) == pytest.approx(0.0, abs=1e-12)
+    short = TrainSection(steps=20, warmup_steps=50)  # the default warm-up on a short run
+    assert lr_factor(3, short) == pytest.approx(1.0) and lr_factor(19, short) < 0.05
+    step = TrainSection(steps=100, warmup_steps=0, schedule="step", step_milestones=[0.5, 0.9])
+    assert [lr_factor(s, step) for s in (0, 49, 50, 89, 90)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])

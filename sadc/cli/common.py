@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import sys
 from typing import Annotated
 
@@ -15,7 +14,7 @@ from rich.logging import RichHandler
 from typer.exceptions import TyperException
 
 from sadc.engine.trainer import Interrupted
-from sadc.errors import SadcError
+from sadc.errors import SadcError, one_line
 
 console = Console(soft_wrap=True)  # long paths stay on one line (and greppable)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -38,21 +37,6 @@ def debug_enabled() -> bool:
     ctx = _current_context()
     root = ctx.find_root() if ctx else None
     return bool(root and isinstance(root.obj, dict) and root.obj.get("debug"))
-
-
-def one_line(err: BaseException) -> str:
-    """The user-facing line of an error.
-
-    A DataLoader worker re-raises its exception in the main process with the worker's
-    traceback folded into the message ("Caught DataError in DataLoader worker process
-    0.\nOriginal Traceback ..."); the line the user needs is the last one, without the
-    ``module.Class: `` prefix. Any other line breaks become spaces.
-    """
-    text = str(err).strip()
-    if "\nOriginal Traceback" in text:
-        last = [line for line in text.splitlines() if line.strip()][-1].strip()
-        text = last.split(": ", 1)[1] if re.match(r"^[A-Za-z_][\w.]*: ", last) else last
-    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(err).__name__
 
 
 def _os_error_line(err: OSError) -> str:

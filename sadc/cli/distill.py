@@ -39,6 +39,8 @@ def pseudo_label(
     from sadc.distill.pseudo import pseudo_label_folder
 
     summary = pseudo_label_folder(teacher, images, out, threshold=threshold, batch_size=batch, device=device, console=console)
+    if summary["skipped"]:
+        console.print(f"[yellow]skipped {summary['skipped']} unreadable images[/] (listed in {summary['skipped_list']})")
     console.print(
         f"[bold green]wrote[/] {out}: {summary['images']} images, {summary['boxes']} boxes "
         f"(score >= {threshold}); images folder {images}"

@@ -175,7 +175,8 @@ def export(
         if images is not None:  # INT8 is judged by mAP; its parity is reported, not enforced
             from sadc.export.parity import run_parity
 
-            console.print(run_parity(source.detector, int8_path, images=images, tolerance=None, compare_raw=False).table())
+            report = run_parity(source.detector, int8_path, images=images, tolerance=None, compare_raw=False, match_iou=0.5)
+            console.print(report.table())
         if val is not None:
             _report_map_change(onnx_path, int8_path, val, max_map_drop)
 

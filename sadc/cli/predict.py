@@ -30,6 +30,7 @@ class ImageInput:
 
     path: Path
     name: str
+    image_id: int = 0  # position in the input order, from 1 (detections.json's image_id)
 
 
 def expand_inputs(items: list[str]) -> tuple[list[ImageInput], bool]:
@@ -70,8 +71,31 @@ def expand_inputs(items: list[str]) -> tuple[list[ImageInput], bool]:
             unique = f"{stem}_{k}.{suffix}" if dot else f"{name}_{k}"
             k += 1
         used.add(unique)
-        inputs.append(ImageInput(path, unique))
+        inputs.append(ImageInput(path, unique, len(inputs) + 1))
     return inputs, many
+
+
+def read_images(items: list[ImageInput], skipped: list[tuple[Path, str]]) -> tuple[list[ImageInput], list]:
+    """Decode ``items`` (uint8 [3, H, W] each); unreadable files are appended to ``skipped`` as (path, reason).
+
+    Returns the readable items and their images, in order.
+    """
+    from sadc.data.images import ImageReadError, load_image
+
+    kept, images = [], []
+    for item in items:
+        try:
+            images.append(load_image(item.path))
+        except ImageReadError as err:
+            skipped.append((item.path, str(err)))
+            continue
+        kept.append(item)
+    return kept, images
+
+
+def write_skipped(skipped: list[tuple[Path, str]], path: Path) -> None:
+    """One ``path<TAB>reason`` line per unreadable file (the format of ImageFolder.write_skipped)."""
+    path.write_text("".join(f"{p}\t{reason}\n" for p, reason in skipped), encoding="utf-8")
 
 
 def draw_detections(image, det: dict, class_names: list[str]):
@@ -144,7 +168,6 @@ def predict(
     """
     from rich.progress import Progress
 
-    from sadc.data.images import load_image
     from sadc.runtime import load_predictor, predict_images
 
     if not 0.0 <= conf < 1.0:
@@ -156,18 +179,28 @@ def predict(
     class_names = list(predictor.spec.class_names)
     out.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
+    skipped: list[tuple[Path, str]] = []
     n_boxes = 0
     with Progress(console=console, transient=True, disable=not many) as progress:
         task = progress.add_task(f"predict {predictor.name}", total=len(inputs))
         for start in range(0, len(inputs), batch):
             chunk = inputs[start : start + batch]
-            originals = [load_image(item.path) for item in chunk]
-            detections = predict_images(predictor, originals)
-            for offset, (item, image, det) in enumerate(zip(chunk, originals, detections, strict=True)):
+            chunk, originals = read_images(chunk, skipped)
+            detections = predict_images(predictor, originals) if originals else []
+            for item, image, det in zip(chunk, originals, detections, strict=True):
                 det = filter_score(det, conf)
                 n_boxes += len(det["scores"])
                 save_image(draw_detections(image, det, class_names), out / item.name)
-                results += coco_results(det, start + offset + 1, item.name, class_names)
+                results += coco_results(det, item.image_id, item.name, class_names)
             progress.advance(task, len(chunk))
+    if skipped:
+        write_skipped(skipped, out / "skipped_images.txt")
+        if len(skipped) == len(inputs):
+            raise SadcError(
+                f"none of the {len(inputs)} images can be read (first: {skipped[0][1]}); "
+                f"reasons per file in {out / 'skipped_images.txt'}"
+            )
+        console.print(f"[yellow]skipped {len(skipped)} unreadable images[/] (listed in {out / 'skipped_images.txt'})")
     (out / "detections.json").write_text(json.dumps(results))
-    console.print(f"{len(inputs)} images, {n_boxes} detections (score >= {conf}) -> {out}/ and {out / 'detections.json'}")
+    done = len(inputs) - len(skipped)
+    console.print(f"{done} images, {n_boxes} detections (score >= {conf}) -> {out}/ and {out / 'detections.json'}")

@@ -9,7 +9,7 @@ import typer
 from rich.syntax import Syntax
 
 from sadc.cli.common import OverridesArg, console, handle_errors, overrides_list
-from sadc.recipe import load_recipe
+from sadc.recipe import check_paths, load_recipe
 
 app = typer.Typer(help="Show and check recipes.", no_args_is_help=True)
 
@@ -29,8 +29,13 @@ def show(
 @handle_errors
 def check(
     recipes: Annotated[list[Path], typer.Argument(help="YAML recipes to validate.")],
+    paths: Annotated[
+        bool, typer.Option("--paths", help="Also check that every data folder, annotation file and model source exists here.")
+    ] = False,
 ) -> None:
-    """Validate recipes; exit 2 on the first invalid one."""
+    """Validate recipes (keys, types, ranges, contradictions); exit 2 on the first invalid one."""
     for path in recipes:
-        load_recipe(path)
+        resolved = load_recipe(path)
+        if paths:
+            check_paths(resolved, where=str(path))
         console.print(f"[green]ok[/] {path}")

@@ -36,7 +36,8 @@ class ImageFolder(Dataset):
     readable files go to ``paths``, the rest to ``skipped`` as (path, reason). A file that
     passes the check but fails to decode later (e.g. truncated pixel data) is replaced by
     the next readable index (deterministic) and appended to ``skipped`` with a warning;
-    note that in DataLoader worker processes that append stays in the worker.
+    in DataLoader worker processes that append stays in the worker, but the line
+    reaches the list file of :meth:`write_skipped` from any process.
 
     Items follow the encoded-index convention of :mod:`sadc.data.loaders`:
     ``dataset[epoch * len + i]`` -> ``(image uint8 [3, H, W], target)`` with empty
@@ -61,14 +62,20 @@ class ImageFolder(Dataset):
             else:
                 self.skipped.append((path, reason))
         self._bad: set[int] = set()  # indices that passed the header check but failed to decode
+        self.skip_log: Path | None = None  # see write_skipped
         if not self.paths:
             raise DataError(f"{self.root}: none of the {len(found)} image files can be read (first: {self.skipped[0][1]})")
 
     def write_skipped(self, path: Path) -> None:
-        """Write one ``path<TAB>reason`` line per skipped file (an empty file if none)."""
+        """Write one ``path<TAB>reason`` line per skipped file (an empty file if none).
+
+        Files that fail to decode later are appended to the same list as they are met,
+        from whichever process (DataLoader worker) meets them.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{p}\t{reason}\n" for p, reason in self.skipped), encoding="utf-8")
+        self.skip_log = path
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -84,6 +91,12 @@ class ImageFolder(Dataset):
             except ImageReadError as err:
                 self._bad.add(j)
                 self.skipped.append((self.paths[j], str(err)))
+                if self.skip_log is not None:  # short appends: whole lines even from several workers
+                    try:
+                        with open(self.skip_log, "a", encoding="utf-8") as f:
+                            f.write(f"{self.paths[j]}\t{err}\n")
+                    except OSError:  # the list is a courtesy; the warning below still says it
+                        pass
                 warnings.warn(f"skipping unreadable image: {err}", stacklevel=2)
         raise DataError(f"{self.root}: no image in the folder can be decoded")
 

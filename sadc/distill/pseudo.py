@@ -13,6 +13,7 @@ from sadc.bench.accuracy import to_coco_results
 from sadc.data.folder import ImageFolder
 from sadc.data.loaders import build_loader
 from sadc.engine.checkpoint import atomic_write
+from sadc.errors import SadcError
 from sadc.runtime.torch_rt import TorchPredictor
 
 
@@ -26,7 +27,14 @@ def pseudo_label_folder(
     device: str = "cpu",
     console: Console | None = None,
 ) -> dict:
-    """Write ``out`` (COCO json: images relative to ``images``, teacher boxes >= threshold)."""
+    """Write ``out`` (COCO json: images relative to ``images``, teacher boxes >= threshold).
+
+    Unreadable images are skipped and listed in ``OUT.skipped.txt``; none readable is an error.
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise SadcError(f"--out {out}: a folder; pass the COCO json file to write, e.g. {out / 'pseudo.json'}")
+    out.parent.mkdir(parents=True, exist_ok=True)  # an unwritable place fails now, not after the whole folder
     predictor = TorchPredictor(teacher, device=device, score_thresh=threshold)
     spec = predictor.spec
     data = ImageFolder(images, tuple(spec.input_size))
@@ -58,4 +66,8 @@ def pseudo_label_folder(
         "info": {"description": f"pseudo labels from {teacher} at score >= {threshold}"},
     }
     atomic_write(out, lambda f: f.write(json.dumps(coco).encode()))
-    return {"images": len(image_entries), "boxes": len(annotations), "skipped": len(data.skipped)}
+    skipped_list = None
+    if data.skipped:  # unreadable files: not in the json, listed beside it with the reason
+        skipped_list = out.with_name(out.stem + ".skipped.txt")
+        data.write_skipped(skipped_list)
+    return {"images": len(image_entries), "boxes": len(annotations), "skipped": len(data.skipped), "skipped_list": skipped_list}

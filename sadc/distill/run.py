@@ -138,12 +138,13 @@ def run_distill(
             unlabeled = ImageFolder(data.unlabeled, size, data.augment, recipe.seed) if data.unlabeled else None
             if labeled is not None:
                 check_classes(student, labeled, "model.student")
-            if unlabeled is not None and unlabeled.skipped and dist.is_main:
+            if unlabeled is not None and dist.is_main:  # the list grows if more fail to decode mid-run
                 s.run_dir.mkdir(parents=True, exist_ok=True)
                 unlabeled.write_skipped(s.run_dir / "skipped_images.txt")
-                s.console.print(
-                    f"[yellow]skipped {len(unlabeled.skipped)} unreadable images[/] (listed in {s.run_dir / 'skipped_images.txt'})"
-                )
+                if unlabeled.skipped:
+                    s.console.print(
+                        f"[yellow]skipped {len(unlabeled.skipped)} unreadable images[/] (listed in {s.run_dir / 'skipped_images.txt'})"
+                    )
             n_lab = bs if labeled is not None else 0
             n_unl = (round(bs * dcfg.unlabeled_ratio) if labeled is not None else bs) if unlabeled is not None else 0
             batches = _batches(recipe, labeled, unlabeled, n_lab, n_unl, dist)

@@ -19,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -126,17 +128,19 @@ def torch_load(path: Path, map_location: str | torch.device = "cpu", what: str =
             raise CheckpointError(f"{path}: {hint}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file (an interrupted copy or download?)")
+    mmap = mmap and zipfile.is_zipfile(path)  # only torch's zip format maps; anything else is read (and refused) plainly
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        if found:
             raise CheckpointError(
-                f"{path}: holds pickled Python objects, not only tensors (a whole model saved with torch.save(model)?); "
-                "sadc reads weights only: save model.state_dict() and use that file"
+                f"{path}: holds a pickled {found.group(1)}, not only tensors (a whole model saved with "
+                "torch.save(model)?); sadc reads weights only: save model.state_dict() and use that file"
             ) from None
-        raise CheckpointError(f"{path}: not a readable {what} ({_first_line(err)})") from None
+        raise CheckpointError(f"{path}: not a readable {what} (not written by torch.save, or damaged)") from None
     except Exception as err:  # zip/pickle/struct errors of many types for files that are not torch's (or are cut short)
-        raise CheckpointError(f"{path}: not a readable {what} ({_first_line(err)})") from None
+        raise CheckpointError(f"{path}: not a readable {what} (not written by torch.save, or cut short: {_first_line(err)})") from None
 
 
 def _first_line(err: BaseException) -> str:

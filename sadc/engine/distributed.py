@@ -53,7 +53,8 @@ def process_group(info: DistInfo, device: torch.device, timeout_s: int = 600):
     """Initialise and tear down the process group (no-op for a single process).
 
     A rank that raises tears the group down; the others then fail in their next
-    collective (and torchrun stops them all), so one rank's error ends the run.
+    collective (and torchrun stops them all), so one rank's error ends the run. That
+    collective failure becomes one SadcError line pointing at the rank that failed first.
     """
     if not info.enabled:
         yield
@@ -65,8 +66,32 @@ def process_group(info: DistInfo, device: torch.device, timeout_s: int = 600):
         raise SadcError(f"cannot start the {backend} process group ({err}); launch with torchrun") from None
     try:
         yield
+    except Exception as err:
+        if isinstance(err, SadcError) or not is_peer_failure(err):
+            raise
+        raise SadcError(peer_failure_message(info, err)) from None
     finally:
         dist.destroy_process_group()
+
+
+_PEER_SIGNS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
+
+
+def is_peer_failure(err: BaseException) -> bool:
+    """True when ``err`` is a collective failing because another rank went away (gloo/NCCL)."""
+    dist_error = getattr(dist, "DistError", None)
+    return (dist_error is not None and isinstance(err, dist_error)) or (
+        isinstance(err, RuntimeError) and any(sign in str(err) for sign in _PEER_SIGNS)
+    )
+
+
+def peer_failure_message(info: DistInfo, err: BaseException, saved: str = "") -> str:
+    text = str(err)
+    first = next((sign for sign in _PEER_SIGNS if sign in text), (text.strip().splitlines() or [type(err).__name__])[0][:160])
+    return (
+        f"rank {info.rank}: another rank stopped, so this one cannot go on ({first}); its own error is printed "
+        f"above (torchrun's summary names the first failure){saved}"
+    )
 
 
 def broadcast_object(obj, info: DistInfo):

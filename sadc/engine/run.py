@@ -18,9 +18,17 @@ from torch import nn
 from sadc.bench.accuracy import evaluate
 from sadc.data.coco import CocoDetection
 from sadc.data.loaders import build_loader
-from sadc.engine.distributed import DistInfo, broadcast_object, device_for, dist_info_from_env, process_group
+from sadc.engine.distributed import (
+    DistInfo,
+    broadcast_object,
+    device_for,
+    dist_info_from_env,
+    is_peer_failure,
+    peer_failure_message,
+    process_group,
+)
 from sadc.engine.rundir import MetricsLog, prepare_run_dir
-from sadc.engine.trainer import Objective, Trainer, resolve_device
+from sadc.engine.trainer import Objective, Trainer, graceful_interrupt, resolve_device
 from sadc.errors import SadcError
 from sadc.models.detector import DenseForward, Detector
 from sadc.models.loading import load_detector
@@ -115,7 +123,6 @@ def fit(
     recipe = s.recipe
     if s.dist.is_main:
         s.run_dir.mkdir(parents=True, exist_ok=True)
-        save_recipe(recipe, s.run_dir / "recipe.resolved.yaml")
     evaluator = None
     if val is not None and s.dist.is_main:
         evaluator = make_evaluator(model, val, recipe.data.batch_size, recipe.data.workers, s.device)
@@ -138,12 +145,26 @@ def fit(
         console=s.console,
     )
     if s.resume_from is not None:
-        resume_trainer(trainer, s.resume_from)
-        if trainer.step >= recipe.train.steps:
-            s.console.print(f"{s.run_dir} already finished ({trainer.step} steps); nothing to do")
-            return None
+        resume_trainer(trainer, s.resume_from)  # before the recipe is written: a refused resume changes nothing
+    if s.dist.is_main:
+        save_recipe(recipe, s.run_dir / "recipe.resolved.yaml")
+    if s.resume_from is not None and trainer.step >= recipe.train.steps:
+        s.console.print(f"{s.run_dir} already finished ({trainer.step} steps); nothing to do")
+        return None
     log_file = MetricsLog(s.run_dir / "metrics.jsonl", trainer.step if s.resume_from else None, enabled=s.dist.is_main)
-    return trainer.fit(log_file)
+    # The outer handler keeps torchrun's SIGTERM (sent once another rank has died) from
+    # killing this process half-way through the save below.
+    with graceful_interrupt():
+        try:
+            return trainer.fit(log_file)
+        except Exception as err:
+            if not (s.dist.enabled and is_peer_failure(err)):
+                raise
+            # A collective failed inside a step, before the optimiser stepped: the weights
+            # are those of the last finished step, so rank 0 can keep them for --resume.
+            trainer.save()
+            saved = f"; {s.run_dir / 'last.pt'} saved at step {trainer.step}, continue with --resume" if s.dist.is_main else ""
+            raise SadcError(peer_failure_message(s.dist, err, saved)) from None
 
 
 def resume_trainer(trainer: Trainer, path: Path) -> None:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from sadc.engine.checkpoint import load_checkpoint, save_checkpoint
 from sadc.engine.rundir import MetricsLog
-from sadc.errors import SadcError
+from sadc.errors import SadcError, one_line
 from sadc.recipe import TrainSection
 
 
@@ -58,9 +58,12 @@ def build_optimizer(model: nn.Module, cfg: TrainSection) -> torch.optim.Optimize
 
 def lr_factor(step: int, cfg: TrainSection) -> float:
     """Multiplier of the peak lr at ``step``: linear warm-up, then cosine / step / constant."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    # A warm-up as long as the run (train.steps=20 with the default 50) is shortened to
+    # a fifth of it, so a short run still decays rather than ramping up to its last step.
+    warmup = cfg.warmup_steps if cfg.warmup_steps < cfg.steps else cfg.steps // 5
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, cfg.steps - warmup)
     if cfg.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     if cfg.schedule == "step":
@@ -264,7 +267,16 @@ class Trainer:
         with graceful_interrupt() as interrupt, progress:
             task = progress.add_task("train", total=cfg.steps, completed=self.step, info="")
             while self.step < cfg.steps:
-                batch = to_device(next(batches), self.device)
+                try:
+                    batch = to_device(next(batches), self.device)
+                except SadcError as err:  # a bad image or annotation met mid-run: keep the steps done so far
+                    if self.step == 0:
+                        raise
+                    self.save()
+                    raise SadcError(
+                        f"{one_line(err)}; {self.run_dir / 'last.pt'} saved at step {self.step}: fix the data and "
+                        "continue with --resume"
+                    ) from err
                 logged = self.train_step(batch)
                 self.step += 1
                 if logged is None:

@@ -315,6 +315,16 @@ def read_sidecar(artefact: Path) -> dict[str, Any]:
     return payload
 
 
+def check_sidecar_sha(artefact: Path, payload: dict[str, Any]) -> None:
+    """ExportError unless ``artefact`` is the file its sidecar describes (sha256), when the sidecar records one."""
+    recorded = payload.get("sha256")
+    if recorded and file_sha256(artefact) != recorded:
+        raise ExportError(
+            f"{artefact}: its sidecar {Path(artefact).name}.json describes another file (sha256 differs); "
+            "re-export with sadc export (or, if you changed the graph yourself, update the sidecar's sha256)"
+        )
+
+
 def sidecar_spec(payload: dict[str, Any]):
     """The :class:`DetectorSpec` stored in a sidecar payload."""
     from pydantic import ValidationError

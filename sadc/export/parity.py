@@ -297,8 +297,12 @@ def run_parity(
     tolerance: ParityTolerance | None = ParityTolerance(),  # noqa: B008 - frozen
     compare_raw: bool = True,
     batch_size: int = 8,
+    match_iou: float = 0.99,
 ) -> ParityReport:
     """Parity of an exported file against ``detector`` in torch, thresholds from its sidecar.
+
+    ``match_iou``: IoU at which two detections count as the same (0.99 for fp32; an
+    INT8 report uses a looser 0.5, since quantized boxes move by design).
 
     Deploy graphs: detections compared, and (``compare_raw``) a raw graph exported in
     memory compared with torch's dense outputs. Raw graphs: their outputs compared
@@ -330,4 +334,5 @@ def run_parity(
         batch_size=batch_size,
         tolerance=tolerance,
         label=label,
+        match_iou=match_iou,
     )

@@ -97,6 +97,11 @@ class DetectorSpec(BaseModel):
             raise ValueError("class_names must name at least one class")
         if len(set(self.class_names)) != len(self.class_names):
             raise ValueError("class_names has duplicates")
+        if self.arch == "fcos" and any(len(level) != 1 for level in self.anchor_sizes):
+            raise ValueError(
+                f"fcos has one point per location: anchor_sizes needs one size per level, e.g. "
+                f"[[8], [16], [32], [64], [128]], got {self.anchor_sizes}"
+            )
         if self.arch == "fcos" and (self.fpn_channels % 32 or self.fpn_channels < 64):
             raise ValueError(
                 f"fcos needs fpn_channels a multiple of 32, at least 64 (its head uses GroupNorm(32)), got {self.fpn_channels}"

@@ -171,9 +171,12 @@ def check_artefact(path: Path) -> DetectorSpec:
         from sadc.models.loading import checkpoint_spec
 
         return checkpoint_spec(load_checkpoint(path, mmap=True), str(path))
-    from sadc.export.onnx import read_sidecar, sidecar_spec
+    from sadc.export.onnx import check_sidecar_sha, read_sidecar, sidecar_spec
 
-    return sidecar_spec(read_sidecar(path))
+    sidecar = read_sidecar(path)
+    if backend.name == "onnxruntime":  # engines are checked when deserialised (on the GPU that runs them)
+        check_sidecar_sha(path, sidecar)
+    return sidecar_spec(sidecar)
 
 
 def model_call(predictor: Predictor, images: Tensor) -> ModelCall:

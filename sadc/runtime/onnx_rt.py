@@ -60,18 +60,11 @@ class OrtPredictor:
     """
 
     def __init__(self, path: Path, *, device: str = "cpu", provider: str | None = None, threads: int | None = None):
-        from sadc.export.onnx import read_sidecar, sidecar_spec
-
-        from sadc.engine.checkpoint import file_sha256
+        from sadc.export.onnx import check_sidecar_sha, read_sidecar, sidecar_spec
 
         self.path = Path(path)
         sidecar = read_sidecar(self.path)
-        recorded = sidecar.get("sha256")
-        if recorded and file_sha256(self.path) != recorded:
-            raise SadcError(
-                f"{self.path}: its sidecar {self.path.name}.json describes another file (sha256 differs); "
-                "re-export with sadc export (or, if you changed the graph yourself, update the sidecar's sha256)"
-            )
+        check_sidecar_sha(self.path, sidecar)
         if sidecar["format"] == "onnx-raw":
             raise SadcError(f"{self.path}: a raw graph (--raw) has no detections to score; export without --raw")
         self.format = sidecar["format"]
