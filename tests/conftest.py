@@ -33,6 +33,23 @@ def tiny_spec() -> DetectorSpec:
     )
 
 
+def pycocotools_stats(gt_json: Path, results: list[dict]) -> list[float]:
+    """The 12 COCOeval bbox stats of pycocotools itself: the reference sadc's mAP is checked against."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_json))
+        ev = COCOeval(gt, gt.loadRes(results), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return [float(v) for v in ev.stats]
+
+
 def tiny_recipe_dict(world: Path, run_root: Path, **train) -> dict:
     """A recipe training the tiny detector on ``world`` in ``run_root``."""
     return {

@@ -1,7 +1,5 @@
 """mAP equals pycocotools' COCOeval, and the letterbox inverse puts boxes back in place."""
 
-import contextlib
-import io
 import json
 
 import numpy as np
@@ -11,19 +9,7 @@ import torch
 from sadc.bench.accuracy import coco_map, evaluate, to_coco_results
 from sadc.data.coco import CocoDetection
 from sadc.data.loaders import build_loader
-
-
-def _pycocotools_stats(gt_json, results):
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(gt_json))
-        ev = COCOeval(gt, gt.loadRes(results), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return ev.stats
+from tests.conftest import pycocotools_stats
 
 
 def _noisy_detections(gt_json, seed=0):
@@ -47,7 +33,7 @@ def test_map_equals_pycocotools(tiny_world):
     gt = tiny_world / "val.json"
     results = _noisy_detections(gt)
     ours = coco_map(gt, results)
-    ref = _pycocotools_stats(gt, results)
+    ref = pycocotools_stats(gt, results)
     assert 0.1 < ours["mAP"] < 0.95
     for name, value in zip(["mAP", "AP50", "AP75", "APs", "APm", "APl"], ref[:6], strict=True):
         assert ours[name] == pytest.approx(max(value, 0.0), abs=1e-4), name

@@ -6,8 +6,6 @@ clock drives the statistics tests).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 from pathlib import Path
@@ -25,6 +23,7 @@ from sadc.errors import SadcError
 from sadc.models.detector import build_detector
 from sadc.models.spec import DetectorSpec
 from sadc.runtime import BACKENDS, backend_for, load_predictor, model_call
+from tests.conftest import pycocotools_stats
 
 CLASSES = ["circle", "square", "triangle", "cross", "ring"]  # the synthetic world's categories
 runner = CliRunner()
@@ -240,19 +239,6 @@ def test_engine_without_sidecar_is_refused(artefacts, tmp_path, tiny_world):
 # ------------------------------------------------------------------------------ the command
 
 
-def _pycocotools_stats(gt_json: Path, results: list[dict]) -> list[float]:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(gt_json))
-        ev = COCOeval(gt, gt.loadRes(results), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return [float(v) for v in ev.stats]
-
-
 def test_bench_end_to_end_reports_and_map_equals_pycocotools(artefacts, tiny_world, tmp_path):
     ckpt, onnx_path = artefacts
     out, dets = tmp_path / "report", tmp_path / "dets.json"
@@ -278,7 +264,7 @@ def test_bench_end_to_end_reports_and_map_equals_pycocotools(artefacts, tiny_wor
 
     saved = json.loads(dets.read_text())
     assert len(saved) > 0
-    ref = _pycocotools_stats(tiny_world / "val.json", saved)
+    ref = pycocotools_stats(tiny_world / "val.json", saved)
     assert ref[0] > 0 and ref[1] > 0  # the random model still scores a little; the comparison is not 0 == 0
     assert first["accuracy"]["mAP"] == pytest.approx(ref[0], rel=1e-6)  # well within the 1e-4 asked
     assert first["accuracy"]["AP50"] == pytest.approx(ref[1], rel=1e-6)
