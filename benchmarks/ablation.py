@@ -104,10 +104,14 @@ def base_recipe(setup: Setup, row: Row, seed: int) -> Recipe:
     return load_recipe(ROOT / "recipes/quickstart.yaml", [*overrides, *row.overrides])
 
 
-def run_row(setup: Setup, row: Row, seed: int) -> dict:
+def run_row(setup: Setup, row: Row, seed: int, report_only: bool = False) -> dict | None:
     if row.command == "teacher":
         return load_checkpoint(setup.teacher)["metrics"]
     recipe = base_recipe(setup, row, seed)
+    if report_only:  # finished runs only; nothing is trained
+        last = recipe.run_dir / "last.pt"
+        ckpt = load_checkpoint(last) if last.is_file() else None
+        return ckpt["metrics"] if ckpt and ckpt.get("finished") else None
     if row.command == "train":
         run_dir = run_train(recipe, resume=True)
     else:
@@ -158,8 +162,8 @@ def flops_ratio(setup: Setup) -> float:
 def table(setup: Setup) -> str:
     ratio = flops_ratio(setup)
     lines = [
-        f"| row | setting | mAP | AP50 | AP75 | FLOPs vs teacher |",
-        "|---|---|---|---|---|---|",
+        "| row | setting | runs | mAP | AP50 | AP75 | FLOPs vs teacher |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in ROWS:
         runs = setup.results.get(row.key, [])
@@ -170,7 +174,7 @@ def table(setup: Setup) -> str:
             mean, half = spread([r[k] for r in runs])
             cells.append(f"{100 * mean:.1f} ± {100 * half:.1f}" if row.command != "teacher" else f"{100 * mean:.1f}")
         flops = "1.00" if row.command == "teacher" else f"{ratio:.2f}"
-        lines.append(f"| ({row.key}) | {row.label} | " + " | ".join(cells) + f" | {flops} |")
+        lines.append(f"| ({row.key}) | {row.label} | {len(runs)} | " + " | ".join(cells) + f" | {flops} |")
     return "\n".join(lines)
 
 
@@ -226,6 +230,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--rows", nargs="+", default=[r.key for r in ROWS], help="subset of rows, e.g. a d f")
     ap.add_argument("--out", default="runs/ablation")
+    ap.add_argument("--report-only", action="store_true", help="tabulate the finished runs; train nothing")
     args = ap.parse_args()
     t0 = time.time()
     setup = prepare(args)
@@ -234,7 +239,9 @@ def main() -> None:
             continue
         for seed in setup.seeds if row.command != "teacher" else [0]:
             print(f"== ({row.key}) {row.label}, seed {seed}", flush=True)
-            setup.results.setdefault(row.key, []).append(run_row(setup, row, seed))
+            metrics = run_row(setup, row, seed, args.report_only)
+            if metrics is not None:
+                setup.results.setdefault(row.key, []).append(metrics)
     text = table(setup)
     print(text)
     if not setup.quick:
