@@ -27,6 +27,7 @@ import json
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,24 +190,26 @@ def plot(setup: Setup, path: Path) -> None:
     errs = [100 * spread([x["mAP"] for x in setup.results[r.key]])[1] for r in rows]
     colours = ["#9e9e9e" if r.key == "a" else "#1f77b4" if r.command == "distill" else "#2ca02c" for r in rows]
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=120)
-    bars = ax.bar([f"({r.key})\n{r.label}" for r in rows], means, yerr=errs, capsize=4, color=colours)
-    for bar, m in zip(bars, means, strict=True):
-        ax.text(bar.get_x() + bar.get_width() / 2, m + 0.6, f"{m:.1f}", ha="center", va="bottom", fontsize=9)
+    labels = [f"({r.key})\n" + textwrap.fill(r.label, 14) for r in rows]
+    bars = ax.bar(labels, means, yerr=errs, capsize=4, color=colours)
+    for bar, m, e in zip(bars, means, errs, strict=True):
+        ax.text(bar.get_x() + bar.get_width() / 2, m + e + 0.6, f"{m:.1f}", ha="center", va="bottom", fontsize=9)
     ax.set_ylabel("val mAP@[.5:.95] (%)")
     ax.set_title(f"SAD ablation on the synthetic world: {len(setup.seeds)} seeds, {setup.steps} steps per run (bars: mean, whiskers: half range)")
-    ax.tick_params(axis="x", labelsize=7)
+    ax.tick_params(axis="x", labelsize=8)
     ax.set_ylim(0, max(means) * 1.2 + 1)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def write_results(setup: Setup, text: str, elapsed: float) -> None:
+def write_results(setup: Setup, text: str, elapsed: float | None) -> None:
     header = (
         f"Synthetic world, 1,000 labeled : 4,000 unlabeled images, 128 px; student MobileNetV3-Large FPN-64 "
         f"RetinaNet, teacher ResNet-18 FPN-64 RetinaNet (`recipes/quickstart*.yaml`); {setup.steps} steps per run, "
-        f"seeds {setup.seeds}; mean ± half range over seeds; final (not best) evaluation. "
-        f"Wall time {elapsed / 60:.0f} min.\n\n"
+        f"seeds {setup.seeds}; mean ± half range over seeds; final (not best) evaluation."
+        + (f" Wall time {elapsed / 60:.0f} min." if elapsed is not None else "")
+        + "\n\n"
     )
     body = header + text + "\n"
     docs = ROOT / "docs/ablation.md"
@@ -245,7 +248,7 @@ def main() -> None:
     text = table(setup)
     print(text)
     if not setup.quick:
-        write_results(setup, text, time.time() - t0)
+        write_results(setup, text, None if args.report_only else time.time() - t0)
 
 
 if __name__ == "__main__":
