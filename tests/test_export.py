@@ -611,3 +611,19 @@ def test_cli_int8_with_val_reports_and_enforces_map_drop(cli, tiny_world, tiny_s
     assert result.exit_code == 2, result.output
     assert "INT8 accuracy on" in result.output and "(--max-map-drop 0.1)" in result.output
     assert (tmp_path / "best.int8.onnx").is_file() and read_sidecar(tmp_path / "best.int8.onnx")["format"] == "onnx-int8"
+
+
+def test_calibration_skips_unreadable_images_and_fails_when_none_read(exported, calib_dir, tmp_path):
+    import shutil
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(calib_dir, mixed)
+    (mixed / "broken.jpg").write_bytes(b"not an image")
+    out = quantize_int8(exported, tmp_path / "m.int8.onnx", mixed, n=100, batch=4, method="minmax")
+    assert [Path(p).name for p in read_sidecar(out)["quantization"]["calibration_skipped"]] == ["broken.jpg"]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i in range(3):
+        (bad / f"{i}.png").write_bytes(b"junk")
+    with pytest.raises(SadcError, match="calibration: none of the 3 images could be read"):
+        quantize_int8(exported, tmp_path / "b.int8.onnx", bad, n=3, batch=2, method="minmax")

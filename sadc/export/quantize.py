@@ -57,6 +57,8 @@ class CalibrationImages:
     """
 
     def __init__(self, paths: Sequence[Path], size: tuple[int, int], batch: int):
+        self.skipped: list[tuple[Path, str]] = []
+        self.yielded = False
         if batch < 1:
             raise SadcError(f"calibration batch {batch}: must be at least 1")
         self.paths = list(paths)
@@ -81,10 +83,24 @@ class CalibrationImages:
         from sadc.data.images import load_image
         from sadc.data.transforms import letterbox
 
-        chunk = self.paths[self._next * self.batch : (self._next + 1) * self.batch]
-        self._next += 1
-        images = torch.stack([letterbox(load_image(p), self.size)[0] for p in chunk])
-        return {INPUT_NAME: images.numpy()}
+        from sadc.data.images import ImageReadError
+
+        while self._next < self._end:
+            chunk = self.paths[self._next * self.batch : (self._next + 1) * self.batch]
+            self._next += 1
+            images = []
+            for path in chunk:  # unreadable files are skipped and counted, as in every image folder
+                try:
+                    images.append(letterbox(load_image(path), self.size)[0])
+                except ImageReadError as err:
+                    self.skipped.append((path, str(err)))
+                    log.warning("calibration: skipping %s", err)
+            if images:
+                self.yielded = True
+                return {INPUT_NAME: torch.stack(images).numpy()}
+        if self.yielded or not self.skipped:
+            return None
+        raise SadcError(f"calibration: none of the {len(self.paths)} images could be read (first: {self.skipped[0][1]})")
 
     def __iter__(self):
         while (item := self.get_next()) is not None:
@@ -238,6 +254,7 @@ def quantize_int8(
             "method": method,
             "calibration_images": len(paths),
             "calibration_batch": reader.batch,
+            "calibration_skipped": sorted({str(p) for p, _ in reader.skipped}),
             "calibration_source": str(calib_images) if isinstance(calib_images, (str, Path)) else "list",
             "onnxruntime": _ort_version(),
         },
