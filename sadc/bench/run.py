@@ -22,7 +22,7 @@ from rich.progress import Progress
 from sadc.bench.accuracy import evaluate
 from sadc.bench.flops import ModelSize, model_size
 from sadc.bench.latency import LatencyStats, bench_latency, check_counts
-from sadc.data.coco import CocoDetection
+from sadc.data.coco import CocoDetection, default_images_dir
 from sadc.data.images import find_images
 from sadc.data.loaders import build_loader
 from sadc.errors import SadcError
@@ -129,11 +129,6 @@ def parse_batches(text: str) -> tuple[int, ...]:
     if not batches or any(b < 1 for b in batches):
         raise SadcError(f"--batch {text}: batch sizes must be integers >= 1, e.g. 1,8")
     return tuple(dict.fromkeys(batches))
-
-
-def default_images_dir(annotations: Path) -> Path:
-    """``x/val.json`` -> ``x/val/`` (the layout `sadc data synth` writes)."""
-    return annotations.with_suffix("")
 
 
 @contextlib.contextmanager

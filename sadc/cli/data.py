@@ -55,9 +55,9 @@ def preview(
     """Draw ground-truth boxes of the first N images into one grid PNG."""
     from PIL import Image
 
-    from sadc.data.coco import CocoDetection
+    from sadc.data.coco import CocoDetection, default_images_dir
 
-    folder = images if images is not None else annotations.with_suffix("")
+    folder = images if images is not None else default_images_dir(annotations)
     dataset = CocoDetection(annotations, folder, (cell, cell))
     grid = preview_grid(dataset, n)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -60,6 +60,11 @@ def _parse_bbox(ann: dict, ann_id: Any, where: str) -> tuple[float, float, float
     return x, y, w, h
 
 
+def default_images_dir(annotations: Path) -> Path:
+    """``x/val.json`` -> ``x/val/``: the image folder beside a COCO json (the layout `sadc data synth` writes)."""
+    return Path(annotations).with_suffix("")
+
+
 class CocoDetection(Dataset):
     """A COCO detection json plus its image folder, letterboxed to ``input_size`` (H, W).
 

@@ -277,16 +277,10 @@ def parity_images(spec, folder: Path | None = None, *, n: int = 8, seed: int = 0
 
 
 def ort_session(model: Path | bytes, *, threads: int | None = None):
-    """A CPU ONNX Runtime session of a file or serialized model."""
-    try:
-        import onnxruntime as ort
-    except ImportError as err:
-        raise SadcError("onnxruntime is not installed: pip install 'sadc[cpu]'") from err
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    source = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    """A CPU ONNX Runtime session of a file or serialized model (the runtime's own session maker)."""
+    from sadc.runtime.onnx_rt import make_session
+
+    return make_session(model, provider="cpu", threads=threads)
 
 
 def run_parity(

@@ -279,7 +279,8 @@ def map_change(
     console=None,
 ) -> dict[str, dict[str, float]]:
     """COCO metrics of the fp32 and INT8 graphs on a labeled set: ``{"fp32": {...}, "int8": {...}}``."""
-    from sadc.bench.run import bench_accuracy, default_images_dir
+    from sadc.bench.run import bench_accuracy
+    from sadc.data.coco import default_images_dir
     from sadc.runtime.onnx_rt import OrtPredictor
 
     annotations = Path(annotations)
