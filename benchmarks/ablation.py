@@ -64,6 +64,51 @@ ROWS = [
     Row("g", "teacher", "teacher"),
 ]
 
+# The table pins the ADL knobs to the paper's values, so it does not move when a recipe's
+# defaults do (recipes/quickstart.yaml uses the tuned ones below).
+PAPER = ("distill.weight=1", "distill.gamma=2", "distill.beta=1", "distill.theta=1.8")
+TUNED = ("distill.weight=10", "distill.gamma=1")
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A row of the table run again with other knobs; its runs live in runs/ablation-knobs/NAME-sSEED."""
+
+    row: str
+    name: str
+    label: str
+    overrides: tuple[str, ...]
+    seeds: tuple[int, ...] = (0,)
+
+
+# The rows with soft targets again with the tuned knobs (lambda 10, gamma 1): a second bar each.
+TUNED_ROWS = [
+    Knob("b", "b-lambda10", "lambda 10", ("distill.weight=10",), (0, 1)),
+    Knob("c", "c-lambda10-gamma1", "lambda 10, gamma 1", TUNED, (0, 1)),
+    Knob("d", "d-lambda10-gamma1", "lambda 10, gamma 1", TUNED, (0, 1)),
+    Knob("f", "f-lambda10-gamma1", "lambda 10, gamma 1", TUNED, (0, 1)),
+    Knob("f'", "fp-lambda10-gamma1", "lambda 10, gamma 1", TUNED, (0, 1)),
+]
+_F = "f-lambda10-gamma1"
+KNOBS = [
+    Knob("d", "d-lambda10", "lambda 10", ("distill.weight=10",)),
+    Knob("d", "d-lambda30", "lambda 30", ("distill.weight=30",)),
+    Knob("d", "d-authors", "authors' form (ADW x alpha-BCE), lambda 1", ("distill.form=authors",)),
+    Knob("f", "f-lambda10-gamma0", "lambda 10, gamma 0 (no focusing: KL weighted by the normaliser)", (*TUNED, "distill.gamma=0")),
+    Knob("f", f"{_F}-beta0.5", "lambda 10, gamma 1, beta 0.5", (*TUNED, "distill.beta=0.5")),
+    Knob("f", f"{_F}-beta2", "lambda 10, gamma 1, beta 2", (*TUNED, "distill.beta=2")),
+    Knob("f", f"{_F}-theta1", "lambda 10, gamma 1, theta 1", (*TUNED, "distill.theta=1")),
+    Knob("f", f"{_F}-theta3", "lambda 10, gamma 1, theta 3", (*TUNED, "distill.theta=3")),
+    Knob("f", f"{_F}-thr0.3", "lambda 10, gamma 1, pseudo threshold 0.3", (*TUNED, "distill.pseudo_threshold=0.3")),
+    Knob("f", f"{_F}-thr0.6", "lambda 10, gamma 1, pseudo threshold 0.6", (*TUNED, "distill.pseudo_threshold=0.6")),
+    Knob("f", f"{_F}-ratio3", "lambda 10, gamma 1, 4 labeled + 12 unlabeled per step",
+         (*TUNED, "data.batch_size=4", "distill.unlabeled_ratio=3")),
+    Knob("f", f"{_F}-ratio0.33", "lambda 10, gamma 1, 12 labeled + 4 unlabeled per step",
+         (*TUNED, "data.batch_size=12", "distill.unlabeled_ratio=0.3334")),
+    Knob("f", f"{_F}-posanchors", "lambda 10, gamma 1, positive anchors only", (*TUNED, "distill.anchors=positives")),
+    Knob("f", f"{_F}-posnorm", "lambda 10, gamma 1, normalised by positives", (*TUNED, "distill.normalizer=positives")),
+]
+
 QUICK_MODEL = {
     "backbone": "tiny",
     "fpn_channels": 16,
@@ -79,15 +124,17 @@ class Setup:
     steps: int
     seeds: list[int]
     quick: bool
+    knobs_out: Path | None = None
     results: dict[str, list[dict]] = field(default_factory=dict)
+    knob_results: dict[str, list[dict]] = field(default_factory=dict)
 
 
-def base_recipe(setup: Setup, row: Row, seed: int) -> Recipe:
+def base_recipe(setup: Setup, row: Row, seed: int, knob: Knob | None = None) -> Recipe:
     d = setup.data
     unlabeled = {"base": d / "unlabeled", "shift": d / "unlabeled-shift", None: None}[row.unlabeled]
     overrides = [
-        f"name={row.key.replace(chr(39), 'p')}-s{seed}",
-        f"output={setup.out}",
+        f"name={knob.name if knob else row.key.replace(chr(39), 'p')}-s{seed}",
+        f"output={setup.knobs_out if knob else setup.out}",
         f"seed={seed}",
         f"model.teacher.source={setup.teacher}",
         f"data.train.annotations={d / 'train.json'}",
@@ -102,13 +149,14 @@ def base_recipe(setup: Setup, row: Row, seed: int) -> Recipe:
     if setup.quick:
         overrides += [f"model.student.{k}={json.dumps(v)}" for k, v in QUICK_MODEL.items()]
         overrides += ["data.batch_size=4", "data.workers=0"]
-    return load_recipe(ROOT / "recipes/quickstart.yaml", [*overrides, *row.overrides])
+    pinned = PAPER if row.command == "distill" else ()
+    return load_recipe(ROOT / "recipes/quickstart.yaml", [*overrides, *pinned, *row.overrides, *(knob.overrides if knob else ())])
 
 
-def run_row(setup: Setup, row: Row, seed: int, report_only: bool = False) -> dict | None:
+def run_row(setup: Setup, row: Row, seed: int, report_only: bool = False, knob: Knob | None = None) -> dict | None:
     if row.command == "teacher":
         return load_checkpoint(setup.teacher)["metrics"]
-    recipe = base_recipe(setup, row, seed)
+    recipe = base_recipe(setup, row, seed, knob)
     if report_only:  # finished runs only; nothing is trained
         last = recipe.run_dir / "last.pt"
         ckpt = load_checkpoint(last) if last.is_file() else None
@@ -135,14 +183,14 @@ def prepare(args) -> Setup:
              *[f"model.teacher.{k}={json.dumps(v)}" for k, v in QUICK_MODEL.items()]],
         )
         teacher = run_train(teacher_recipe, resume=True) / "last.pt"
-        return Setup(data, teacher, tmp / "ablation", steps=2, seeds=[0], quick=True)
+        return Setup(data, teacher, tmp / "ablation", steps=2, seeds=[0], quick=True, knobs_out=tmp / "ablation-knobs")
     data = ROOT / "data/synth"
     make_synthetic_world(data)
     make_synthetic_world(data, shift=True)
     teacher = ROOT / "runs/quickstart-teacher/best.pt"
     if not teacher.is_file():
         run_train(load_recipe(ROOT / "recipes/quickstart-teacher.yaml"), resume=True)
-    return Setup(data, teacher, ROOT / args.out, steps=args.steps, seeds=args.seeds, quick=False)
+    return Setup(data, teacher, ROOT / args.out, steps=args.steps, seeds=args.seeds, quick=False, knobs_out=ROOT / args.knobs_out)
 
 
 def spread(values: list[float]) -> tuple[float, float]:
@@ -160,7 +208,16 @@ def flops_ratio(setup: Setup) -> float:
     return model_size(student).gflops / model_size(teacher).gflops
 
 
+def _cells(runs: list[dict], single: bool = False) -> str:
+    cells = []
+    for k in ("mAP", "AP50", "AP75"):
+        mean, half = spread([r[k] for r in runs])
+        cells.append(f"{100 * mean:.1f}" if single else f"{100 * mean:.1f} ± {100 * half:.1f}")
+    return " | ".join(cells)
+
+
 def table(setup: Setup) -> str:
+    """The rows with the paper's knobs, in the paper's style."""
     ratio = flops_ratio(setup)
     lines = [
         "| row | setting | runs | mAP | AP50 | AP75 | FLOPs vs teacher |",
@@ -170,13 +227,26 @@ def table(setup: Setup) -> str:
         runs = setup.results.get(row.key, [])
         if not runs:
             continue
-        cells = []
-        for k in ("mAP", "AP50", "AP75"):
-            mean, half = spread([r[k] for r in runs])
-            cells.append(f"{100 * mean:.1f} ± {100 * half:.1f}" if row.command != "teacher" else f"{100 * mean:.1f}")
         flops = "1.00" if row.command == "teacher" else f"{ratio:.2f}"
-        lines.append(f"| ({row.key}) | {row.label} | {len(runs)} | " + " | ".join(cells) + f" | {flops} |")
+        lines.append(f"| ({row.key}) | {row.label} | {len(runs)} | {_cells(runs, row.command == 'teacher')} | {flops} |")
     return "\n".join(lines)
+
+
+def knob_table(setup: Setup, knobs: list[Knob], per_seed: bool) -> str:
+    """Finished knob runs: one line per seed (per_seed) or mean ± half range over seeds."""
+    labels = {r.key: r.label for r in ROWS}
+    head = "| row | setting | knobs (else the table's) | " + ("seed" if per_seed else "runs") + " | mAP | AP50 | AP75 |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for knob in knobs:
+        runs = setup.knob_results.get(knob.name, [])
+        if not runs:
+            continue
+        prefix = f"| ({knob.row}) | {labels[knob.row]} | {knob.label} |"
+        if per_seed:
+            lines += [f"{prefix} {r['seed']} | {_cells([r], single=True)} |" for r in runs]
+        else:
+            lines.append(f"{prefix} {len(runs)} | {_cells(runs)} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def plot(setup: Setup, path: Path) -> None:
@@ -186,44 +256,68 @@ def plot(setup: Setup, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [r for r in ROWS if setup.results.get(r.key)]
-    means = [100 * spread([x["mAP"] for x in setup.results[r.key]])[0] for r in rows]
-    errs = [100 * spread([x["mAP"] for x in setup.results[r.key]])[1] for r in rows]
-    colours = ["#9e9e9e" if r.key == "a" else "#1f77b4" if r.command == "distill" else "#2ca02c" for r in rows]
-    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=120)
-    labels = [f"({r.key})\n" + textwrap.fill(r.label, 14) for r in rows]
-    bars = ax.bar(labels, means, yerr=errs, capsize=4, color=colours)
-    for bar, m, e in zip(bars, means, errs, strict=True):
-        ax.text(bar.get_x() + bar.get_width() / 2, m + e + 0.6, f"{m:.1f}", ha="center", va="bottom", fontsize=9)
+    tuned = {k.row: setup.knob_results[k.name] for k in TUNED_ROWS if setup.knob_results.get(k.name)}
+    fig, ax = plt.subplots(figsize=(10, 4.8), dpi=120)
+    width = 0.38
+    top = 0.0
+    for i, row in enumerate(rows):
+        bars = [(setup.results[row.key], "paper" if row.key in tuned else "single")]
+        if row.key in tuned:
+            bars.append((tuned[row.key], "tuned"))
+        for j, (runs, kind) in enumerate(bars):
+            x = i + (0 if kind == "single" else (j - 0.5) * width)
+            mean, half = (100 * v for v in spread([r["mAP"] for r in runs]))
+            colour = {"tuned": "#08519c", "a": "#9e9e9e", "g": "#2ca02c"}.get(kind if kind == "tuned" else row.key, "#9ecae1")
+            ax.bar(x, mean, width=width, yerr=half, capsize=3, color=colour)
+            ax.text(x, mean + half + 0.6, f"{mean:.1f}", ha="center", va="bottom", fontsize=8)
+            top = max(top, mean + half)
+    ax.set_xticks(range(len(rows)), [f"({r.key})\n" + textwrap.fill(r.label, 14) for r in rows], fontsize=8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("#9ecae1", "#08519c")]
+    ax.legend(handles, ["paper's knobs (lambda 1, gamma 2)", "tuned (lambda 10, gamma 1)"], loc="upper left", fontsize=8)
     ax.set_ylabel("val mAP@[.5:.95] (%)")
-    ax.set_title(f"SAD ablation on the synthetic world: {len(setup.seeds)} seeds, {setup.steps} steps per run (bars: mean, whiskers: half range)")
-    ax.tick_params(axis="x", labelsize=8)
-    ax.set_ylim(0, max(means) * 1.2 + 1)
+    ax.set_title(
+        f"SAD ablation on the synthetic world: {len(setup.seeds)} seeds, {setup.steps} steps per run (bars: mean, whiskers: half range)",
+        fontsize=10,
+    )
+    ax.set_ylim(0, top * 1.15 + 1)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def write_results(setup: Setup, text: str, elapsed: float | None) -> None:
+def replace_block(text: str, name: str, body: str) -> str:
+    """Put body between <!-- name:start --> and <!-- name:end --> (appended if absent); the rest stays."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    if start in text and end in text:
+        return text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    return text.rstrip() + "\n\n" + block + "\n"
+
+
+def write_results(setup: Setup, elapsed: float | None) -> None:
+    """Regenerate the tables in docs/ablation.md and benchmarks/RESULTS.md; the prose around them stays."""
     header = (
         f"Synthetic world, 1,000 labeled : 4,000 unlabeled images, 128 px; student MobileNetV3-Large FPN-64 "
         f"RetinaNet, teacher ResNet-18 FPN-64 RetinaNet (`recipes/quickstart*.yaml`); {setup.steps} steps per run, "
-        f"seeds {setup.seeds}; mean ± half range over seeds; final (not best) evaluation."
+        f"seeds {setup.seeds}; mean ± half range over seeds; final (not best) evaluation. "
+        f"ADL knobs as in the paper (lambda 1, gamma 2, beta 1, theta 1.8) unless a table says otherwise."
         + (f" Wall time {elapsed / 60:.0f} min." if elapsed is not None else "")
-        + "\n\n"
     )
-    body = header + text + "\n"
+    tuned = knob_table(setup, TUNED_ROWS, per_seed=False)
+    tuned_text = f"\n\nThe rows with soft targets again, with lambda 10 and gamma 1 (the quickstart recipe's knobs):\n\n{tuned}" if tuned else ""
+    main = f"{header}\n\n{table(setup)}{tuned_text}\n"
     docs = ROOT / "docs/ablation.md"
-    docs.write_text("# SAD ablation\n\nMade by `python benchmarks/ablation.py`.\n\n" + body + "\n![ablation](ablation.png)\n")
+    text = docs.read_text() if docs.is_file() else "# SAD ablation\n\nMade by `python benchmarks/ablation.py` (`--knobs` for the knob runs).\n"
+    text = replace_block(text, "ablation-tables", main + "\n![ablation](ablation.png)")
+    knobs = knob_table(setup, KNOBS, per_seed=True)
+    if knobs:
+        text = replace_block(text, "ablation-knobs", "Knobs tried (single runs):\n\n" + knobs)
+    docs.write_text(text)
     plot(setup, ROOT / "docs/ablation.png")
     results = ROOT / "benchmarks/RESULTS.md"
-    start, end = "<!-- ablation:start -->", "<!-- ablation:end -->"
     old = results.read_text() if results.is_file() else "# Benchmark results\n"
-    block = f"{start}\n## Ablation (benchmarks/ablation.py)\n\n{body}{end}"
-    if start in old:
-        new = old[: old.index(start)] + block + old[old.index(end) + len(end) :]
-    else:
-        new = old.rstrip() + "\n\n" + block + "\n"
-    results.write_text(new)
+    body = f"## Ablation (benchmarks/ablation.py)\n\n{main}\nAnalysis, the knobs tried and what they show: docs/ablation.md.\n"
+    results.write_text(replace_block(old, "ablation", body))
 
 
 def main() -> None:
@@ -232,11 +326,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400, help="optimiser steps per run")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--rows", nargs="+", default=[r.key for r in ROWS], help="subset of rows, e.g. a d f")
+    ap.add_argument("--knobs", action="store_true", help="also run the tuned rows and the knob runs (their own seeds)")
     ap.add_argument("--out", default="runs/ablation")
+    ap.add_argument("--knobs-out", default="runs/ablation-knobs")
     ap.add_argument("--report-only", action="store_true", help="tabulate the finished runs; train nothing")
     args = ap.parse_args()
     t0 = time.time()
     setup = prepare(args)
+    by_key = {r.key: r for r in ROWS}
     for row in ROWS:
         if row.key not in args.rows:
             continue
@@ -245,10 +342,26 @@ def main() -> None:
             metrics = run_row(setup, row, seed, args.report_only)
             if metrics is not None:
                 setup.results.setdefault(row.key, []).append(metrics)
-    text = table(setup)
-    print(text)
+    # Knob runs: trained with --knobs, otherwise the finished ones are tabulated. --quick
+    # checks every knob's recipe but trains only the first of each list, one seed.
+    knobs = [*TUNED_ROWS, *KNOBS]
+    if setup.quick:
+        for knob in knobs:
+            base_recipe(setup, by_key[knob.row], 0, knob)
+        knobs = [TUNED_ROWS[0], KNOBS[0]]
+    for knob in knobs:
+        for seed in knob.seeds[:1] if setup.quick else knob.seeds:
+            if args.knobs and not args.report_only:
+                print(f"== ({knob.row}) {knob.label}, seed {seed}", flush=True)
+            metrics = run_row(setup, by_key[knob.row], seed, report_only=not args.knobs or args.report_only, knob=knob)
+            if metrics is not None:
+                setup.knob_results.setdefault(knob.name, []).append({**metrics, "seed": seed})
+    print(table(setup))
+    for knobs, per_seed in ((TUNED_ROWS, False), (KNOBS, True)):
+        if text := knob_table(setup, knobs, per_seed):
+            print("\n" + text)
     if not setup.quick:
-        write_results(setup, text, None if args.report_only else time.time() - t0)
+        write_results(setup, None if args.report_only else time.time() - t0)
 
 
 if __name__ == "__main__":

@@ -124,11 +124,13 @@ class DistillSection(_Section):
     weight: float = Field(1.0, ge=0, description="lambda: weight of the distillation term.")
     gamma: float = Field(2.0, ge=0, description="ADL focusing exponent.")
     beta: float = Field(1.0, ge=0, description="ADL weight of the teacher entropy (0 = hard-to-mimic only).")
-    temperature: float = Field(1.0, gt=0)
+    temperature: float = Field(1.0, gt=0, description="T dividing both logits; the loss is multiplied by T^2.")
     theta: float = Field(1.8, gt=0, description="Exponent of the adaptive normaliser sum(q^theta).")
     form: Literal["paper", "authors"] = Field("paper", description="ADL form: KL (paper) or alpha-BCE (authors' code).")
     alpha: float = Field(0.5, ge=0, le=1, description="alpha of the authors' form.")
-    normalizer: Literal["adaptive", "positives"] = Field("adaptive")
+    normalizer: Literal["adaptive", "positives"] = Field(
+        "adaptive", description="Divide the ADL sum by sum(q^theta) (adaptive) or by the number of positive anchors."
+    )
     anchors: Literal["all", "positives"] = Field("all", description="Distil over all anchors or positives only.")
     pseudo_labels: bool = Field(True, description="Also train on the teacher's boxes on unlabeled images.")
     pseudo_threshold: float = Field(0.4, ge=0, le=1, description="Teacher score for a pseudo box.")

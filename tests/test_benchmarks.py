@@ -8,11 +8,31 @@ import pytest
 def test_ablation_quick_runs_every_row(monkeypatch, capsys):
     from benchmarks import ablation
 
-    monkeypatch.setattr(sys, "argv", ["ablation.py", "--quick"])
+    monkeypatch.setattr(sys, "argv", ["ablation.py", "--quick", "--knobs"])
     ablation.main()
     out = capsys.readouterr().out
     for row in ablation.ROWS:
         assert f"| ({row.key}) |" in out
+    # One tuned row (mean over its runs) and one knob (per seed) are trained and tabulated.
+    tuned, knob = ablation.TUNED_ROWS[0], ablation.KNOBS[0]
+    assert f"| ({tuned.row}) | " in out and f"| {tuned.label} | 1 |" in out
+    assert f"| {knob.label} | 0 |" in out
+
+
+def test_knob_runs_have_their_own_names():
+    from benchmarks.ablation import KNOBS, ROWS, TUNED_ROWS
+
+    names = [k.name for k in [*TUNED_ROWS, *KNOBS]]
+    assert len(set(names)) == len(names)
+    assert {k.row for k in [*TUNED_ROWS, *KNOBS]} <= {r.key for r in ROWS}
+
+
+def test_replace_block_keeps_the_prose():
+    from benchmarks.ablation import replace_block
+
+    text = "intro\n<!-- t:start -->\nold\n<!-- t:end -->\nprose\n"
+    assert replace_block(text, "t", "new") == "intro\n<!-- t:start -->\nnew\n<!-- t:end -->\nprose\n"
+    assert replace_block("intro\n", "t", "new") == "intro\n\n<!-- t:start -->\nnew\n<!-- t:end -->\n"
 
 
 @pytest.mark.parametrize("values, expected", [([0.2, 0.4], (0.3, 0.1)), ([0.5], (0.5, 0.0))])
