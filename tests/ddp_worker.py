@@ -1,4 +1,4 @@
-"""torchrun entry point for tests/test_reliability.py: ``sadc`` with an optional failing rank.
+"""torchrun entry point for tests/test_runs_survive.py: ``sadc`` with an optional failing rank.
 
 ``SADC_TEST_FAIL_RANK=R SADC_TEST_FAIL_STEP=S`` makes rank R raise a SadcError in its
 S-th training step (1-based), as a rank whose data or device breaks mid-run would.
