@@ -12,11 +12,20 @@ Rows (same student, schedule, input size and seeds; scored on the synthetic val 
     g   the teacher itself
 
 The labeled set is 1,000 images and the unlabeled one 4,000 (1:4). Every run lives in
-runs/ablation/ROW-sSEED and is resumed if interrupted, so the ablation itself resumes.
-Results: a table in docs/ablation.md and benchmarks/RESULTS.md, a bar plot in
-docs/ablation.png. Budget: see --steps; about 20 minutes per seed on 2 CPU cores at 400.
+runs/ablation/ROW-sSEED (knob runs: runs/ablation-knobs/NAME-sSEED) and is resumed if
+interrupted, so the ablation itself resumes; finished runs are only read. Results: the
+tables in docs/ablation.md (between markers; the analysis around them stays) and
+benchmarks/RESULTS.md, a bar plot in docs/ablation.png.
 
-    python benchmarks/ablation.py                 # the full ablation (2 seeds)
+Budget at 400 steps, one thread per run (OMP_NUM_THREADS=1): 2-4 min for a labeled-only
+run, 5-7 min with unlabeled images; the 14 table runs take about 65 min, --knobs adds 25
+(about 2.5 hours, 30 min of it the 1,200-step run). On 2 cores, run two processes on
+different runs (e.g. --seeds 0 and --seeds 1; --knobs in only one of them: a run folder
+must not have two writers), then --report-only to tabulate everything.
+
+    python benchmarks/ablation.py                 # the table (2 seeds)
+    python benchmarks/ablation.py --knobs         # + the rows with lambda 10, gamma 1 and the knob runs
+    python benchmarks/ablation.py --report-only   # tabulate finished runs, train nothing
     python benchmarks/ablation.py --quick         # a tiny version: checks the pipeline, asserts nothing
 """
 
@@ -107,6 +116,8 @@ KNOBS = [
          (*TUNED, "data.batch_size=12", "distill.unlabeled_ratio=0.3334")),
     Knob("f", f"{_F}-posanchors", "lambda 10, gamma 1, positive anchors only", (*TUNED, "distill.anchors=positives")),
     Knob("f", f"{_F}-posnorm", "lambda 10, gamma 1, normalised by positives", (*TUNED, "distill.normalizer=positives")),
+    # The budget: does the student close on the teacher with 3x the steps (evaluated every 400)?
+    Knob("f", f"{_F}-steps1200", "lambda 10, gamma 1, 1,200 steps", (*TUNED, "train.steps=1200")),
 ]
 
 QUICK_MODEL = {
