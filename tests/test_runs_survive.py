@@ -198,6 +198,39 @@ def test_resume_refuses_what_it_cannot_continue(tiny_world, tmp_path):
     assert invoke("train", "--recipe", path).exit_code == 0 and (tmp_path / "runs" / "tiny2" / "last.pt").is_file()
 
 
+HOLD_LOCK = """
+import fcntl, os, sys, time
+f = open(sys.argv[1], "a+")
+fcntl.flock(f, fcntl.LOCK_EX)
+f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="run folders are locked with fcntl.flock, which Windows lacks")
+def test_a_second_writer_of_a_run_stops_with_one_line_and_the_lock_dies_with_its_process(tiny_world, tmp_path):
+    data = tiny(tiny_world, tmp_path / "runs", steps=2, warmup_steps=0)
+    data["data"]["val"] = None
+    path = write_recipe(tmp_path / "r.yaml", data)
+    run = tmp_path / "runs" / "tiny"
+    run.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for args in (["--resume"], []):  # a folder holding only the lock is not free for a new run either
+            fails_cleanly(invoke("train", "--recipe", path, *args), str(run), f"pid {holder.pid}", "another sadc process")
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing was written
+    finally:
+        holder.kill()
+        holder.wait()
+    # The OS released the lock with the process (no stale lock file to delete by hand).
+    assert invoke("train", "--recipe", path, "--resume").exit_code == 0
+    assert load_checkpoint(run / "last.pt")["step"] == 2
+    # A finished run leaves its .lock behind; resuming it again is still fine.
+    assert invoke("train", "--recipe", path, "--resume").exit_code == 0
+
+
 def test_ddp_rank_failure_ends_every_rank_then_resume_finishes(tiny_world, tmp_path):
     """torchrun, 2 gloo ranks: rank 1 fails at step 3; rank 0 stops with one line and keeps last.pt; --resume completes."""
     data = tiny(tiny_world, tmp_path / "runs", steps=5, warmup_steps=1, log_every=1, save_every=100)

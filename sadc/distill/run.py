@@ -12,9 +12,7 @@ from sadc.data.loaders import build_loader
 from sadc.distill.objective import DistillObjective
 from sadc.distill.teacher import TeacherTargets, check_distillable, class_index
 from sadc.engine.checkpoint import file_sha256
-from sadc.engine.distributed import dist_info_from_env, process_group
-from sadc.engine.run import check_classes, coco_split, fit, start_session, wrap_for_training
-from sadc.engine.trainer import resolve_device
+from sadc.engine.run import check_classes, coco_split, fit, session, wrap_for_training
 from sadc.errors import SadcError
 from sadc.models.detector import Detector
 from sadc.models.loading import load_detector
@@ -109,9 +107,8 @@ def run_distill(
         if data.train is None and data.unlabeled is None:
             raise SadcError("recipe: distillation needs data.train (labeled), data.unlabeled (a folder), or both")
         check_paths(recipe)  # every data folder and model source, before minutes of set-up
-    dist = dist_info_from_env()
-    with process_group(dist, resolve_device(cfg.device)):
-        s = start_session(recipe, resume, console, dist)
+    with session(recipe, resume, console) as s:
+        dist = s.dist
         student_fields = recipe.model.student
         if dry_run:  # random weights everywhere: nothing is downloaded
             student_fields = student_fields.model_copy(update={"pretrained_backbone": False})

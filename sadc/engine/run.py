@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from sadc.engine.distributed import (
     peer_failure_message,
     process_group,
 )
-from sadc.engine.rundir import MetricsLog, prepare_run_dir
+from sadc.engine.rundir import MetricsLog, hold_run_dir, prepare_run_dir
 from sadc.engine.trainer import Objective, Trainer, graceful_interrupt, resolve_device
 from sadc.errors import SadcError
 from sadc.models.detector import DenseForward, Detector
@@ -87,17 +88,28 @@ class Session:
     console: Console
 
 
-def start_session(recipe: Recipe, resume: bool, console: Console | None, dist: DistInfo) -> Session:
-    console = console or Console()
-    device = device_for(dist, resolve_device(recipe.train.device))
-    run_dir, resume_from = prepare_run_dir(recipe.run_dir, resume) if dist.is_main else (None, None)
-    run_dir, resume_from = broadcast_object((run_dir, resume_from), dist)
-    if resume_from is not None and dist.is_main:
-        console.print(f"resuming {resume_from}")
-    torch.manual_seed(recipe.seed)
-    if recipe.train.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    return Session(recipe, run_dir, resume_from, device, dist, console)
+@contextmanager
+def session(recipe: Recipe, resume: bool, console: Console | None) -> Iterator[Session]:
+    """A training command's scope: the process group, the run directory (locked by rank 0) and the seed."""
+    dist = dist_info_from_env()
+    device = resolve_device(recipe.train.device)
+    with process_group(dist, device), ExitStack() as scope:
+        console = console or Console()
+        device = device_for(dist, device)
+        run_dir, resume_from = None, None
+        if dist.is_main and resume:  # lock first: resuming tidies the folder another process may be writing
+            scope.enter_context(hold_run_dir(recipe.run_dir))
+            run_dir, resume_from = prepare_run_dir(recipe.run_dir, resume)
+        elif dist.is_main:
+            run_dir, resume_from = prepare_run_dir(recipe.run_dir, resume)
+            scope.enter_context(hold_run_dir(run_dir))
+        run_dir, resume_from = broadcast_object((run_dir, resume_from), dist)
+        if resume_from is not None and dist.is_main:
+            console.print(f"resuming {resume_from}")
+        torch.manual_seed(recipe.seed)
+        if recipe.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        yield Session(recipe, run_dir, resume_from, device, dist, console)
 
 
 def wrap_for_training(model: Detector, s: Session) -> nn.Module:
@@ -194,9 +206,8 @@ def run_train(recipe: Recipe, *, resume: bool = False, console: Console | None =
     check_paths(recipe, TRAIN_PATHS + (f"model.{cfg.target}.source",))  # seconds, not a failed run
     if recipe.data.unlabeled is not None:
         log.info("data.unlabeled (%s) is not trained on by `sadc train`; `sadc distill` uses it", recipe.data.unlabeled)
-    dist = dist_info_from_env()
-    with process_group(dist, resolve_device(cfg.device)):
-        s = start_session(recipe, resume, console, dist)
+    with session(recipe, resume, console) as s:
+        dist = s.dist
         size = tuple(fields.input_size)
         train_set = coco_split(recipe.data.train, size, recipe, train=True)
         val_set = coco_split(recipe.data.val, size, recipe, train=False)

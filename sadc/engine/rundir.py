@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sadc.engine.checkpoint import remove_stale_temp_files
 from sadc.errors import SadcError
 
 
+LOCK = ".lock"
+
+
 def next_free_dir(base: Path) -> Path:
     """``base`` if it is free (absent or empty), else ``base2``, ``base3``... (as Ultralytics names runs)."""
-    if not base.exists() or (base.is_dir() and not any(base.iterdir())):
+    if not base.exists() or (base.is_dir() and not any(p.name != LOCK for p in base.iterdir())):
         return base
     stem = re.sub(r"\d+$", "", base.name) or base.name
     n = 2
@@ -47,6 +53,43 @@ def prepare_run_dir(base: Path, resume: bool) -> tuple[Path, Path | None]:
     except OSError as err:
         raise SadcError(f"{run_dir}: cannot create run directory ({err.strerror}); set `output:` to a writable folder") from None
     return run_dir, None
+
+
+@contextmanager
+def hold_run_dir(run_dir: Path) -> Iterator[None]:
+    """This process alone writes ``run_dir`` while the block runs (an flock on run_dir/.lock).
+
+    A second `sadc train/distill` on the same run (two terminals, two `make demo`s, a
+    parallel ablation) stops with one line instead of both writing last.pt. The OS drops
+    the lock when the process ends, even on kill -9, so a crash never leaves it stale.
+    Where fcntl does not exist (Windows) runs are not locked.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    f = (run_dir / LOCK).open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        by = f" (pid {holder})" if holder.isdigit() else ""
+        raise SadcError(
+            f"{run_dir}: another sadc process{by} is writing this run; wait for it to finish, or give this one "
+            "another name= or output="
+        ) from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+    finally:
+        f.close()
 
 
 class MetricsLog:
