@@ -118,6 +118,7 @@ KNOBS = [
     Knob("f", f"{_F}-posnorm", "lambda 10, gamma 1, normalised by positives", (*TUNED, "distill.normalizer=positives")),
     # The budget: does the student close on the teacher with 3x the steps (evaluated every 400)?
     Knob("f", f"{_F}-steps1200", "lambda 10, gamma 1, 1,200 steps", (*TUNED, "train.steps=1200")),
+    Knob("a", "a-steps1200", "1,200 steps", ("train.steps=1200",)),
 ]
 
 QUICK_MODEL = {
@@ -296,6 +297,48 @@ def plot(setup: Setup, path: Path) -> None:
     plt.close(fig)
 
 
+def eval_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, mAP) of every evaluation in a run's metrics.jsonl."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(r["step"], r["eval"]["mAP"]) for r in records if "eval" in r]
+
+
+BUDGET = {  # curve label -> knob run (seed 0); the teacher's own run is added
+    "SAD student, lambda 10, gamma 1": f"{_F}-steps1200",
+    "student, supervised only": "a-steps1200",
+}
+
+
+def plot_budget(setup: Setup, path: Path) -> bool:
+    """mAP against steps: the 1,200-step SAD and supervised students and the teacher's run. False if not run yet."""
+    curves = {label: eval_curve(setup.knobs_out / f"{name}-s0") for label, name in BUDGET.items()}
+    curves["teacher R18 (700 steps of 16 labeled images)"] = eval_curve(setup.teacher.parent)
+    if not all(curves.values()):
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for (label, curve), colour in zip(curves.items(), ("#08519c", "#9e9e9e", "#2ca02c"), strict=True):
+        steps, maps = zip(*curve, strict=True)
+        ax.plot(steps, [100 * m for m in maps], "o-", color=colour, label=label)
+        ax.annotate(f"{100 * maps[-1]:.1f}", (steps[-1], 100 * maps[-1]), textcoords="offset points", xytext=(6, -3), fontsize=8)
+    ax.set_xlabel("optimiser step (each run's own cosine schedule)")
+    ax.set_ylabel("val mAP@[.5:.95] (%)")
+    ax.set_title("The budget: a 0.28x-FLOPs SAD student reaches its teacher", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
 def replace_block(text: str, name: str, body: str) -> str:
     """Put body between <!-- name:start --> and <!-- name:end --> (appended if absent); the rest stays."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
@@ -322,7 +365,8 @@ def write_results(setup: Setup, elapsed: float | None) -> None:
     text = replace_block(text, "ablation-tables", main + "\n![ablation](ablation.png)")
     knobs = knob_table(setup, KNOBS, per_seed=True)
     if knobs:
-        text = replace_block(text, "ablation-knobs", "Knobs tried (single runs):\n\n" + knobs)
+        budget = "\n\n![mAP against steps](ablation-budget.png)" if plot_budget(setup, ROOT / "docs/ablation-budget.png") else ""
+        text = replace_block(text, "ablation-knobs", "Knobs tried (single runs):\n\n" + knobs + budget)
     docs.write_text(text)
     plot(setup, ROOT / "docs/ablation.png")
     results = ROOT / "benchmarks/RESULTS.md"

@@ -40,3 +40,22 @@ def test_ablation_spread(values, expected):
     from benchmarks.ablation import spread
 
     assert spread(values) == pytest.approx(expected)
+
+
+def test_budget_plot_reads_each_runs_evaluations(tmp_path):
+    import json
+
+    from benchmarks.ablation import BUDGET, Setup, eval_curve, plot_budget
+
+    def run(folder, evals):
+        folder.mkdir(parents=True)
+        lines = [{"step": 10, "loss": 1.0}] + [{"step": s, "eval": {"mAP": m}} for s, m in evals]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+    setup = Setup(tmp_path, tmp_path / "teacher" / "best.pt", tmp_path / "a", 400, [0], False, knobs_out=tmp_path / "k")
+    run(tmp_path / "teacher", [(100, 0.1), (200, 0.5)])
+    assert eval_curve(tmp_path / "teacher") == [(100, 0.1), (200, 0.5)]
+    assert not plot_budget(setup, tmp_path / "b.png")  # the student runs are missing: no picture
+    for name in BUDGET.values():
+        run(tmp_path / "k" / f"{name}-s0", [(400, 0.2), (800, 0.4)])
+    assert plot_budget(setup, tmp_path / "b.png") and (tmp_path / "b.png").stat().st_size > 1000
