@@ -156,7 +156,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", *, mma
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    ckpt = torch_load(path, map_location=map_location, what="sadc checkpoint", mmap=mmap)
+    return check_checkpoint(torch_load(path, map_location=map_location, what="sadc checkpoint", mmap=mmap), path)
+
+
+def check_checkpoint(ckpt: Any, path: Path) -> dict[str, Any]:
+    """``ckpt`` (what ``path`` held) if it is a sadc checkpoint this sadc reads; one CheckpointError line if not."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
             raise CheckpointError(

@@ -97,12 +97,12 @@ def session(recipe: Recipe, resume: bool, console: Console | None) -> Iterator[S
         console = console or Console()
         device = device_for(dist, device)
         run_dir, resume_from = None, None
-        if dist.is_main and resume:  # lock first: resuming tidies the folder another process may be writing
-            scope.enter_context(hold_run_dir(recipe.run_dir))
+        if dist.is_main:
+            if resume:  # lock first: resuming tidies the folder another process may be writing
+                scope.enter_context(hold_run_dir(recipe.run_dir))
             run_dir, resume_from = prepare_run_dir(recipe.run_dir, resume)
-        elif dist.is_main:
-            run_dir, resume_from = prepare_run_dir(recipe.run_dir, resume)
-            scope.enter_context(hold_run_dir(run_dir))
+            if not resume:  # a new run's folder is only known once chosen
+                scope.enter_context(hold_run_dir(run_dir))
         run_dir, resume_from = broadcast_object((run_dir, resume_from), dist)
         if resume_from is not None and dist.is_main:
             console.print(f"resuming {resume_from}")

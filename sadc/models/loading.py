@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
-from sadc.engine.checkpoint import CheckpointError, load_checkpoint, torch_load
+from sadc.engine.checkpoint import CheckpointError, check_checkpoint, torch_load
 from sadc.errors import SadcError
 from sadc.models.detector import Detector, build_detector
 from sadc.models.spec import DetectorSpec
@@ -83,7 +83,7 @@ def load_detector(fields, *, source: str | None = None, weights: str | None = "D
             raise SadcError(f"{path}: model source not found (a sadc checkpoint, a state-dict file or torchvision:NAME)")
         state = torch_load(path, what="checkpoint or state-dict file")
         if isinstance(state, dict) and "format" in state:
-            model = detector_from_checkpoint(load_checkpoint(path), str(path))
+            model = detector_from_checkpoint(check_checkpoint(state, path), str(path))  # read once, not twice
         else:
             if isinstance(state, dict) and isinstance(state.get("model"), dict):
                 state = state["model"]  # common {"model": state_dict} wrapping
