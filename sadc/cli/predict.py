@@ -93,11 +93,6 @@ def read_images(items: list[ImageInput], skipped: list[tuple[Path, str]]) -> tup
     return kept, images
 
 
-def write_skipped(skipped: list[tuple[Path, str]], path: Path) -> None:
-    """One ``path<TAB>reason`` line per unreadable file (the format of ImageFolder.write_skipped)."""
-    path.write_text("".join(f"{p}\t{reason}\n" for p, reason in skipped), encoding="utf-8")
-
-
 def draw_detections(image, det: dict, class_names: list[str]):
     """uint8 [3, H, W] original image + detections in its pixels -> a new uint8 image with labelled boxes."""
     from torchvision.utils import draw_bounding_boxes
@@ -194,7 +189,9 @@ def predict(
                 results += coco_results(det, item.image_id, item.name, class_names)
             progress.advance(task, len(chunk))
     if skipped:
-        write_skipped(skipped, out / "skipped_images.txt")
+        from sadc.data.folder import write_skip_list
+
+        write_skip_list(skipped, out / "skipped_images.txt")
         if len(skipped) == len(inputs):
             raise SadcError(
                 f"none of the {len(inputs)} images can be read (first: {skipped[0][1]}); "

@@ -29,6 +29,19 @@ def _check_header(path: Path) -> str | None:
     return None
 
 
+def skip_line(path: Path, reason: str) -> str:
+    """One line of a skipped-images list: ``path<TAB>reason``."""
+    return f"{path}\t{reason}\n"
+
+
+def write_skip_list(skipped: list[tuple[Path, str]], path: Path) -> Path:
+    """Write ``skipped`` (path, reason) pairs to ``path``, one :func:`skip_line` each (an empty file if none)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(skip_line(p, reason) for p, reason in skipped), encoding="utf-8")
+    return path
+
+
 class ImageFolder(Dataset):
     """Every readable image under ``root``, for distillation on unlabeled data.
 
@@ -72,10 +85,7 @@ class ImageFolder(Dataset):
         Files that fail to decode later are appended to the same list as they are met,
         from whichever process (DataLoader worker) meets them.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(f"{p}\t{reason}\n" for p, reason in self.skipped), encoding="utf-8")
-        self.skip_log = path
+        self.skip_log = write_skip_list(self.skipped, path)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -94,7 +104,7 @@ class ImageFolder(Dataset):
                 if self.skip_log is not None:  # short appends: whole lines even from several workers
                     try:
                         with open(self.skip_log, "a", encoding="utf-8") as f:
-                            f.write(f"{self.paths[j]}\t{err}\n")
+                            f.write(skip_line(self.paths[j], str(err)))
                     except OSError:  # the list is a courtesy; the warning below still says it
                         pass
                 warnings.warn(f"skipping unreadable image: {err}", stacklevel=2)

@@ -32,7 +32,7 @@ from sadc.engine.rundir import MetricsLog, hold_run_dir, prepare_run_dir
 from sadc.engine.trainer import Objective, Trainer, graceful_interrupt, resolve_device
 from sadc.errors import SadcError
 from sadc.models.detector import DenseForward, Detector
-from sadc.models.loading import load_detector
+from sadc.models.loading import load_detector, mismatch_line
 from sadc.recipe import Recipe, SplitSection, check_paths, save_recipe
 
 log = logging.getLogger(__name__)
@@ -184,10 +184,8 @@ def resume_trainer(trainer: Trainer, path: Path) -> None:
     try:
         trainer.resume(path)
     except (RuntimeError, ValueError, KeyError) as err:  # load_state_dict of model / optimizer / scheduler
-        lines = str(err).strip().splitlines() or [type(err).__name__]
-        first = next((ln.strip() for ln in lines if "size mismatch" in ln), lines[0])
         raise SadcError(
-            f"{path}: does not fit this recipe's model or optimiser ({first[:160]}); resume with the recipe that "
+            f"{path}: does not fit this recipe's model or optimiser ({mismatch_line(err)}); resume with the recipe that "
             "started the run, or drop --resume to start a new run"
         ) from None
 

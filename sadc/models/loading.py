@@ -48,13 +48,19 @@ def detector_from_checkpoint(ckpt: dict, where: str = "checkpoint") -> Detector:
     return model
 
 
+def mismatch_line(err: BaseException) -> str:
+    """What a failed ``load_state_dict`` says does not fit: its first "size mismatch" line, else its
+    first line (the exception's type when it says nothing), at most 160 characters."""
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    return next((ln.strip() for ln in lines if "size mismatch" in ln), lines[0])[:160]
+
+
 def _load_state(model: Detector, state: dict, where: str) -> None:
     hint = "check arch/backbone/fpn_channels/class_names/anchors in the recipe"
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches are raised even when not strict
-        first = next((ln.strip() for ln in str(err).splitlines() if "size mismatch" in ln), str(err).splitlines()[0])
-        raise SadcError(f"{where}: weights do not fit the architecture ({first[:160]}); {hint}") from None
+        raise SadcError(f"{where}: weights do not fit the architecture ({mismatch_line(err)}); {hint}") from None
     if result.missing_keys or result.unexpected_keys:
         missing = ", ".join(result.missing_keys[:3])
         unexpected = ", ".join(result.unexpected_keys[:3])
