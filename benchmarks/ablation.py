@@ -43,9 +43,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sadc.artefacts.checkpoint import load_checkpoint  # noqa: E402
 from sadc.data.synth import make_synthetic_world  # noqa: E402
 from sadc.distill.run import run_distill  # noqa: E402
-from sadc.engine.checkpoint import load_checkpoint  # noqa: E402
 from sadc.engine.run import run_train  # noqa: E402
 from sadc.recipe import Recipe, load_recipe  # noqa: E402
 

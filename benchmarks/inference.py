@@ -41,7 +41,7 @@ def student_checkpoint(tmp: Path) -> Path:
     ckpt = ROOT / "runs/quickstart/best.pt"
     if ckpt.is_file():
         return ckpt
-    from sadc.engine.checkpoint import save_checkpoint
+    from sadc.artefacts.checkpoint import save_checkpoint
     from sadc.models.detector import build_detector
     from sadc.models.loading import spec_from_fields
     from sadc.recipe import load_recipe

@@ -32,7 +32,7 @@ def teacher_spec(recipe):
     if t.source and t.source.startswith("torchvision:"):
         return torchvision_spec(t.source, tuple(recipe.model.student.input_size))
     if t.source and Path(t.source).is_file():
-        from sadc.engine.checkpoint import load_checkpoint
+        from sadc.artefacts.checkpoint import load_checkpoint
         from sadc.models.spec import DetectorSpec
 
         return DetectorSpec(**load_checkpoint(Path(t.source))["spec"])

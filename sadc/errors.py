@@ -23,3 +23,15 @@ def one_line(err: BaseException) -> str:
         last = [line for line in text.splitlines() if line.strip()][-1].strip()
         text = last.split(": ", 1)[1] if re.match(r"^[A-Za-z_][\w.]*: ", last) else last
     return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(err).__name__
+
+
+class CheckpointError(SadcError):
+    """A checkpoint (or any atomically written file) could not be read, validated or written."""
+
+
+class ExportError(SadcError):
+    """An export, its check or its sidecar failed; the message says which file and why."""
+
+
+class Interrupted(SadcError):
+    """SIGINT/SIGTERM arrived; last.pt was saved. Exit code 130."""

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sadc.bench.accuracy import coco_map, evaluate, to_coco_results
 from sadc.data.coco import CocoDetection
+from sadc.data.evaluate import coco_map, evaluate, to_coco_results
 from sadc.data.loaders import build_loader
 from tests.conftest import pycocotools_stats
 

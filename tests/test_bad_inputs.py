@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sadc.engine.checkpoint import load_checkpoint, save_checkpoint
+from sadc.artefacts.checkpoint import load_checkpoint, save_checkpoint
 from sadc.errors import SadcError
 from tests.cli_helpers import distill_recipe, fails_cleanly, invoke, tiny, write_recipe
 from tests.test_bench import save_tiny_checkpoint, tiny_spec

@@ -41,7 +41,7 @@ def tiny_spec() -> DetectorSpec:
 
 def save_tiny_checkpoint(path: Path, *, bias: float = 0.5, seed: int = 0) -> Path:
     """A random tiny detector whose classification bias makes it detect plenty (confident)."""
-    from sadc.engine.checkpoint import save_checkpoint
+    from sadc.artefacts.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     detector = build_detector(tiny_spec()).eval()

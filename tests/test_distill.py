@@ -10,11 +10,16 @@ import pytest
 import torch
 import yaml
 
+from sadc.artefacts.checkpoint import load_checkpoint
 from sadc.distill.run import run_distill
-from sadc.distill.teacher import IncompatibleModels, TeacherTargets, check_distillable, class_index
-from sadc.engine.checkpoint import load_checkpoint
-from sadc.engine.trainer import Interrupted
+from sadc.distill.teacher import (
+    IncompatibleModels,
+    TeacherTargets,
+    check_distillable,
+    class_index,
+)
 from sadc.engine.run import run_train
+from sadc.errors import Interrupted
 from sadc.models.detector import build_detector
 from sadc.recipe import recipe_from_dict
 from tests.conftest import tiny_recipe_dict

@@ -21,12 +21,26 @@ from onnx import numpy_helper
 from PIL import Image
 from typer.testing import CliRunner
 
+from sadc.artefacts.io import OUTPUT_NAMES
+from sadc.artefacts.sidecar import read_sidecar, sidecar_path
 from sadc.errors import SadcError
 from sadc.export import formats, tensorrt
-from sadc.export.deploy import OUTPUT_NAMES, DeployModule
-from sadc.export.onnx import export_onnx, read_sidecar, sidecar_path
-from sadc.export.parity import ParityError, ParityTolerance, check_parity, ort_session, parity_images, run_parity
-from sadc.export.quantize import CalibrationImages, postprocess_nodes, quantize_int8, select_calibration_images
+from sadc.export.deploy import DeployModule
+from sadc.export.onnx import export_onnx
+from sadc.export.parity import (
+    ParityError,
+    ParityTolerance,
+    check_parity,
+    ort_session,
+    parity_images,
+    run_parity,
+)
+from sadc.export.quantize import (
+    CalibrationImages,
+    postprocess_nodes,
+    quantize_int8,
+    select_calibration_images,
+)
 from sadc.models.detector import build_detector
 from sadc.models.spec import DetectorSpec
 
@@ -57,7 +71,7 @@ def detector():
 
 @pytest.fixture(scope="module")
 def checkpoint(detector, tmp_path_factory) -> Path:
-    from sadc.engine.checkpoint import save_checkpoint
+    from sadc.artefacts.checkpoint import save_checkpoint
 
     path = tmp_path_factory.mktemp("run") / "best.pt"
     save_checkpoint(
@@ -199,7 +213,7 @@ def test_raw_export_shapes_and_values(exported_raw, detector):
 
 def test_sidecar_content(exported, checkpoint, detector):
     from sadc import __version__
-    from sadc.engine.checkpoint import file_sha256
+    from sadc.artefacts.files import file_sha256
 
     side = read_sidecar(exported)
     assert sidecar_path(exported).name == "best.onnx.json"
@@ -591,7 +605,7 @@ def test_cli_engine_without_tensorrt_exits_2(cli, checkpoint, tmp_path):
 
 def test_cli_int8_with_val_reports_and_enforces_map_drop(cli, tiny_world, tiny_spec, tmp_path, monkeypatch):
     """Real fp32/INT8 mAP on the synthetic val set, then a pretend 0.2 drop must fail --max-map-drop."""
-    from sadc.engine.checkpoint import save_checkpoint
+    from sadc.artefacts.checkpoint import save_checkpoint
     from sadc.export import quantize
 
     torch.manual_seed(0)

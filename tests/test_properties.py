@@ -19,8 +19,17 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from sadc.data.transforms import TrainTransform, boxes_from_letterbox, boxes_to_letterbox, letterbox
-from sadc.distill.losses import adaptive_distillation_loss, distillation_loss, sigmoid_kl_loss
+from sadc.data.transforms import (
+    TrainTransform,
+    boxes_from_letterbox,
+    boxes_to_letterbox,
+    letterbox,
+)
+from sadc.distill.losses import (
+    adaptive_distillation_loss,
+    distillation_loss,
+    sigmoid_kl_loss,
+)
 from sadc.models.detector import DenseOutput, build_detector
 from sadc.models.spec import DetectorSpec
 from sadc.recipe import Recipe, RecipeError, parse_override, recipe_from_dict

@@ -4,7 +4,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sadc.recipe import Recipe, RecipeError, load_recipe, parse_override, recipe_from_dict
+from sadc.recipe import (
+    Recipe,
+    RecipeError,
+    load_recipe,
+    parse_override,
+    recipe_from_dict,
+)
 
 RECIPES = sorted(Path(__file__).parents[1].joinpath("recipes").glob("*.yaml"))
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sadc.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from sadc.artefacts.checkpoint import load_checkpoint, save_checkpoint
+from sadc.errors import CheckpointError
 from tests.cli_helpers import fails_cleanly, invoke, tiny, write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ def test_sigterm_saves_last_pt_then_resume_completes(tiny_world, tmp_path):
 
 WRITER = """
 import os, sys, torch
-from sadc.engine.checkpoint import load_checkpoint, save_checkpoint
+from sadc.artefacts.checkpoint import load_checkpoint, save_checkpoint
 target, n, step = sys.argv[1], int(sys.argv[2]), 0
 for _ in sys.stdin:  # per round: fork a child that saves in a loop until it is killed (torch is imported once)
     pid = os.fork()
@@ -80,7 +81,7 @@ for _ in sys.stdin:  # per round: fork a child that saves in a loop until it is 
 
 def test_kill_9_during_checkpoint_writes_never_corrupts_last_pt(tmp_path):
     """SIGKILL processes that save a 16 MB checkpoint in a loop, at random moments: last.pt always loads."""
-    from sadc.engine.checkpoint import remove_stale_temp_files
+    from sadc.artefacts.files import remove_stale_temp_files
     from sadc.engine.rundir import prepare_run_dir
 
     target = tmp_path / "run" / "last.pt"

@@ -5,10 +5,9 @@ import signal
 import pytest
 import torch
 
-from sadc.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from sadc.artefacts.checkpoint import load_checkpoint, save_checkpoint
 from sadc.engine.run import SupervisedObjective, run_train
-from sadc.engine.trainer import Interrupted
-from sadc.errors import SadcError
+from sadc.errors import CheckpointError, Interrupted, SadcError
 from sadc.models.loading import detector_from_checkpoint
 from sadc.recipe import recipe_from_dict
 from tests.conftest import tiny_recipe_dict

@@ -2,7 +2,7 @@
 
 :func:`run_bench` loads each artefact through :func:`sadc.runtime.load_predictor`
 and measures, in this order: params and GFLOPs (:mod:`sadc.bench.flops`, once per
-spec), COCO mAP on a labeled set (:mod:`sadc.bench.accuracy`), and latency per batch
+spec), COCO mAP on a labeled set (:mod:`sadc.data.evaluate`), and latency per batch
 size, model-only and end to end (:mod:`sadc.bench.latency`). The whole run uses one
 thread count for torch and ONNX Runtime alike. :func:`check_gates` turns the numbers
 into a CI verdict; :mod:`sadc.bench.report` prints and writes them.
@@ -17,17 +17,14 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import Progress
 
-from sadc.bench.accuracy import evaluate
 from sadc.bench.flops import ModelSize, model_size
 from sadc.bench.latency import LatencyStats, bench_latency, check_counts
-from sadc.data.coco import CocoDetection, default_images_dir
+from sadc.data.coco import default_images_dir
 from sadc.data.images import find_images
-from sadc.data.loaders import build_loader
 from sadc.errors import SadcError
 from sadc.runtime import backend_for, check_artefact, load_predictor
-from sadc.runtime.base import Predictor
+from sadc.runtime.accuracy import predictor_accuracy
 
 
 @dataclass
@@ -142,36 +139,6 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def bench_accuracy(
-    predictor: Predictor,
-    annotations: Path,
-    images: Path,
-    *,
-    batch_size: int = 8,
-    workers: int = 0,
-    save_detections: Path | None = None,
-    console: Console | None = None,
-) -> dict[str, float]:
-    """COCO metrics of ``predictor`` on a labeled set (see :func:`sadc.bench.accuracy.evaluate`)."""
-    data = CocoDetection(annotations, images, tuple(predictor.spec.input_size))
-    if list(data.class_names) != list(predictor.spec.class_names):
-        raise SadcError(
-            f"{annotations}: categories {data.class_names} differ from {predictor.path}'s classes "
-            f"{predictor.spec.class_names}"
-        )
-    loader = build_loader(data, batch_size=batch_size, workers=workers, shuffle=False, seed=0, infinite=False)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"mAP {predictor.name}", total=len(data))
-        return evaluate(
-            predictor.predict,
-            loader,
-            data.coco_json,
-            data.cat_ids,
-            progress=lambda n: progress.advance(task, n),
-            save_detections=save_detections,
-        )
-
-
 def run_bench(models: Sequence[Path], settings: BenchSettings, *, console: Console | None = None) -> BenchReport:
     """Measure every artefact in ``models`` with ``settings``; the first is the ΔmAP reference."""
     from sadc.engine.machine import machine_summary
@@ -206,7 +173,7 @@ def run_bench(models: Sequence[Path], settings: BenchSettings, *, console: Conso
                 input_size=size.input_size,
             )
             if settings.accuracy:
-                result.accuracy = bench_accuracy(
+                result.accuracy = predictor_accuracy(
                     predictor,
                     settings.data,
                     image_dir,

@@ -36,7 +36,13 @@ def bench(
     is a CI gate (reports are written first).
     """
     from sadc.bench.report import tables, write_reports
-    from sadc.bench.run import BenchSettings, check_gate_values, check_gates, parse_batches, run_bench
+    from sadc.bench.run import (
+        BenchSettings,
+        check_gate_values,
+        check_gates,
+        parse_batches,
+        run_bench,
+    )
 
     check_gate_values(fail_under_map, max_map_drop, accuracy=not no_accuracy)
     settings = BenchSettings(

@@ -9,12 +9,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.logging import RichHandler
+from rich.markup import escape
 from typer.exceptions import TyperException
 
-from sadc.engine.trainer import Interrupted
-from sadc.errors import SadcError, one_line
+from sadc.errors import Interrupted, SadcError, one_line
 
 console = Console(soft_wrap=True)  # long paths stay on one line (and greppable)
 err_console = Console(stderr=True, soft_wrap=True)

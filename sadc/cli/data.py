@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
 from sadc.cli.common import console, handle_errors
 
 if TYPE_CHECKING:

@@ -7,8 +7,20 @@ network-input pixels; samplers yield encoded indices ``epoch * len(dataset) + i`
 
 from sadc.data.coco import CocoDetection
 from sadc.data.folder import ImageFolder
-from sadc.data.images import IMAGE_SUFFIXES, DataError, ImageReadError, find_images, load_image
-from sadc.data.loaders import InfiniteSampler, build_loader, collate, decode_index, item_generator
+from sadc.data.images import (
+    IMAGE_SUFFIXES,
+    DataError,
+    ImageReadError,
+    find_images,
+    load_image,
+)
+from sadc.data.loaders import (
+    InfiniteSampler,
+    build_loader,
+    collate,
+    decode_index,
+    item_generator,
+)
 from sadc.data.synth import CLASSES, make_synthetic_world
 from sadc.data.transforms import (
     LetterboxMeta,

@@ -11,7 +11,13 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from sadc.data.images import IMAGE_SUFFIXES, DataError, ImageReadError, find_images, load_image
+from sadc.data.images import (
+    IMAGE_SUFFIXES,
+    DataError,
+    ImageReadError,
+    find_images,
+    load_image,
+)
 from sadc.data.loaders import decode_index, item_generator
 from sadc.data.transforms import TrainTransform
 

@@ -9,10 +9,10 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
-from sadc.bench.accuracy import to_coco_results
+from sadc.artefacts.files import atomic_write
+from sadc.data.evaluate import to_coco_results
 from sadc.data.folder import ImageFolder
 from sadc.data.loaders import build_loader
-from sadc.engine.checkpoint import atomic_write
 from sadc.errors import SadcError
 from sadc.runtime.torch_rt import TorchPredictor
 

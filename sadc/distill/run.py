@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from sadc.artefacts.files import file_sha256
 from sadc.data.folder import ImageFolder
 from sadc.data.loaders import build_loader
 from sadc.distill.objective import DistillObjective
 from sadc.distill.teacher import TeacherTargets, check_distillable, class_index
-from sadc.engine.checkpoint import file_sha256
 from sadc.engine.run import check_classes, coco_split, fit, session, wrap_for_training
 from sadc.errors import SadcError
 from sadc.models.detector import Detector

@@ -16,8 +16,8 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from sadc.bench.accuracy import evaluate
 from sadc.data.coco import CocoDetection
+from sadc.data.evaluate import evaluate
 from sadc.data.loaders import build_loader
 from sadc.engine.distributed import (
     DistInfo,

@@ -9,9 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sadc.engine.checkpoint import remove_stale_temp_files
+from sadc.artefacts.files import remove_stale_temp_files
 from sadc.errors import SadcError
-
 
 LOCK = ".lock"
 

@@ -19,12 +19,18 @@ from typing import Any, Protocol
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from torch import Tensor, nn
 
-from sadc.engine.checkpoint import load_checkpoint, save_checkpoint
+from sadc.artefacts.checkpoint import load_checkpoint, save_checkpoint
 from sadc.engine.rundir import MetricsLog
-from sadc.errors import SadcError, one_line
+from sadc.errors import Interrupted, SadcError, one_line
 from sadc.recipe import TrainSection
 
 
@@ -32,10 +38,6 @@ class Objective(Protocol):
     """``objective(batch) -> {name: scalar loss}``; the trainer weights and sums them."""
 
     def __call__(self, batch: Any) -> dict[str, Tensor]: ...
-
-
-class Interrupted(SadcError):
-    """SIGINT/SIGTERM arrived; last.pt was saved. Exit code 130."""
 
 
 def resolve_device(name: str) -> torch.device:

@@ -17,7 +17,7 @@ import importlib
 _EXPORTS = {
     "DeployModule": "sadc.export.deploy",
     "export_onnx": "sadc.export.onnx",
-    "read_sidecar": "sadc.export.onnx",
+    "read_sidecar": "sadc.artefacts.sidecar",
     "check_parity": "sadc.export.parity",
     "run_parity": "sadc.export.parity",
     "ParityReport": "sadc.export.parity",

@@ -25,14 +25,9 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
+from sadc.artefacts.io import OUTPUT_NAMES, RAW_OUTPUT_NAMES
 from sadc.errors import SadcError
 from sadc.models.detector import Detector
-
-OUTPUT_NAMES = ("num_dets", "boxes", "scores", "labels")
-"""Outputs of the deploy graph, in order (TensorRT EfficientNMS layout)."""
-RAW_OUTPUT_NAMES = ("scores", "boxes")
-"""Outputs of the raw graph: sigmoid scores [B, A, C], decoded boxes [B, A, 4] (unclipped)."""
-INPUT_NAME = "images"
 
 
 class MultiClassNMS(torch.autograd.Function):
@@ -216,13 +211,3 @@ def validate_thresholds(*, max_detections: int, topk_candidates: int, iou_thresh
         raise SadcError(f"--iou {iou_threshold}: must be in (0, 1]")
     if not 0.0 <= score_threshold < 1.0:
         raise SadcError(f"--conf {score_threshold}: must be in [0, 1)")
-
-
-def detections_from_outputs(num_dets, boxes, scores, labels) -> list[dict[str, Tensor]]:
-    """EfficientNMS layout (torch or numpy) -> per image ``{boxes [k,4], scores [k], labels [k] int64}``."""
-    num_dets, boxes, scores, labels = (torch.as_tensor(t) for t in (num_dets, boxes, scores, labels))
-    out = []
-    for i in range(num_dets.shape[0]):
-        n = int(num_dets[i, 0])
-        out.append({"boxes": boxes[i, :n].float(), "scores": scores[i, :n].float(), "labels": labels[i, :n].long()})
-    return out

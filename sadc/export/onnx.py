@@ -17,7 +17,6 @@ by ``onnx.checker`` and by the parity check after every export.
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,18 +25,17 @@ from typing import Any
 import torch
 
 from sadc import __version__
-from sadc.engine.checkpoint import atomic_write, file_sha256, load_checkpoint
-from sadc.errors import SadcError
-from sadc.export.deploy import INPUT_NAME, DeployModule
+from sadc.artefacts.checkpoint import load_checkpoint
+from sadc.artefacts.files import atomic_write, file_sha256
+from sadc.artefacts.io import INPUT_NAME
+from sadc.artefacts.sidecar import write_sidecar
+from sadc.errors import ExportError, SadcError
+from sadc.export.deploy import DeployModule
 from sadc.models.detector import Detector
 
 SIDECAR_VERSION = 1
 MIN_OPSET = 17  # the recipe's minimum (ExportSection.opset); TensorRT 10 parses 17..20
 MAX_OPSET = 20  # the highest opset the TorchScript exporter supports
-
-
-class ExportError(SadcError):
-    """An export, its check or its sidecar failed; the message says which file and why."""
 
 
 # ------------------------------------------------------------------------------ export
@@ -233,12 +231,6 @@ def _set_output_shapes(model, shapes: dict[str, tuple[list, int]]) -> None:
 # ------------------------------------------------------------------------------ sidecars
 
 
-def sidecar_path(artefact: Path) -> Path:
-    """``best.onnx`` -> ``best.onnx.json`` (the full name, so best.onnx and best.engine never clash)."""
-    artefact = Path(artefact)
-    return artefact.with_name(artefact.name + ".json")
-
-
 def sidecar_payload(
     module: DeployModule,
     *,
@@ -278,60 +270,3 @@ def sidecar_payload(
         "box_format": "xyxy, input pixels, clipped to the image" if not module.raw else "xyxy, input pixels, unclipped",
         **(extra or {}),
     }
-
-
-def write_sidecar(artefact: Path, payload: dict[str, Any]) -> Path:
-    path = sidecar_path(artefact)
-    text = json.dumps(payload, indent=2) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode()))
-    return path
-
-
-REQUIRED_KEYS = ("format", "spec", "class_names", "input_size", "mean", "std", "output_names", "thresholds")
-
-
-def read_sidecar(artefact: Path) -> dict[str, Any]:
-    """The sidecar of ``artefact`` (``best.onnx`` or ``best.onnx.json`` itself), validated.
-
-    Raises :class:`ExportError` with one line naming the file when it is missing,
-    unreadable, from a newer sadc, or lacks a required key.
-    """
-    artefact = Path(artefact)
-    path = artefact if artefact.name.endswith(".json") else sidecar_path(artefact)
-    if not path.is_file():
-        raise ExportError(f"{path} not found: not a sadc export? re-export with sadc export")
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ExportError(f"{path}: unreadable sidecar ({err}); re-export with sadc export") from None
-    if not isinstance(payload, dict):
-        raise ExportError(f"{path}: sidecar is not a JSON object; re-export with sadc export")
-    version = payload.get("sidecar_version", SIDECAR_VERSION)
-    if not isinstance(version, int) or version > SIDECAR_VERSION:
-        raise ExportError(f"{path}: sidecar version {version} is newer than this sadc understands; upgrade sadc")
-    missing = [k for k in REQUIRED_KEYS if k not in payload]
-    if missing:
-        raise ExportError(f"{path}: sidecar lacks {', '.join(missing)}; re-export with sadc export")
-    return payload
-
-
-def check_sidecar_sha(artefact: Path, payload: dict[str, Any]) -> None:
-    """ExportError unless ``artefact`` is the file its sidecar describes (sha256), when the sidecar records one."""
-    recorded = payload.get("sha256")
-    if recorded and file_sha256(artefact) != recorded:
-        raise ExportError(
-            f"{artefact}: its sidecar {Path(artefact).name}.json describes another file (sha256 differs); "
-            "re-export with sadc export (or, if you changed the graph yourself, update the sidecar's sha256)"
-        )
-
-
-def sidecar_spec(payload: dict[str, Any]):
-    """The :class:`DetectorSpec` stored in a sidecar payload."""
-    from pydantic import ValidationError
-
-    from sadc.models.spec import DetectorSpec
-
-    try:
-        return DetectorSpec(**payload["spec"])
-    except ValidationError as err:
-        raise ExportError(f"sidecar spec is not valid for this sadc ({err.errors()[0]['msg']}); re-export") from None

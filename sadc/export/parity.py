@@ -30,8 +30,9 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
+from sadc.artefacts.io import INPUT_NAME, detections_from_outputs
 from sadc.errors import SadcError
-from sadc.export.deploy import INPUT_NAME, DeployModule, detections_from_outputs
+from sadc.export.deploy import DeployModule
 
 TorchFn = Callable[[Tensor], Sequence[Tensor]]
 SAME_BOX_PX = 0.01
@@ -303,7 +304,8 @@ def run_parity(
     directly. The file's format (``onnx-int8`` etc.) only labels the report; pass
     ``tolerance=None`` for report-only checks such as INT8 against fp32 torch.
     """
-    from sadc.export.onnx import onnx_bytes, read_sidecar
+    from sadc.artefacts.sidecar import read_sidecar
+    from sadc.export.onnx import onnx_bytes
 
     sidecar = read_sidecar(onnx_path)
     thresholds = sidecar["thresholds"]

@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from sadc.artefacts.io import INPUT_NAME
 from sadc.errors import SadcError
-from sadc.export.deploy import INPUT_NAME
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,8 @@ class CalibrationImages:
             return None
         import torch
 
-        from sadc.data.images import load_image
+        from sadc.data.images import ImageReadError, load_image
         from sadc.data.transforms import letterbox
-
-        from sadc.data.images import ImageReadError
 
         while self._next < self._end:
             chunk = self.paths[self._next * self.batch : (self._next + 1) * self.batch]
@@ -175,14 +173,19 @@ def quantize_int8(
     Writes ``<onnx_out>.json`` with format ``onnx-int8`` and the calibration settings.
     """
     try:
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError as err:
         raise SadcError("onnxruntime is not installed: pip install 'sadc[cpu]'") from err
     import onnx
 
-    from sadc.engine.checkpoint import atomic_write, file_sha256
-    from sadc.export.onnx import read_sidecar, write_sidecar
+    from sadc.artefacts.files import atomic_write, file_sha256
+    from sadc.artefacts.sidecar import read_sidecar, write_sidecar
 
     if method not in METHODS:
         raise SadcError(f"--method {method}: choose one of {', '.join(METHODS)}")
@@ -279,8 +282,8 @@ def map_change(
     console=None,
 ) -> dict[str, dict[str, float]]:
     """COCO metrics of the fp32 and INT8 graphs on a labeled set: ``{"fp32": {...}, "int8": {...}}``."""
-    from sadc.bench.run import bench_accuracy
     from sadc.data.coco import default_images_dir
+    from sadc.runtime.accuracy import predictor_accuracy
     from sadc.runtime.onnx_rt import OrtPredictor
 
     annotations = Path(annotations)
@@ -288,6 +291,6 @@ def map_change(
         raise SadcError(f"--val {annotations}: file not found (a COCO json, e.g. data/synth/val.json)")
     images = Path(images) if images is not None else default_images_dir(annotations)
     return {
-        name: bench_accuracy(OrtPredictor(path), annotations, images, batch_size=batch_size, console=console)
+        name: predictor_accuracy(OrtPredictor(path), annotations, images, batch_size=batch_size, console=console)
         for name, path in (("fp32", fp32_onnx), ("int8", int8_onnx))
     }

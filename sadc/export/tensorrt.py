@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sadc.artefacts.io import INPUT_NAME
+from sadc.artefacts.sidecar import ENGINE_NOTE
 from sadc.errors import SadcError
-from sadc.export.deploy import INPUT_NAME
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,6 @@ PRECISIONS = ("fp32", "fp16", "int8")
 MIN_TENSORRT = 10
 TENSORRT_MISSING = (
     "TensorRT export needs tensorrt>=10 and a CUDA GPU: on a CUDA machine pip install 'sadc[gpu]'"
-)
-ENGINE_NOTE = (
-    "A TensorRT engine runs only on the GPU model and TensorRT version that built it; "
-    "rebuild it on the target machine from the .onnx next to it."
 )
 
 
@@ -118,7 +115,7 @@ def engine_sidecar(
     timing_cache: Path | None,
 ) -> dict[str, Any]:
     """The ``<engine>.json`` payload: the ONNX sidecar's contract plus how the engine was built."""
-    from sadc.engine.checkpoint import file_sha256
+    from sadc.artefacts.files import file_sha256
 
     shapes = profile.shapes(tuple(onnx_sidecar["input_size"]))
     return {
@@ -157,8 +154,8 @@ def build_engine(
     machine. ``timing_cache``: a file reused when present and rewritten afterwards,
     which makes rebuilds on the same GPU much faster.
     """
-    from sadc.engine.checkpoint import atomic_write
-    from sadc.export.onnx import read_sidecar, write_sidecar
+    from sadc.artefacts.files import atomic_write
+    from sadc.artefacts.sidecar import read_sidecar, write_sidecar
 
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.is_file():

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
-from sadc.engine.checkpoint import CheckpointError, check_checkpoint, torch_load
-from sadc.errors import SadcError
+from sadc.artefacts.checkpoint import check_checkpoint, torch_load
+from sadc.errors import CheckpointError, SadcError
 from sadc.models.detector import Detector, build_detector
 from sadc.models.spec import DetectorSpec
 from sadc.models.torchvision_zoo import PREFIX, build_torchvision_net, torchvision_spec

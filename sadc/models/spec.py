@@ -86,7 +86,9 @@ class DetectorSpec(BaseModel):
     @model_validator(mode="after")
     def _classes(self) -> DetectorSpec:
         if self.builder is None:
-            from sadc.models.backbones import list_backbones  # the registry; imported late (torch)
+            from sadc.models.backbones import (
+                list_backbones,  # the registry; imported late (torch)
+            )
 
             known = list_backbones()
             if self.backbone not in known:
@@ -118,3 +120,15 @@ class DetectorSpec(BaseModel):
         if self.arch == "fcos":
             return 1
         return len(self.anchor_sizes[0]) * len(self.anchor_ratios)
+
+
+def spec_from_sidecar(payload: dict) -> DetectorSpec:
+    """The :class:`DetectorSpec` stored in an export's sidecar payload (one ExportError line if invalid)."""
+    from pydantic import ValidationError
+
+    from sadc.errors import ExportError
+
+    try:
+        return DetectorSpec(**payload["spec"])
+    except ValidationError as err:
+        raise ExportError(f"sidecar spec is not valid for this sadc ({err.errors()[0]['msg']}); re-export") from None

@@ -167,16 +167,17 @@ def check_artefact(path: Path) -> DetectorSpec:
         raise SadcError(f"{path}: model not found" if not path.exists() else f"{path}: not a model file")
     backend = backend_for(path)
     if backend.name == "torch":
-        from sadc.engine.checkpoint import load_checkpoint
+        from sadc.artefacts.checkpoint import load_checkpoint
         from sadc.models.loading import checkpoint_spec
 
         return checkpoint_spec(load_checkpoint(path, mmap=True), str(path))
-    from sadc.export.onnx import check_sidecar_sha, read_sidecar, sidecar_spec
+    from sadc.artefacts.sidecar import check_sidecar_sha, read_sidecar
+    from sadc.models.spec import spec_from_sidecar
 
     sidecar = read_sidecar(path)
     if backend.name == "onnxruntime":  # engines are checked when deserialised (on the GPU that runs them)
         check_sidecar_sha(path, sidecar)
-    return sidecar_spec(sidecar)
+    return spec_from_sidecar(sidecar)
 
 
 def model_call(predictor: Predictor, images: Tensor) -> ModelCall:

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sadc.artefacts.io import INPUT_NAME, detections_from_outputs
 from sadc.errors import SadcError
-from sadc.export.deploy import INPUT_NAME, detections_from_outputs
 
 # --provider name -> ONNX Runtime execution providers, in order of preference.
 PROVIDERS = {
@@ -60,7 +60,8 @@ class OrtPredictor:
     """
 
     def __init__(self, path: Path, *, device: str = "cpu", provider: str | None = None, threads: int | None = None):
-        from sadc.export.onnx import check_sidecar_sha, read_sidecar, sidecar_spec
+        from sadc.artefacts.sidecar import check_sidecar_sha, read_sidecar
+        from sadc.models.spec import spec_from_sidecar
 
         self.path = Path(path)
         sidecar = read_sidecar(self.path)
@@ -69,7 +70,7 @@ class OrtPredictor:
             raise SadcError(f"{self.path}: a raw graph (--raw) has no detections to score; export without --raw")
         self.format = sidecar["format"]
         provider = provider or ("cuda" if device.startswith("cuda") else "cpu")
-        self.spec = sidecar_spec(sidecar)
+        self.spec = spec_from_sidecar(sidecar)
         self.name = f"{self.path.parent.name}/{self.path.name} (ort {provider})"
         self.session = make_session(self.path, provider=provider, threads=threads)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from sadc.engine.checkpoint import load_checkpoint
+from sadc.artefacts.checkpoint import load_checkpoint
 from sadc.engine.machine import check_device
 from sadc.models.loading import detector_from_checkpoint
 

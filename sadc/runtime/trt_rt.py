@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from sadc.artefacts.io import INPUT_NAME, OUTPUT_NAMES, detections_from_outputs
 from sadc.errors import SadcError
-from sadc.export.deploy import INPUT_NAME, OUTPUT_NAMES, detections_from_outputs
 
 MIN_TENSORRT = 10
 INSTALL_HINT = "pip install 'sadc[gpu]' on a CUDA machine"
@@ -74,8 +74,8 @@ class TrtPredictor:
     """
 
     def __init__(self, path: Path, *, device: str = "cuda"):
-        from sadc.export.onnx import read_sidecar, sidecar_path, sidecar_spec
-        from sadc.export.tensorrt import ENGINE_NOTE
+        from sadc.artefacts.sidecar import ENGINE_NOTE, read_sidecar, sidecar_path
+        from sadc.models.spec import spec_from_sidecar
 
         self.path = Path(path)
         sidecar = read_sidecar(self.path)  # "X.engine.json not found: ..." before anything else
@@ -85,7 +85,7 @@ class TrtPredictor:
                 "build one with sadc export --format engine"
             )
         self.sidecar = sidecar
-        self.spec = sidecar_spec(sidecar)
+        self.spec = spec_from_sidecar(sidecar)
         built = sidecar.get("tensorrt") or {}
         self.name = f"{self.path.parent.name}/{self.path.name} (tensorrt {built.get('precision', '?')})"
         trt = import_tensorrt_runtime(self.path)

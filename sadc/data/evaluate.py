@@ -47,8 +47,7 @@ def coco_map(gt_json: Path, results: list[dict], image_ids: Iterable[int] | None
     """COCO bbox metrics (``STAT_NAMES``) of ``results`` against the ground-truth json."""
     with contextlib.redirect_stdout(io.StringIO()):
         try:
-            from faster_coco_eval import COCO
-            from faster_coco_eval import COCOeval_faster
+            from faster_coco_eval import COCO, COCOeval_faster
 
             def COCOeval(gt, dt, iouType):  # noqa: N802 - pycocotools' name
                 return COCOeval_faster(gt, dt, iouType=iouType, print_function=lambda *a, **k: None)

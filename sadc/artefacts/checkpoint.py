@@ -16,11 +16,8 @@ the target: a crash or ``kill -9`` mid-write leaves the previous file intact.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,78 +25,12 @@ from typing import Any
 import torch
 
 from sadc import __version__
-from sadc.errors import SadcError
+from sadc.artefacts.files import atomic_write
+from sadc.errors import CheckpointError
 
 FORMAT = "sadc-checkpoint"
 FORMAT_VERSION = 1
 MIN_FORMAT_VERSION = 1  # oldest format this sadc still reads
-TEMP_SUFFIX = ".tmp"
-
-
-class CheckpointError(SadcError):
-    pass
-
-
-def _write_error(path: Path, err: OSError) -> CheckpointError:
-    return CheckpointError(
-        f"{path}: cannot write ({err.strerror or err}); the previous file, if any, is intact. "
-        "Free disk space or choose a writable output folder"
-    )
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, rename over ``path``.
-
-    Whatever fails (no space, a read-only folder, an exception in ``write``, a signal),
-    ``path`` is either the old file or the new one, never a mix. The temp file is named
-    ``.NAME.XXXX.tmp`` (hidden, never a ``*.pt``), so if the process is killed with -9
-    mid-write nothing takes the leftover for an artefact; :func:`remove_stale_temp_files`
-    clears such leftovers. Every OSError becomes one :class:`CheckpointError` line.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    except OSError as err:
-        raise _write_error(path, err) from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make artefacts private to the writer
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise _write_error(path, err) from None
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
-def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete the ``.NAME.XXXX.tmp`` files :func:`atomic_write` leaves when killed mid-write.
-
-    Call it only when no other process writes into ``folder`` (e.g. when resuming a run).
-    Returns what was removed.
-    """
-    removed = []
-    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
-        try:
-            tmp.unlink()
-            removed.append(tmp)
-        except OSError:
-            pass
-    return removed
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -180,11 +111,3 @@ def check_checkpoint(ckpt: Any, path: Path) -> dict[str, Any]:
         if not isinstance(ckpt.get(key), dict):
             raise CheckpointError(f"{path}: checkpoint has no '{key}' entry; it is damaged or incomplete")
     return ckpt
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
