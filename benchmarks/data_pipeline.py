@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine_line  # noqa: E402
-from sadc.data.coco import CocoDetection  # noqa: E402
-from sadc.data.folder import ImageFolder  # noqa: E402
+from sadc.data.coco import CocoDataset  # noqa: E402
+from sadc.data.folder import UnlabeledFolder  # noqa: E402
 from sadc.data.loaders import build_loader  # noqa: E402
 from sadc.recipe import load_recipe  # noqa: E402
 
@@ -48,8 +48,8 @@ def main() -> None:
     size = tuple(recipe.model.student.input_size)
     if not (ROOT / "data/synth/train.json").is_file():
         sys.exit("data/synth is missing: run `sadc data synth data/synth` first")
-    labeled = CocoDetection(data.train.annotations, data.train.images, size, data.augment)
-    unlabeled = ImageFolder(data.unlabeled, size, data.augment)
+    labeled = CocoDataset(data.train.annotations, data.train.images, size, data.augment)
+    unlabeled = UnlabeledFolder(data.unlabeled, size, data.augment)
     bs = data.batch_size
     lab = loader_rate(build_loader(labeled, batch_size=bs, workers=workers, shuffle=True, seed=0), args.batches)
     unl = loader_rate(build_loader(unlabeled, batch_size=bs, workers=workers, shuffle=True, seed=0), args.batches)

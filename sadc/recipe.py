@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from sadc.artefacts.postprocess import PostProcess
 from sadc.errors import SadcError
 from sadc.models.spec import DetectorSpec
 
@@ -166,6 +167,15 @@ class ExportSection(_Section):
                 "more boxes than it is given; raise export.topk_candidates or lower export.max_detections"
             )
         return self
+
+    def postprocess(self) -> PostProcess:
+        """The thresholds as the one type every stage reads (same names as these keys)."""
+        return PostProcess(
+            score_threshold=self.score_threshold,
+            iou_threshold=self.iou_threshold,
+            max_detections=self.max_detections,
+            topk_candidates=self.topk_candidates,
+        )
 
 
 class BenchSection(_Section):

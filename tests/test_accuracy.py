@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sadc.data.coco import CocoDetection
+from sadc.data.coco import CocoDataset
 from sadc.data.evaluate import coco_map, evaluate, to_coco_results
 from sadc.data.loaders import build_loader
 from tests.conftest import pycocotools_stats
@@ -41,7 +41,7 @@ def test_map_equals_pycocotools(tiny_world):
 
 def test_perfect_predictions_through_the_letterbox_score_one(tiny_world):
     """Ground truth as predicted by a model in network pixels maps back to mAP 1.0."""
-    data = CocoDetection(tiny_world / "val.json", tiny_world / "val", (96, 160))  # non-square: real padding
+    data = CocoDataset(tiny_world / "val.json", tiny_world / "val", (96, 160))  # non-square: real padding
     loader = build_loader(data, batch_size=4, workers=0, shuffle=False, seed=0, infinite=False)
     it = iter(loader)
     _, first_targets = next(it)
@@ -56,7 +56,7 @@ def test_perfect_predictions_through_the_letterbox_score_one(tiny_world):
 
 
 def test_to_coco_results_maps_labels_to_category_ids(tiny_world):
-    data = CocoDetection(tiny_world / "val.json", tiny_world / "val", (64, 64))
+    data = CocoDataset(tiny_world / "val.json", tiny_world / "val", (64, 64))
     _, target = data[0]
     det = {"boxes": torch.tensor([[1.0, 2.0, 11.0, 22.0]]), "scores": torch.tensor([0.5]), "labels": torch.tensor([2])}
     (res,) = to_coco_results([det], [target], data.cat_ids)

@@ -16,13 +16,14 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from sadc.artefacts.postprocess import PostProcess
 from sadc.bench.flops import model_size
 from sadc.bench.latency import LatencyStats, fixed_batch, measure, summarize, time_calls
 from sadc.bench.run import BenchReport, BenchResult, check_gates, parse_batches
 from sadc.errors import SadcError
 from sadc.models.detector import build_detector
 from sadc.models.spec import DetectorSpec
-from sadc.runtime import BACKENDS, backend_for, load_predictor, model_call
+from sadc.runtime.load import BACKENDS, backend_for, load_predictor
 from tests.conftest import pycocotools_stats
 
 CLASSES = ["circle", "square", "triangle", "cross", "ring"]  # the synthetic world's categories
@@ -59,7 +60,7 @@ def artefacts(tmp_path_factory) -> tuple[Path, Path]:
 
     folder = tmp_path_factory.mktemp("bench")
     ckpt = save_tiny_checkpoint(folder / "best.pt")
-    onnx_path = export_onnx(ckpt, folder / "best.onnx", max_detections=100, topk_candidates=1000, iou_threshold=0.5, score_threshold=0.05)
+    onnx_path = export_onnx(ckpt, folder / "best.onnx", post=PostProcess(score_threshold=0.05, iou_threshold=0.5, max_detections=100, topk_candidates=1000))
     return ckpt, onnx_path
 
 
@@ -194,8 +195,8 @@ def test_torch_and_onnx_predictors_agree(artefacts):
 def test_model_only_calls_run_the_model(artefacts):
     images = fixed_batch(2, (64, 64))
     ckpt, onnx_path = artefacts
-    torch_out = model_call(load_predictor(ckpt), images)()
-    ort_out = model_call(load_predictor(onnx_path, threads=1), images)()
+    torch_out = load_predictor(ckpt).model_call(images)()
+    ort_out = load_predictor(onnx_path, threads=1).model_call(images)()
     assert len(torch_out) == 2 and set(torch_out[0]) == {"boxes", "scores", "labels"}
     assert [o.shape[0] for o in ort_out] == [2, 2, 2, 2]  # num_dets, boxes, scores, labels
 

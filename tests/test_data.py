@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 
 from sadc.data import (
-    CocoDetection,
+    CocoDataset,
     DataError,
-    ImageFolder,
     ImageReadError,
     InfiniteSampler,
     LetterboxMeta,
     TrainTransform,
+    UnlabeledFolder,
     boxes_from_letterbox,
     boxes_to_letterbox,
     build_loader,
@@ -215,7 +215,7 @@ def _coco_fixture(tmp_path: Path) -> tuple[Path, Path, dict]:
 
 def test_coco_mapping_crowd_and_empty(tmp_path: Path) -> None:
     ann, images, _ = _coco_fixture(tmp_path)
-    ds = CocoDetection(ann, images, (48, 64))
+    ds = CocoDataset(ann, images, (48, 64))
     assert ds.cat_ids == [3, 7, 9] and ds.class_names == ["three", "seven", "nine"]
     assert ds.image_ids == [10, 11, 12] and len(ds) == 3 and ds.coco_json == ann
     image, target = ds[0]
@@ -230,7 +230,7 @@ def test_coco_mapping_crowd_and_empty(tmp_path: Path) -> None:
 
 def test_coco_augmentation_is_a_function_of_seed_epoch_index(tmp_path: Path) -> None:
     ann, images, _ = _coco_fixture(tmp_path)
-    ds = CocoDetection(ann, images, (48, 64), AugmentSection(hflip=0.5, scale_jitter=(0.5, 1.5)), seed=3)
+    ds = CocoDataset(ann, images, (48, 64), AugmentSection(hflip=0.5, scale_jitter=(0.5, 1.5)), seed=3)
     first = [ds[k][1]["boxes"] for k in range(0, 30, 3)]  # image 0 over epochs 0..9
     again = [ds[k][1]["boxes"] for k in range(0, 30, 3)]
     assert all(torch.equal(a, b) for a, b in zip(first, again))
@@ -278,31 +278,31 @@ def test_coco_validation_errors(tmp_path: Path, how: str, expected: str) -> None
     ann, images, data = _coco_fixture(tmp_path)
     ann.write_text(json.dumps(_mutate(data, how)))
     with pytest.raises(DataError) as err:
-        CocoDetection(ann, images, (32, 32))
+        CocoDataset(ann, images, (32, 32))
     message = str(err.value)
     assert message.startswith(str(ann)) and expected in message and "\n" not in message
 
 
 def test_coco_file_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="annotation file not found"):
-        CocoDetection(tmp_path / "none.json", tmp_path, (32, 32))
+        CocoDataset(tmp_path / "none.json", tmp_path, (32, 32))
     bad = tmp_path / "bad.json"
     bad.write_text('{"images": [,]}')
     with pytest.raises(DataError, match=r"bad.json: not valid JSON \(line 1"):
-        CocoDetection(bad, tmp_path, (32, 32))
+        CocoDataset(bad, tmp_path, (32, 32))
 
 
 def test_coco_missing_image_file(tmp_path: Path) -> None:
     ann, images, _ = _coco_fixture(tmp_path)
-    ds = CocoDetection(ann, images, (32, 32))
+    ds = CocoDataset(ann, images, (32, 32))
     (images / "b.png").unlink()
     with pytest.raises(ImageReadError, match="b.png: cannot read image"):
         ds[1]  # gone after the up-front check: still one line naming the file
     with pytest.raises(DataError, match=r"1 of 3 listed images are not in .*\(first: b.png\)"):
-        CocoDetection(ann, images, (32, 32))  # missing before: refused up front, before any training
+        CocoDataset(ann, images, (32, 32))  # missing before: refused up front, before any training
 
 
-# ----------------------------------------------------------------------------- ImageFolder
+# ----------------------------------------------------------------------------- UnlabeledFolder
 
 
 def test_image_folder_skips_and_reports(tmp_path: Path) -> None:
@@ -311,7 +311,7 @@ def test_image_folder_skips_and_reports(tmp_path: Path) -> None:
         _png(root / f"ok{i}.png", colour=(i * 50, 0, 0))
     (root / "empty.png").write_bytes(b"")
     (root / "text.jpg").write_text("not a jpeg")
-    ds = ImageFolder(root, (32, 32))
+    ds = UnlabeledFolder(root, (32, 32))
     assert len(ds) == 3 and [p.name for p, _ in ds.skipped] == ["empty.png", "text.jpg"]
     ds.write_skipped(tmp_path / "skipped.tsv")
     lines = (tmp_path / "skipped.tsv").read_text().splitlines()
@@ -327,7 +327,7 @@ def test_image_folder_falls_forward_on_decode_failure(tmp_path: Path) -> None:
     Image.fromarray(noise).save(root / "a.jpg", quality=95)
     (root / "a.jpg").write_bytes((root / "a.jpg").read_bytes()[:3000])  # header ok, pixels truncated
     _png(root / "b.png")
-    ds = ImageFolder(root, (32, 32))
+    ds = UnlabeledFolder(root, (32, 32))
     assert len(ds) == 2 and ds.skipped == []
     with pytest.warns(UserWarning, match="a.jpg"):
         _, target = ds[0]
@@ -337,11 +337,11 @@ def test_image_folder_falls_forward_on_decode_failure(tmp_path: Path) -> None:
 def test_image_folder_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"empty: no images found \(looked for .bmp, .jpeg"):
-        ImageFolder(tmp_path / "empty", (32, 32))
+        UnlabeledFolder(tmp_path / "empty", (32, 32))
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.png").write_text("nope")
     with pytest.raises(DataError, match="none of the 1 image files can be read"):
-        ImageFolder(tmp_path / "bad", (32, 32))
+        UnlabeledFolder(tmp_path / "bad", (32, 32))
 
 
 # ------------------------------------------------------------------------ samplers/loaders
@@ -372,7 +372,7 @@ def test_infinite_sampler_ddp_ranks_partition_the_stream() -> None:
 
 def test_loaders_resume_eval_and_workers(tmp_path: Path) -> None:
     ann, images, _ = _coco_fixture(tmp_path)
-    ds = CocoDetection(ann, images, (32, 32), AugmentSection(), seed=0)
+    ds = CocoDataset(ann, images, (32, 32), AugmentSection(), seed=0)
     loader = build_loader(ds, batch_size=2, workers=0, shuffle=True, seed=4)
     batches = [b for _, b in zip(range(4), loader)]
     images0, targets0 = batches[0]

@@ -165,7 +165,7 @@ def test_distill_interrupt_and_resume_match_an_uninterrupted_run(tiny_world, tmp
 
 
 def test_pseudo_label_writes_a_usable_coco_set(tiny_world, tmp_path, tiny_teacher):
-    from sadc.data.coco import CocoDetection
+    from sadc.data.coco import CocoDataset
     from sadc.distill.pseudo import pseudo_label_folder
 
     out = tmp_path / "pseudo.json"
@@ -174,7 +174,7 @@ def test_pseudo_label_writes_a_usable_coco_set(tiny_world, tmp_path, tiny_teache
     assert summary["images"] == len(coco["images"]) == 24
     assert summary["boxes"] == len(coco["annotations"])
     assert all(a["score"] >= 0.05 for a in coco["annotations"])
-    data = CocoDetection(out, tiny_world / "unlabeled", (64, 64))  # loads as a labeled set
+    data = CocoDataset(out, tiny_world / "unlabeled", (64, 64))  # loads as a labeled set
     assert data.class_names == ["circle", "square", "triangle", "cross", "ring"]
 
 

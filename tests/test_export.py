@@ -22,7 +22,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sadc.artefacts.io import OUTPUT_NAMES
+from sadc.artefacts.postprocess import PostProcess
 from sadc.artefacts.sidecar import read_sidecar, sidecar_path
+from sadc.data.images import noise_images
 from sadc.errors import SadcError
 from sadc.export import formats, tensorrt
 from sadc.export.deploy import DeployModule
@@ -45,7 +47,7 @@ from sadc.models.detector import build_detector
 from sadc.models.spec import DetectorSpec
 
 K = 20
-THRESHOLDS = dict(max_detections=K, topk_candidates=200, iou_threshold=0.5, score_threshold=0.05)
+THRESHOLDS = PostProcess(max_detections=K, topk_candidates=200, iou_threshold=0.5, score_threshold=0.05)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -60,7 +62,7 @@ def _confident(detector, bias: float = 1.0):
 
 
 def _images(n: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, 256, (n, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return noise_images(n, (64, 64), seed)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +85,7 @@ def checkpoint(detector, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(checkpoint) -> Path:
-    return export_onnx(checkpoint, checkpoint.with_suffix(".onnx"), **THRESHOLDS)
+    return export_onnx(checkpoint, checkpoint.with_suffix(".onnx"), post=THRESHOLDS)
 
 
 @pytest.fixture(scope="module")
@@ -109,11 +111,11 @@ def quantized(exported, calib_dir) -> Path:
 
 
 def test_deploy_eager_equals_detector_detect(detector):
-    module = DeployModule(detector, **THRESHOLDS)
+    module = DeployModule(detector, THRESHOLDS)
     images = _images(3)
     with torch.no_grad():
         num_dets, boxes, scores, labels = module(images)
-        ref = detector.detect(detector.dense(detector.preprocess(images)), score_thresh=0.05, nms_thresh=0.5, max_det=K, topk=200)
+        ref = detector.detect(detector.dense(detector.preprocess(images)), THRESHOLDS)
     assert num_dets.dtype == labels.dtype == torch.int32 and boxes.dtype == scores.dtype == torch.float32
     assert num_dets.shape == (3, 1) and boxes.shape == (3, K, 4) and scores.shape == labels.shape == (3, K)
     for i, r in enumerate(ref):
@@ -127,7 +129,7 @@ def test_deploy_eager_equals_detector_detect(detector):
 
 
 def test_deploy_pads_when_few_survive(detector, tmp_path):
-    module = DeployModule(detector, max_detections=K, topk_candidates=K, score_threshold=0.99)
+    module = DeployModule(detector, PostProcess(max_detections=K, topk_candidates=K, score_threshold=0.99))
     with torch.no_grad():
         num_dets, boxes, scores, labels = module(_images(2))
     assert (num_dets < K).all()
@@ -135,25 +137,25 @@ def test_deploy_pads_when_few_survive(detector, tmp_path):
         n = int(num_dets[i, 0])
         assert not scores[i, n:].any() and not boxes[i, n:].any()
     # K beyond the A*C = 258 (anchor, class) pairs of the tiny model: padded in the graph too
-    big = dict(max_detections=300, topk_candidates=300)
-    path = export_onnx(detector, tmp_path / "k300.onnx", simplify=False, **big)
+    big = PostProcess(max_detections=300, topk_candidates=300)
+    path = export_onnx(detector, tmp_path / "k300.onnx", simplify=False, post=big)
     images = _images(2)
     outs = ort_session(path).run(None, {"images": images.numpy()})
     with torch.no_grad():
-        ref = DeployModule(detector, **big)(images)
+        ref = DeployModule(detector, big)(images)
     assert outs[1].shape == (2, 300, 4) and (outs[0] <= 258).all()
     np.testing.assert_array_equal(outs[0], ref[0].numpy())
     np.testing.assert_allclose(outs[2], ref[2].numpy(), atol=1e-4)
 
 
 def test_deploy_rejects_wrong_input_and_thresholds(detector):
-    module = DeployModule(detector, **THRESHOLDS)
+    module = DeployModule(detector, THRESHOLDS)
     with pytest.raises(SadcError, match=r"expected uint8 \[B, 3, 64, 64\]"):
         module(torch.zeros(2, 3, 64, 64))
     with pytest.raises(SadcError, match="--iou"):
-        DeployModule(detector, iou_threshold=0.0)
-    with pytest.raises(SadcError, match="topk_candidates 10 < --max-det 20"):
-        DeployModule(detector, max_detections=20, topk_candidates=10)
+        DeployModule(detector, PostProcess(iou_threshold=0.0))
+    with pytest.raises(SadcError, match="--topk 10 < --max-det 20"):
+        DeployModule(detector, PostProcess(max_detections=20, topk_candidates=10))
 
 
 # ------------------------------------------------------------------------------ ONNX contract
@@ -182,7 +184,7 @@ def test_onnx_matches_eager_torch(exported, detector, batch):
     images = _images(batch, seed=batch)
     outs = session.run(None, {"images": images.numpy()})
     assert [o.dtype for o in outs] == [np.int32, np.float32, np.float32, np.int32]
-    module = DeployModule(detector, **THRESHOLDS)
+    module = DeployModule(detector, THRESHOLDS)
     with torch.no_grad():
         ref = [r.numpy() for r in module(images)]
     assert outs[0].shape == (batch, 1) and (outs[0] > 0).all()
@@ -225,7 +227,7 @@ def test_sidecar_content(exported, checkpoint, detector):
     assert side["sha256"] == file_sha256(exported)
     assert side["output_names"] == list(OUTPUT_NAMES)
     assert side["outputs"]["boxes"] == {"dtype": "float32", "shape": ["batch", K, 4]}
-    assert side["thresholds"] == THRESHOLDS
+    assert side["thresholds"] == THRESHOLDS.to_json()
 
 
 def test_read_sidecar_errors(tmp_path):
@@ -263,7 +265,7 @@ def test_parity_catches_a_different_torch_model(exported, detector):
     other = _confident(build_detector(_tiny_spec()))  # same architecture, other weights
     raw_session = ort_session(onnx_bytes(DeployModule(detector, raw=True)))
     report = check_parity(
-        DeployModule(other, **THRESHOLDS),
+        DeployModule(other, THRESHOLDS),
         ort_session(exported),
         _images(4),
         raw_reference=DeployModule(other, raw=True),
@@ -281,7 +283,7 @@ def test_parity_catches_perturbed_onnx_weights(exported, detector):
         if "regression_head" in init.name and init.name.endswith("weight"):
             w = numpy_helper.to_array(init)
             init.CopyFrom(numpy_helper.from_array(w + 0.05 * np.sign(w), init.name))
-    report = check_parity(DeployModule(detector, **THRESHOLDS), ort_session(model.SerializeToString()), _images(4))
+    report = check_parity(DeployModule(detector, THRESHOLDS), ort_session(model.SerializeToString()), _images(4))
     assert report.n_torch > 0 and report.match_rate < 0.5
     assert "match rate" in report.failures()[0]
 
@@ -291,7 +293,7 @@ def test_parity_fcos_export(tmp_path):
     torch.manual_seed(1)
     spec = DetectorSpec(arch="fcos", backbone="tiny", fpn_channels=64, class_names=["a", "b"], input_size=(64, 96))
     fcos = _confident(build_detector(spec), bias=2.0)
-    path = export_onnx(fcos, tmp_path / "fcos.onnx", simplify=False, **THRESHOLDS)
+    path = export_onnx(fcos, tmp_path / "fcos.onnx", simplify=False, post=THRESHOLDS)
     report = run_parity(fcos, path, images=parity_images(spec, n=4))
     assert report.passed and report.n_torch > 0, report.summary()
 
@@ -311,7 +313,7 @@ def test_parity_batchnorm_detector_stays_in_eval(tmp_path):
     module = DeployModule(model, raw=True)
     onnx_bytes(module)
     assert not module.training and not module.detector.training
-    path = export_onnx(model, tmp_path / "bn.onnx", simplify=False, **THRESHOLDS)
+    path = export_onnx(model, tmp_path / "bn.onnx", simplify=False, post=THRESHOLDS)
     report = run_parity(model, path, images=_images(4))
     assert report.passed and report.n_torch > 0, report.summary()
 
@@ -410,7 +412,7 @@ def test_int8_runs_with_the_contract_and_sidecar(quantized, calib_dir):
     outs = session.run(None, {"images": _images(3).numpy()})
     assert [o.shape for o in outs] == [(3, 1), (3, K, 4), (3, K), (3, K)]
     side = read_sidecar(quantized)
-    assert side["format"] == "onnx-int8" and side["thresholds"] == THRESHOLDS
+    assert side["format"] == "onnx-int8" and side["thresholds"] == THRESHOLDS.to_json()
     q = side["quantization"]
     assert (q["method"], q["calibration_images"], q["calibration_batch"]) == ("minmax", 6, 4)
     assert q["calibration_source"] == str(calib_dir) and side["fp32_model"]["file"] == "best.onnx"
@@ -594,6 +596,65 @@ def test_cli_exports_onnx_with_parity(cli, checkpoint, tmp_path):
 def test_cli_rejects_bad_flags(cli, checkpoint, args, message):
     result = cli(checkpoint, *args)
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_cli_counts_a_flag_given_at_its_default_value(cli, checkpoint):
+    """Which flags were given comes from Click's parameter sources, not from the values."""
+    result = cli(checkpoint, "--calib-images", 64)  # 64 is the default: still not a flag of --format onnx
+    assert result.exit_code == 2 and "--calib-images does not apply to --format onnx" in result.output, result.output
+
+
+def test_python_pipeline_writes_the_cli_artefact(cli, checkpoint, tmp_path):
+    """export_checkpoint from Python and `sadc export` are one pipeline: same bytes, same sidecar."""
+    from sadc.export.pipeline import ExportOptions, export_checkpoint
+
+    by_cli = tmp_path / "cli" / "m.onnx"
+    by_cli.parent.mkdir()
+    result = cli(checkpoint, "--out", by_cli, "--no-simplify", "--no-parity", "--max-det", 10, "--conf", 0.2)
+    assert result.exit_code == 0, result.output
+    options = ExportOptions(out=tmp_path / "py" / "m.onnx", simplify=False, parity=False, max_detections=10, score_threshold=0.2)
+    done = export_checkpoint(checkpoint, "onnx", options)
+    assert done.written == [options.out] and done.parity == []
+    assert options.out.read_bytes() == by_cli.read_bytes()
+    ours, theirs = read_sidecar(options.out), read_sidecar(by_cli)
+    assert ours["thresholds"] == theirs["thresholds"] == PostProcess(score_threshold=0.2, max_detections=10).to_json()
+    assert ours["sha256"] == theirs["sha256"] and ours["source"] == theirs["source"]
+
+
+def test_python_pipeline_refuses_options_of_other_formats(checkpoint, tmp_path):
+    from sadc.export.pipeline import ExportOptions, export_checkpoint
+
+    assert ExportOptions(half=True, simplify=False, calib_images=64).changed_flags() == ["--no-simplify", "--half"]
+    with pytest.raises(SadcError, match="--half does not apply to --format onnx; it applies to --format engine"):
+        export_checkpoint(checkpoint, "onnx", ExportOptions(out=tmp_path / "m.onnx", half=True))
+    with pytest.raises(SadcError, match="--format int8 needs --calib DIR"):
+        export_checkpoint(checkpoint, "int8", ExportOptions(out=tmp_path / "m.int8.onnx"))
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"score_threshold": -0.1}, "--conf -0.1: must be in [0, 1]"),
+        ({"score_threshold": 1.5}, "--conf 1.5: must be in [0, 1]"),
+        ({"iou_threshold": 0.0}, "--iou 0.0: must be in (0, 1]"),
+        ({"max_detections": 0}, "--max-det 0: must be at least 1"),
+        ({"max_detections": 50, "topk_candidates": 10}, "--topk 10 < --max-det 50"),
+    ],
+)
+def test_postprocess_errors_name_the_flag(fields, message):
+    with pytest.raises(SadcError) as err:
+        PostProcess(**fields)
+    assert str(err.value).startswith(message)
+
+
+def test_postprocess_reads_the_sidecar_thresholds_written_so_far():
+    # The serialized form of sidecars written before PostProcess existed (key order, extra keys).
+    old = {"max_detections": 20, "topk_candidates": 200, "iou_threshold": 0.6, "score_threshold": 0.1, "note": "ignored"}
+    post = PostProcess.from_json(old)
+    assert post == PostProcess(score_threshold=0.1, iou_threshold=0.6, max_detections=20, topk_candidates=200)
+    assert PostProcess.from_json(post.to_json()) == post
+    assert set(post.to_json()) == set(old) - {"note"}
 
 
 @pytest.mark.skipif(_tensorrt_ready(), reason="tensorrt and a CUDA GPU are present")

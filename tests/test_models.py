@@ -3,6 +3,7 @@ import torch
 import torchvision
 from torchvision.models.detection.image_list import ImageList
 
+from sadc.artefacts.postprocess import PostProcess
 from sadc.errors import SadcError
 from sadc.models.backbones import build_backbone, list_backbones, register_backbone
 from sadc.models.detector import build_detector
@@ -56,7 +57,7 @@ def test_every_architecture_trains_and_detects(arch, backbone):
     sum(losses.values()).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     model.eval()
-    dets = model(images, score_thresh=0.0, max_det=7)
+    dets = model(images, PostProcess(score_threshold=0.0, max_detections=7))
     assert len(dets) == 2 and dets[0]["boxes"].shape == (7, 4)
     assert (dets[0]["boxes"][:, 2:] <= torch.tensor([96.0, 64.0])).all() and (dets[0]["boxes"] >= 0).all()
 
@@ -71,7 +72,7 @@ def test_detect_matches_torchvision_postprocess():
         head.bias.fill_(0.5)  # confident, so there is something to suppress
         x = model.preprocess(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8))
         out = model.dense(x)
-        ours = model.detect(out, score_thresh=0.05, nms_thresh=0.5, max_det=50, topk=10_000)
+        ours = model.detect(out, PostProcess(score_threshold=0.05, iou_threshold=0.5, max_detections=50, topk_candidates=10_000))
         feats = list(model.net.backbone(x).values())
         anchors = model.net.anchor_generator(ImageList(x, [(64, 64)] * 2), feats)
         split = {k: list(v.split(out.num_anchors_per_level, dim=1)) for k, v in out.head_outputs().items()}
@@ -94,7 +95,7 @@ def test_torchvision_spec_and_state_dict_round_trip(tmp_path):
     net = torchvision.models.get_model("retinanet_resnet50_fpn_v2", weights=None, weights_backbone=None, num_classes=91)
     path = tmp_path / "tv.pth"
     torch.save(net.state_dict(), path)
-    model = load_detector(spec, source=str(path))
+    model = load_detector(spec, str(path))
     assert torch.equal(model.net.head.classification_head.cls_logits.weight, net.head.classification_head.cls_logits.weight)
     out = model.dense(model.preprocess(torch.zeros(1, 3, 256, 256, dtype=torch.uint8)))
     assert out.cls_logits.shape[-1] == 91
@@ -104,8 +105,8 @@ def test_state_dict_for_wrong_architecture_fails_clearly(tmp_path, tiny_spec):
     path = tmp_path / "other.pth"
     torch.save(build_detector(tiny_spec.model_copy(update={"fpn_channels": 8})).state_dict(), path)
     with pytest.raises(SadcError, match=r"other\.pth: weights do not fit the architecture"):
-        load_detector(tiny_spec, source=str(path))
+        load_detector(tiny_spec, str(path))
     with pytest.raises(SadcError, match="model source not found"):
-        load_detector(tiny_spec, source=str(tmp_path / "nope.pt"))
+        load_detector(tiny_spec, str(tmp_path / "nope.pt"))
     with pytest.raises(SadcError, match="not a supported torchvision detector"):
-        load_detector(tiny_spec, source="torchvision:yolo")
+        load_detector(tiny_spec, "torchvision:yolo")

@@ -14,10 +14,11 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from sadc.cli.predict import draw_detections, expand_inputs, predict
+from sadc.cli.predict import predict
 from sadc.errors import SadcError
 from sadc.models.spec import DetectorSpec
-from sadc.runtime import predict_images
+from sadc.runtime.annotate import draw_detections, expand_inputs
+from sadc.runtime.predict import predict_images
 from tests.test_bench import save_tiny_checkpoint
 
 runner = CliRunner()

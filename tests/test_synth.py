@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sadc.cli.data import app
-from sadc.data import CocoDetection, DataError, make_synthetic_world
+from sadc.data import CocoDataset, DataError, make_synthetic_world
 from sadc.data.synth import CLASSES, render_image
 
 TINY = dict(train=8, val=4, unlabeled=6, size=64, seed=3, progress=False)
@@ -32,7 +32,7 @@ def _files(root: Path) -> dict[str, bytes]:
 def test_layout_and_coco_validity(world: Path) -> None:
     assert sorted(p.name for p in world.iterdir()) == ["synth.json", "train", "train.json", "unlabeled", "val", "val.json"]
     assert len(list((world / "unlabeled").glob("*.png"))) == 6
-    ds = CocoDetection(world / "train.json", world / "train", (64, 64))
+    ds = CocoDataset(world / "train.json", world / "train", (64, 64))
     assert len(ds) == 8 and ds.class_names == list(CLASSES) and ds.cat_ids == [1, 2, 3, 4, 5]
     data = json.loads((world / "val.json").read_text())
     assert len(data["images"]) == 4 and all(1 <= sum(a["image_id"] == i["id"] for a in data["annotations"]) <= 6

@@ -2,10 +2,10 @@
 
 Two things are timed per artefact and batch size B, and never mixed up:
 
-- **model**: the backend's model-only call (:func:`sadc.runtime.model_call`) on one
+- **model**: the predictor's model-only call (``Predictor.model_call``) on one
   fixed uint8 [B, 3, H, W] batch (:func:`fixed_batch`: seeded random pixels, the same
   for every artefact of that input size). CUDA calls synchronise before returning.
-- **end_to_end**: :func:`sadc.runtime.predict_files` on B image files: read + decode
+- **end_to_end**: :func:`sadc.runtime.predict.predict_files` on B image files: read + decode
   (JPEG/PNG) + letterbox + the predictor's ``predict`` (model + conversion to per-image
   tensors on the host) + mapping boxes back to original image pixels.
 
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sadc.data.images import noise_images
 from sadc.errors import SadcError
 
 Clock = Callable[[], float]
@@ -101,9 +102,7 @@ def measure(
 
 def fixed_batch(batch: int, input_size: tuple[int, int], seed: int = 0) -> torch.Tensor:
     """uint8 [batch, 3, H, W] of seeded random pixels: the same tensor for every artefact and run."""
-    h, w = int(input_size[0]), int(input_size[1])
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (batch, 3, h, w), dtype=torch.uint8, generator=generator)
+    return noise_images(batch, input_size, seed)
 
 
 def files_for_batch(files: Sequence[Path], batch: int) -> list[Path]:
@@ -127,14 +126,14 @@ def bench_latency(
 
     ``files``: images for the end-to-end timing; without them only ``model`` is timed.
     """
-    from sadc.runtime import model_call, predict_files
+    from sadc.runtime.predict import predict_files
 
     check_counts(warmup, iters)
     out: dict[str, list[LatencyStats]] = {"model": [], "end_to_end": []}
     for batch in batches:
         if progress:
             progress(f"latency {predictor.name} batch {batch}: model")
-        call = model_call(predictor, fixed_batch(batch, tuple(predictor.spec.input_size)))
+        call = predictor.model_call(fixed_batch(batch, tuple(predictor.spec.input_size)))
         out["model"].append(measure(call, batch=batch, warmup=warmup, iters=iters, clock=clock))
         if files:
             if progress:

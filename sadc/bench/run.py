@@ -1,6 +1,6 @@
 """`sadc bench`: size, accuracy and latency of one or more artefacts, side by side.
 
-:func:`run_bench` loads each artefact through :func:`sadc.runtime.load_predictor`
+:func:`run_bench` loads each artefact through :func:`sadc.runtime.load.load_predictor`
 and measures, in this order: params and GFLOPs (:mod:`sadc.bench.flops`, once per
 spec), COCO mAP on a labeled set (:mod:`sadc.data.evaluate`), and latency per batch
 size, model-only and end to end (:mod:`sadc.bench.latency`). The whole run uses one
@@ -23,8 +23,8 @@ from sadc.bench.latency import LatencyStats, bench_latency, check_counts
 from sadc.data.coco import default_images_dir
 from sadc.data.images import find_images
 from sadc.errors import SadcError
-from sadc.runtime import backend_for, check_artefact, load_predictor
 from sadc.runtime.accuracy import predictor_accuracy
+from sadc.runtime.load import BACKENDS, backend_for, check_artefact, load_predictor
 
 
 @dataclass
@@ -216,8 +216,6 @@ def run_bench(models: Sequence[Path], settings: BenchSettings, *, console: Conso
 
 
 def _backends_of(results: list[BenchResult]):
-    from sadc.runtime import BACKENDS
-
     used = {r.backend for r in results}
     return [b for b in BACKENDS if b.name in used]
 

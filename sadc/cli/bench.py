@@ -35,6 +35,8 @@ def bench(
     Writes bench.json, bench.md and bench.png; with --fail-under-map / --max-map-drop it
     is a CI gate (reports are written first).
     """
+    from rich.console import Group
+
     from sadc.bench.report import tables, write_reports
     from sadc.bench.run import (
         BenchSettings,
@@ -58,9 +60,8 @@ def bench(
         save_detections=save_detections,
     )
     report = run_bench(models, settings, console=console)
-    for table in tables(report):
-        console.print(table)
+    console.print(Group(*tables(report)))
     out = out or Path(models[0]).parent / "bench"
     written = write_reports(report, out)
-    console.print("report: " + ", ".join(str(p) for p in written))
+    console.print("report: " + ", ".join(map(str, written)))
     check_gates(report, fail_under_map=fail_under_map, max_map_drop=max_map_drop)

@@ -32,6 +32,22 @@ def _current_context():
     return get_current_context(silent=True)
 
 
+def given_flags() -> list[str]:
+    """The long flags of the running command that the user set (command line or environment), not defaults.
+
+    From Click's parameter sources, so a flag given at its default value counts as given.
+    """
+    ctx = _current_context()
+    if ctx is None:
+        return []
+    given = []
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if param.param_type_name == "option" and source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            given.append(max(param.opts, key=len))  # "--out", not "-o"
+    return given
+
+
 def debug_enabled() -> bool:
     ctx = _current_context()
     root = ctx.find_root() if ctx else None

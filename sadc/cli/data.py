@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from sadc.cli.common import console, handle_errors
-
-if TYPE_CHECKING:
-    import torch
 
 app = typer.Typer(help="Make and inspect datasets.", no_args_is_help=True)
 
@@ -56,37 +52,13 @@ def preview(
     """Draw ground-truth boxes of the first N images into one grid PNG."""
     from PIL import Image
 
-    from sadc.data.coco import CocoDetection, default_images_dir
+    from sadc.data.coco import CocoDataset, default_images_dir
+    from sadc.data.preview import preview_grid
 
     folder = images if images is not None else default_images_dir(annotations)
-    dataset = CocoDetection(annotations, folder, (cell, cell))
+    dataset = CocoDataset(annotations, folder, (cell, cell))
     grid = preview_grid(dataset, n)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(out)
     console.print(f"[green]{out}[/]: {min(n, len(dataset))} images of {annotations} with their boxes")
 
-
-def preview_grid(dataset, n: int) -> torch.Tensor:
-    """uint8 [3, H, W] grid of the first ``n`` items with boxes and class names drawn.
-
-    ``dataset`` yields ``(image uint8 [3, h, w], target)`` with ``boxes`` xyxy in image px
-    and ``labels`` indexing ``dataset.class_names`` (e.g. :class:`CocoDetection`).
-    """
-    import torch
-    from torchvision.utils import draw_bounding_boxes, make_grid
-
-    palette = ["#ff3b30", "#34c759", "#007aff", "#ffcc00", "#af52de", "#00c7be", "#ff9500", "#ff2d55"]
-    tiles = []
-    for i in range(min(n, len(dataset))):
-        image, target = dataset[i]
-        labels = target["labels"].tolist()
-        tiles.append(
-            draw_bounding_boxes(
-                image,
-                target["boxes"],
-                labels=[dataset.class_names[c] for c in labels],
-                colors=[palette[c % len(palette)] for c in labels],
-                width=2,
-            )
-        )
-    return make_grid(torch.stack(tiles), nrow=math.ceil(len(tiles) ** 0.5), padding=4, pad_value=255)

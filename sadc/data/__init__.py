@@ -5,8 +5,8 @@ network-input pixels; samplers yield encoded indices ``epoch * len(dataset) + i`
 :mod:`sadc.data.loaders`).
 """
 
-from sadc.data.coco import CocoDetection
-from sadc.data.folder import ImageFolder
+from sadc.data.coco import CocoDataset
+from sadc.data.folder import UnlabeledFolder
 from sadc.data.images import (
     IMAGE_SUFFIXES,
     DataError,
@@ -27,7 +27,6 @@ from sadc.data.transforms import (
     TrainTransform,
     boxes_from_letterbox,
     boxes_to_letterbox,
-    clip_boxes,
     hflip,
     letterbox,
 )
@@ -35,17 +34,16 @@ from sadc.data.transforms import (
 __all__ = [
     "CLASSES",
     "IMAGE_SUFFIXES",
-    "CocoDetection",
+    "CocoDataset",
     "DataError",
-    "ImageFolder",
     "ImageReadError",
     "InfiniteSampler",
     "LetterboxMeta",
     "TrainTransform",
+    "UnlabeledFolder",
     "boxes_from_letterbox",
     "boxes_to_letterbox",
     "build_loader",
-    "clip_boxes",
     "collate",
     "decode_index",
     "find_images",

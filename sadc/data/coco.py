@@ -65,7 +65,7 @@ def default_images_dir(annotations: Path) -> Path:
     return Path(annotations).with_suffix("")
 
 
-class CocoDetection(Dataset):
+class CocoDataset(Dataset):
     """A COCO detection json plus its image folder, letterboxed to ``input_size`` (H, W).
 
     Labels are contiguous: label ``i`` is category ``cat_ids[i]`` named

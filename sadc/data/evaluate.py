@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from sadc.data.cocojson import result_rows, write_json
 from sadc.data.transforms import boxes_from_letterbox
 
 STAT_NAMES = ["mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
@@ -30,16 +30,7 @@ def to_coco_results(
     out = []
     for det, tgt in zip(detections, targets, strict=True):
         boxes = boxes_from_letterbox(det["boxes"].float().cpu(), tgt["meta"])
-        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
-        for box, score, label in zip(xywh.tolist(), det["scores"].tolist(), det["labels"].tolist(), strict=True):
-            out.append(
-                {
-                    "image_id": int(tgt["image_id"]),
-                    "category_id": int(cat_ids[int(label)]),
-                    "bbox": [round(v, 3) for v in box],
-                    "score": round(float(score), 5),
-                }
-            )
+        out += result_rows({**det, "boxes": boxes}, int(tgt["image_id"]), cat_ids)
     return out
 
 
@@ -86,6 +77,5 @@ def evaluate(
         if progress is not None:
             progress(len(targets))
     if save_detections is not None:
-        save_detections.parent.mkdir(parents=True, exist_ok=True)
-        save_detections.write_text(json.dumps(results))
+        write_json(save_detections, results)
     return coco_map(gt_json, results, image_ids)

@@ -48,7 +48,7 @@ def write_skip_list(skipped: list[tuple[Path, str]], path: Path) -> Path:
     return path
 
 
-class ImageFolder(Dataset):
+class UnlabeledFolder(Dataset):
     """Every readable image under ``root``, for distillation on unlabeled data.
 
     Construction runs ``find_images`` and a header check (``PIL.Image.verify``) per file:

@@ -126,3 +126,14 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     if img.mode != "RGB":
         img = img.convert("RGB")
     return np.array(img, dtype=np.uint8)
+
+
+def noise_images(n: int, input_size: tuple[int, int], seed: int | torch.Generator = 0) -> torch.Tensor:
+    """uint8 [n, 3, H, W] of uniform random pixels, reproducible from ``seed``.
+
+    An int seed gives the same tensor on every call (tracing examples, parity without a
+    folder, latency batches); a :class:`torch.Generator` continues its stream (dry runs).
+    """
+    h, w = int(input_size[0]), int(input_size[1])
+    generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
+    return torch.randint(0, 256, (n, 3, h, w), dtype=torch.uint8, generator=generator)

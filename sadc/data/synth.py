@@ -29,15 +29,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 
+from sadc.data.cocojson import coco_dataset, write_json
 from sadc.data.images import DataError
+from sadc.progress import progress_bar
 
 CLASSES = ("circle", "square", "triangle", "cross", "ring")
 """Class names; COCO category ids are 1..len(CLASSES) in this order."""
@@ -217,33 +213,20 @@ def _render_to_png(job: tuple[int, str, int, int, str]) -> list[SynthObject]:
 
 def _coco_json(split: str, size: int, records: list[list[SynthObject]], seed: int) -> dict:
     """COCO detection dict for one labeled split; image ids are index + 1."""
-    images, annotations = [], []
-    for index, objects in enumerate(records):
-        images.append({"id": index + 1, "file_name": f"{index:06d}.png", "width": size, "height": size})
-        for obj in objects:
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": index + 1,
-                    "category_id": obj.label + 1,
-                    "bbox": list(obj.bbox),
-                    "area": obj.area,
-                    "iscrowd": 0,
-                }
-            )
-    return {
-        "info": {"description": f"sadc synthetic world, split {split}, seed {seed}"},
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASSES)],
-    }
+    images = [{"id": i + 1, "file_name": f"{i:06d}.png", "width": size, "height": size} for i in range(len(records))]
+    annotations = [
+        {"image_id": index + 1, "category_id": obj.label + 1, "bbox": list(obj.bbox), "area": obj.area}
+        for index, objects in enumerate(records)
+        for obj in objects
+    ]
+    return coco_dataset(
+        images, annotations, CLASSES, description=f"sadc synthetic world, split {split}, seed {seed}", supercategory="shape"
+    )
 
 
 def _write_json(path: Path, data: dict) -> None:
     """Write json atomically: a crash leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(path, data, indent=1)
 
 
 def _plan(train: int, val: int, unlabeled: int, size: int, seed: int, shift: bool) -> dict[str, dict]:
@@ -375,10 +358,7 @@ def make_synthetic_world(
     manifest.update(version=SYNTH_VERSION, classes=list(CLASSES))
     _write_json(out / "synth.json", manifest)  # claim the folder before any split lands in it
     workers = min(2, os.cpu_count() or 1) if workers is None else workers
-    bar = Progress(
-        TextColumn("[bold]{task.description:>15}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, disable=not progress, transient=False,
-    )
+    bar = progress_bar(console, transient=False, disable=not progress)
     with bar:
         for split in todo:
             manifest["splits"][split] = _generate_split(out, split, plan[split], workers, bar)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
+from torchvision.ops import clip_boxes_to_image
 
 if TYPE_CHECKING:  # only .hflip and .scale_jitter are read, so any look-alike works
     from sadc.recipe import AugmentSection
@@ -71,16 +72,7 @@ def boxes_from_letterbox(boxes: Tensor, meta: LetterboxMeta) -> Tensor:
 
     The exact inverse of :func:`boxes_to_letterbox` for boxes inside the original image.
     """
-    return clip_boxes((boxes - _pad_vector(meta, boxes)) / meta.scale, (meta.orig_h, meta.orig_w))
-
-
-def clip_boxes(boxes: Tensor, size: tuple[int, int]) -> Tensor:
-    """Clamp xyxy boxes [n, 4] to an image of ``size`` (H, W); returns a new tensor."""
-    h, w = size
-    out = boxes.clone()
-    out[..., 0::2] = out[..., 0::2].clamp(0, w)
-    out[..., 1::2] = out[..., 1::2].clamp(0, h)
-    return out
+    return clip_boxes_to_image((boxes - _pad_vector(meta, boxes)) / meta.scale, (meta.orig_h, meta.orig_w))
 
 
 def hflip(image: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
@@ -121,7 +113,7 @@ class TrainTransform:
             scale = lo + (hi - lo) * u_scale
             flip = u_flip < self.augment.hflip
         out, meta = letterbox(image, self.size, scale=scale, fill=self.fill)
-        net_boxes = clip_boxes(boxes_to_letterbox(boxes.to(torch.float32).reshape(-1, 4), meta), self.size)
+        net_boxes = clip_boxes_to_image(boxes_to_letterbox(boxes.to(torch.float32).reshape(-1, 4), meta), self.size)
         if flip:
             out, net_boxes = hflip(out, net_boxes)
         wh = net_boxes[:, 2:] - net_boxes[:, :2]

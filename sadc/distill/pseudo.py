@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import Progress
 
-from sadc.artefacts.files import atomic_write
+from sadc.artefacts.postprocess import PostProcess
+from sadc.data.cocojson import coco_dataset, write_json
 from sadc.data.evaluate import to_coco_results
-from sadc.data.folder import ImageFolder
+from sadc.data.folder import UnlabeledFolder
 from sadc.data.loaders import build_loader
 from sadc.errors import SadcError
+from sadc.progress import progress_bar
 from sadc.runtime.torch_rt import TorchPredictor
 
 
@@ -35,14 +35,14 @@ def pseudo_label_folder(
     if out.is_dir():
         raise SadcError(f"--out {out}: a folder; pass the COCO json file to write, e.g. {out / 'pseudo.json'}")
     out.parent.mkdir(parents=True, exist_ok=True)  # an unwritable place fails now, not after the whole folder
-    predictor = TorchPredictor(teacher, device=device, score_thresh=threshold)
+    predictor = TorchPredictor(teacher, device=device, post=PostProcess(score_threshold=threshold))
     spec = predictor.spec
-    data = ImageFolder(images, tuple(spec.input_size))
+    data = UnlabeledFolder(images, tuple(spec.input_size))
     loader = build_loader(data, batch_size=batch_size, workers=0, shuffle=False, seed=0, infinite=False)
     cat_ids = list(range(1, spec.num_classes + 1))
     annotations: list[dict] = []
     image_entries: dict[int, dict] = {}
-    with Progress(console=console, transient=True) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task("pseudo-label", total=len(data))
         for batch, targets in loader:
             with torch.inference_mode():
@@ -54,18 +54,15 @@ def pseudo_label_folder(
                 image_entries[t["image_id"]] = {
                     "id": t["image_id"], "file_name": rel.as_posix(), "width": meta.orig_w, "height": meta.orig_h,
                 }
-            for r in to_coco_results(dets, targets, cat_ids):
-                x, y, w, h = r["bbox"]
-                if w > 0 and h > 0:
-                    annotations.append({**r, "id": len(annotations) + 1, "area": w * h, "iscrowd": 0})
+            annotations += [r for r in to_coco_results(dets, targets, cat_ids) if r["bbox"][2] > 0 and r["bbox"][3] > 0]
             progress.advance(task, len(targets))
-    coco = {
-        "images": [image_entries[k] for k in sorted(image_entries)],
-        "annotations": annotations,
-        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(spec.class_names)],
-        "info": {"description": f"pseudo labels from {teacher} at score >= {threshold}"},
-    }
-    atomic_write(out, lambda f: f.write(json.dumps(coco).encode()))
+    coco = coco_dataset(
+        [image_entries[k] for k in sorted(image_entries)],
+        annotations,
+        spec.class_names,
+        description=f"pseudo labels from {teacher} at score >= {threshold}",
+    )
+    write_json(out, coco)
     skipped_list = None
     if data.skipped:  # unreadable files: not in the json, listed beside it with the reason
         skipped_list = out.with_name(out.stem + ".skipped.txt")

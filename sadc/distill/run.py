@@ -8,14 +8,15 @@ import torch
 from rich.console import Console
 
 from sadc.artefacts.files import file_sha256
-from sadc.data.folder import ImageFolder
+from sadc.data.folder import UnlabeledFolder
+from sadc.data.images import noise_images
 from sadc.data.loaders import build_loader
 from sadc.distill.objective import DistillObjective
 from sadc.distill.teacher import TeacherTargets, check_distillable, class_index
 from sadc.engine.run import check_classes, coco_split, fit, session, wrap_for_training
 from sadc.errors import SadcError
 from sadc.models.detector import Detector
-from sadc.models.loading import load_detector
+from sadc.models.loading import load_detector, spec_from_fields
 from sadc.recipe import Recipe, check_paths
 
 
@@ -38,11 +39,11 @@ def load_teacher(recipe: Recipe, input_size: tuple[int, int], dry_run: bool) -> 
         source = fields.source
         if source and not source.startswith("torchvision:"):
             if Path(source).is_file():
-                return load_detector(fields)
-            return load_detector(fields.model_copy(update={"source": None}))
-        return load_detector(fields.model_copy(update={"weights": None}))
+                return load_detector(spec_from_fields(fields), source, weights=fields.weights)
+            return load_detector(spec_from_fields(fields))
+        return load_detector(spec_from_fields(fields), source, weights=None)
     try:
-        return load_detector(fields)
+        return load_detector(spec_from_fields(fields), fields.source, weights=fields.weights)
     except SadcError as err:  # name the recipe key: the file alone does not say it was meant as the teacher
         raise type(err)(f"model.teacher.source: {err}") from None
 
@@ -79,10 +80,10 @@ def _random_batches(n_lab: int, n_unl: int, size: tuple[int, int]):
         while True:
             lab = unl = None
             if n_lab:
-                images = torch.randint(0, 256, (n_lab, 3, *size), dtype=torch.uint8, generator=g)
+                images = noise_images(n_lab, size, g)
                 lab = (images, [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([0])}] * n_lab)
             if n_unl:
-                unl = (torch.randint(0, 256, (n_unl, 3, *size), dtype=torch.uint8, generator=g), [{}] * n_unl)
+                unl = (noise_images(n_unl, size, g), [{}] * n_unl)
             yield lab, unl
 
     return make
@@ -112,7 +113,7 @@ def run_distill(
         student_fields = recipe.model.student
         if dry_run:  # random weights everywhere: nothing is downloaded
             student_fields = student_fields.model_copy(update={"pretrained_backbone": False})
-        student = load_detector(student_fields).to(s.device)
+        student = load_detector(spec_from_fields(student_fields), student_fields.source, weights=student_fields.weights).to(s.device)
         size = tuple(student.spec.input_size)
         teacher = load_teacher(recipe, size, dry_run).to(s.device)
         check_distillable(teacher, student, size)
@@ -132,7 +133,7 @@ def run_distill(
         else:
             labeled = coco_split(data.train, size, recipe, train=True)
             val = coco_split(data.val, size, recipe, train=False)
-            unlabeled = ImageFolder(data.unlabeled, size, data.augment, recipe.seed) if data.unlabeled else None
+            unlabeled = UnlabeledFolder(data.unlabeled, size, data.augment, recipe.seed) if data.unlabeled else None
             if labeled is not None:
                 check_classes(student, labeled, "model.student")
             if unlabeled is not None and dist.is_main:  # the list grows if more fail to decode mid-run

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from sadc.artefacts.postprocess import PostProcess
 from sadc.distill.losses import pseudo_targets
 from sadc.errors import SadcError
 from sadc.models.detector import Detector
@@ -128,6 +129,6 @@ class TeacherTargets:
         if out.bbox_ctrness is not None:
             out.bbox_ctrness = out.bbox_ctrness.float()
         logits = out.cls_logits if self.identity else out.cls_logits[..., self.classes]
-        dets = self.teacher.detect(out, score_thresh=self.threshold, max_det=100)
+        dets = self.teacher.detect(out, PostProcess(score_threshold=self.threshold))
         targets = pseudo_targets(dets, threshold=self.threshold, class_map=None if self.identity else self.class_table)
         return logits, targets

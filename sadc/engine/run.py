@@ -16,7 +16,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from sadc.data.coco import CocoDetection
+from sadc.data.coco import CocoDataset
 from sadc.data.evaluate import evaluate
 from sadc.data.loaders import build_loader
 from sadc.engine.distributed import (
@@ -32,7 +32,7 @@ from sadc.engine.rundir import MetricsLog, hold_run_dir, prepare_run_dir
 from sadc.engine.trainer import Objective, Trainer, graceful_interrupt, resolve_device
 from sadc.errors import SadcError
 from sadc.models.detector import DenseForward, Detector
-from sadc.models.loading import load_detector, mismatch_line
+from sadc.models.loading import load_detector, mismatch_line, spec_from_fields
 from sadc.recipe import Recipe, SplitSection, check_paths, save_recipe
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,13 @@ class SupervisedObjective:
         return self.model.loss(forward(images), targets)
 
 
-def coco_split(split: SplitSection | None, size: tuple[int, int], recipe: Recipe, train: bool) -> CocoDetection | None:
+def coco_split(split: SplitSection | None, size: tuple[int, int], recipe: Recipe, train: bool) -> CocoDataset | None:
     if split is None:
         return None
-    return CocoDetection(split.annotations, split.images, size, recipe.data.augment if train else None, recipe.seed)
+    return CocoDataset(split.annotations, split.images, size, recipe.data.augment if train else None, recipe.seed)
 
 
-def make_evaluator(model: Detector, val: CocoDetection, batch_size: int, workers: int, device: torch.device):
+def make_evaluator(model: Detector, val: CocoDataset, batch_size: int, workers: int, device: torch.device):
     """A closure returning val mAP metrics of ``model`` (in eval mode) at call time."""
     loader = build_loader(val, batch_size=batch_size, workers=workers, shuffle=False, seed=0, infinite=False)
 
@@ -68,7 +68,7 @@ def make_evaluator(model: Detector, val: CocoDetection, batch_size: int, workers
     return run
 
 
-def check_classes(model: Detector, data: CocoDetection, what: str) -> None:
+def check_classes(model: Detector, data: CocoDataset, what: str) -> None:
     if list(model.spec.class_names) != list(data.class_names):
         raise SadcError(
             f"{what}: model classes {model.spec.class_names} differ from {data.coco_json}'s {data.class_names}; "
@@ -127,7 +127,7 @@ def fit(
     objective: Objective,
     batches: Callable[[int], Iterator],
     images_per_step: int,
-    val: CocoDetection | None,
+    val: CocoDataset | None,
     extra: dict | None = None,
     loss_weights: dict[str, float] | None = None,
 ) -> dict[str, float] | None:
@@ -209,7 +209,7 @@ def run_train(recipe: Recipe, *, resume: bool = False, console: Console | None =
         size = tuple(fields.input_size)
         train_set = coco_split(recipe.data.train, size, recipe, train=True)
         val_set = coco_split(recipe.data.val, size, recipe, train=False)
-        model = load_detector(fields).to(s.device)
+        model = load_detector(spec_from_fields(fields), fields.source, weights=fields.weights).to(s.device)
         check_classes(model, train_set, "model." + cfg.target)
         bs = recipe.data.batch_size
 

@@ -19,18 +19,12 @@ from typing import Any, Protocol
 
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from torch import Tensor, nn
 
 from sadc.artefacts.checkpoint import load_checkpoint, save_checkpoint
 from sadc.engine.rundir import MetricsLog
 from sadc.errors import Interrupted, SadcError, one_line
+from sadc.progress import progress_bar
 from sadc.recipe import TrainSection
 
 
@@ -256,18 +250,9 @@ class Trainer:
         t_start = time.time()
         window: dict[str, float] = {}
         t_window, n_window = time.perf_counter(), 0
-        progress = Progress(
-            TextColumn("[bold]step"),
-            MofNCompleteColumn(),
-            BarColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeRemainingColumn(),
-            console=self.console,
-            disable=not self.is_main,
-            transient=False,
-        )
+        progress = progress_bar(self.console, transient=False, disable=not self.is_main, info=True)
         with graceful_interrupt() as interrupt, progress:
-            task = progress.add_task("train", total=cfg.steps, completed=self.step, info="")
+            task = progress.add_task("step", total=cfg.steps, completed=self.step, info="")
             while self.step < cfg.steps:
                 try:
                     batch = to_device(next(batches), self.device)

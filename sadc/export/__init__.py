@@ -6,6 +6,7 @@
 - :mod:`sadc.export.quantize`: ``quantize_int8`` (QDQ, calibrated on unlabeled images)
 - :mod:`sadc.export.tensorrt`: ``build_engine`` (TensorRT 10, CUDA machines)
 - :mod:`sadc.export.formats`: the table of formats behind ``sadc export``
+- :mod:`sadc.export.pipeline`: ``export_checkpoint(checkpoint, format, ExportOptions)``, what ``sadc export`` runs
 
 Names are re-exported lazily, so importing this package imports neither torch nor onnx.
 """
@@ -24,6 +25,8 @@ _EXPORTS = {
     "quantize_int8": "sadc.export.quantize",
     "build_engine": "sadc.export.tensorrt",
     "FORMATS": "sadc.export.formats",
+    "ExportOptions": "sadc.export.pipeline",
+    "export_checkpoint": "sadc.export.pipeline",
 }
 
 __all__ = sorted(_EXPORTS)

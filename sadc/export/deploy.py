@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from sadc.artefacts.io import OUTPUT_NAMES, RAW_OUTPUT_NAMES
+from sadc.artefacts.postprocess import PostProcess
 from sadc.errors import SadcError
 from sadc.models.detector import Detector
 
@@ -78,6 +79,8 @@ class MultiClassNMS(torch.autograd.Function):
 class DeployModule(nn.Module):
     """A detector wrapped for deployment (see the module docstring for the graph).
 
+    ``post`` holds the graph's thresholds and K (constants of the exported graph).
+
     ``raw=True`` stops after decode: outputs ``scores`` [B, A, C] (after sigmoid; FCOS:
     sqrt(cls * centerness)) and ``boxes`` [B, A, 4] exactly as :meth:`Detector.decode`
     gives them (unclipped), for parity checks and custom post-processing.
@@ -89,26 +92,14 @@ class DeployModule(nn.Module):
     def __init__(
         self,
         detector: Detector,
+        post: PostProcess = PostProcess(),
         *,
-        max_detections: int = 100,
-        topk_candidates: int = 1000,
-        iou_threshold: float = 0.5,
-        score_threshold: float = 0.05,
         raw: bool = False,
     ):
         super().__init__()
-        validate_thresholds(
-            max_detections=max_detections,
-            topk_candidates=topk_candidates,
-            iou_threshold=iou_threshold,
-            score_threshold=score_threshold,
-        )
         self.detector = copy.deepcopy(detector).eval()
         self.spec = detector.spec
-        self.max_detections = int(max_detections)
-        self.topk_candidates = int(topk_candidates)
-        self.iou_threshold = float(iou_threshold)
-        self.score_threshold = float(score_threshold)
+        self.post = post
         self.raw = raw
         h, w = self.spec.input_size
         with torch.no_grad():
@@ -155,10 +146,12 @@ class DeployModule(nn.Module):
         h, w = self.spec.input_size
         num_classes = self.num_classes
         limits = torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
-        boxes = torch.min(boxes.clamp(min=0), limits)  # Max + Min: clip x to [0, W], y to [0, H]
+        # Not clip_boxes_to_image: its strided slices + stack become six graph ops, Max + Min two.
+        boxes = torch.min(boxes.clamp(min=0), limits)  # clip x to [0, W], y to [0, H]
 
         flat = scores.flatten(1)  # [B, A*C], anchor-major like Detector.detect
-        k = min(self.topk_candidates, flat.shape[1])
+        post = self.post
+        k = min(post.topk_candidates, flat.shape[1])
         cand_scores, idx = flat.topk(k, dim=1)  # [B, k], sorted
         anchor_idx = torch.div(idx, num_classes, rounding_mode="trunc")  # idx >= 0: trunc == floor, and a plain Div
         cand_labels = idx - anchor_idx * num_classes  # idx % C without a Mod node
@@ -168,9 +161,9 @@ class DeployModule(nn.Module):
             cand_boxes,
             cand_scores,
             cand_labels,
-            self.max_detections,
-            self.iou_threshold,
-            self.score_threshold,
+            post.max_detections,
+            post.iou_threshold,
+            post.score_threshold,
             self.class_offset,
         )  # [S, 3]: (batch, 0, candidate)
         # Mark the survivors in a [B, k] mask, then re-rank them by score (NMS keeps score
@@ -180,7 +173,7 @@ class DeployModule(nn.Module):
         keep = keep.scatter(0, selected[:, 0] * k + selected[:, 2], torch.ones_like(selected[:, 0], dtype=keep.dtype))
         keep = keep.view_as(cand_scores) > 0
         ranked = torch.where(keep, cand_scores, torch.full_like(cand_scores, -1.0))
-        n_out = min(self.max_detections, k)
+        n_out = min(post.max_detections, k)
         top_scores, order = ranked.topk(n_out, dim=1)  # [B, n_out]
         valid = keep.gather(1, order)
         out_scores = torch.where(valid, top_scores, torch.zeros_like(top_scores))
@@ -191,23 +184,10 @@ class DeployModule(nn.Module):
         )
         out_labels = torch.where(valid, cand_labels.gather(1, order), torch.zeros_like(order))
         num_dets = valid.sum(dim=1, keepdim=True)
-        if n_out < self.max_detections:  # fewer candidates than K: pad with zero rows
-            pad = self.max_detections - n_out
+        if n_out < post.max_detections:  # fewer candidates than K: pad with zero rows
+            pad = post.max_detections - n_out
             out_scores = torch.cat([out_scores, torch.zeros_like(out_scores[:, :1]).expand(-1, pad)], dim=1)
             out_labels = torch.cat([out_labels, torch.zeros_like(out_labels[:, :1]).expand(-1, pad)], dim=1)
             out_boxes = torch.cat([out_boxes, torch.zeros_like(out_boxes[:, :1]).expand(-1, pad, 4)], dim=1)
         return num_dets.to(torch.int32), out_boxes, out_scores, out_labels.to(torch.int32)
 
-
-def validate_thresholds(*, max_detections: int, topk_candidates: int, iou_threshold: float, score_threshold: float) -> None:
-    """Raise :class:`SadcError` naming the flag when a post-processing setting is out of range."""
-    if max_detections < 1:
-        raise SadcError(f"--max-det {max_detections}: must be at least 1")
-    if topk_candidates < max_detections:
-        raise SadcError(
-            f"topk_candidates {topk_candidates} < --max-det {max_detections}: keep at least K candidates before NMS"
-        )
-    if not 0.0 < iou_threshold <= 1.0:
-        raise SadcError(f"--iou {iou_threshold}: must be in (0, 1]")
-    if not 0.0 <= score_threshold < 1.0:
-        raise SadcError(f"--conf {score_threshold}: must be in [0, 1)")

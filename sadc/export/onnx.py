@@ -28,12 +28,13 @@ from sadc import __version__
 from sadc.artefacts.checkpoint import load_checkpoint
 from sadc.artefacts.files import atomic_write, file_sha256
 from sadc.artefacts.io import INPUT_NAME
-from sadc.artefacts.sidecar import write_sidecar
+from sadc.artefacts.postprocess import PostProcess
+from sadc.artefacts.sidecar import SIDECAR_VERSION, write_sidecar
+from sadc.data.images import noise_images
 from sadc.errors import ExportError, SadcError
 from sadc.export.deploy import DeployModule
 from sadc.models.detector import Detector
 
-SIDECAR_VERSION = 1
 MIN_OPSET = 17  # the recipe's minimum (ExportSection.opset); TensorRT 10 parses 17..20
 MAX_OPSET = 20  # the highest opset the TorchScript exporter supports
 
@@ -90,7 +91,7 @@ def onnx_bytes(
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(f"--opset {opset}: supported opsets are {MIN_OPSET}..{MAX_OPSET}")
     h, w = module.spec.input_size
-    example = torch.randint(0, 256, (example_batch, 3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    example = noise_images(example_batch, (h, w))
     names = list(module.output_names)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -129,10 +130,7 @@ def export_onnx(
     out_path: Path,
     *,
     opset: int = MIN_OPSET,
-    max_detections: int = 100,
-    topk_candidates: int = 1000,
-    iou_threshold: float = 0.5,
-    score_threshold: float = 0.05,
+    post: PostProcess = PostProcess(),
     raw: bool = False,
     simplify: bool = True,
     provenance: dict[str, Any] | None = None,
@@ -141,7 +139,7 @@ def export_onnx(
 
     Graph: input ``images`` uint8 [B, 3, H, W] (B dynamic, H, W = spec.input_size);
     outputs ``num_dets`` int32 [B, 1], ``boxes`` float32 [B, K, 4], ``scores`` float32
-    [B, K], ``labels`` int32 [B, K] with K = ``max_detections`` (see
+    [B, K], ``labels`` int32 [B, K] with K = ``post.max_detections`` (see
     :mod:`sadc.export.deploy`), or with ``raw=True`` ``scores`` [B, A, C] and ``boxes``
     [B, A, 4] before NMS. Writes ``<out_path>.json`` (see :func:`write_sidecar`);
     ``provenance`` (``{"checkpoint", "sha256"}``) is recorded as its ``source`` when
@@ -151,14 +149,7 @@ def export_onnx(
 
     loaded = load_export_source(source)
     provenance = loaded.provenance or provenance
-    module = DeployModule(
-        loaded.detector,
-        max_detections=max_detections,
-        topk_candidates=topk_candidates,
-        iou_threshold=iou_threshold,
-        score_threshold=score_threshold,
-        raw=raw,
-    )
+    module = DeployModule(loaded.detector, post, raw=raw)
     model = onnx.load_from_string(onnx_bytes(module, opset=opset))
     if simplify:
         model = simplify_model(model)
@@ -202,7 +193,7 @@ def output_shapes(module: DeployModule) -> dict[str, tuple[list, int]]:
             "scores": (["batch", a, module.num_classes], TensorProto.FLOAT),
             "boxes": (["batch", a, 4], TensorProto.FLOAT),
         }
-    k = module.max_detections
+    k = module.post.max_detections
     return {
         "num_dets": (["batch", 1], TensorProto.INT32),
         "boxes": (["batch", k, 4], TensorProto.FLOAT),
@@ -261,12 +252,7 @@ def sidecar_payload(
         "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["batch", 3, h, w]},
         "output_names": list(module.output_names),
         "outputs": {name: {"dtype": dtype_names[t], "shape": shape} for name, (shape, t) in shapes.items()},
-        "thresholds": {
-            "max_detections": module.max_detections,
-            "topk_candidates": module.topk_candidates,
-            "iou_threshold": module.iou_threshold,
-            "score_threshold": module.score_threshold,
-        },
+        "thresholds": module.post.to_json(),
         "box_format": "xyxy, input pixels, clipped to the image" if not module.raw else "xyxy, input pixels, unclipped",
         **(extra or {}),
     }

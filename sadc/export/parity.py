@@ -31,6 +31,8 @@ from torch import Tensor
 from torchvision.ops import box_iou
 
 from sadc.artefacts.io import INPUT_NAME, detections_from_outputs
+from sadc.artefacts.postprocess import PostProcess
+from sadc.data.images import noise_images
 from sadc.errors import SadcError
 from sadc.export.deploy import DeployModule
 
@@ -267,7 +269,7 @@ def parity_images(spec, folder: Path | None = None, *, n: int = 8, seed: int = 0
     """
     h, w = spec.input_size
     if folder is None:
-        return torch.randint(0, 256, (n, 3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+        return noise_images(n, (h, w), seed)
     from sadc.data.images import find_images, load_image
     from sadc.data.transforms import letterbox
 
@@ -308,9 +310,9 @@ def run_parity(
     from sadc.export.onnx import onnx_bytes
 
     sidecar = read_sidecar(onnx_path)
-    thresholds = sidecar["thresholds"]
+    post = PostProcess.from_json(sidecar["thresholds"])
     raw = sidecar["format"] == "onnx-raw"
-    module = DeployModule(detector, raw=raw, **thresholds)
+    module = DeployModule(detector, post, raw=raw)
     session = ort_session(Path(onnx_path))
     label = sidecar["format"]
     if raw:
@@ -319,7 +321,7 @@ def run_parity(
         )
     raw_module, raw_session = None, None
     if compare_raw:
-        raw_module = DeployModule(detector, raw=True, **thresholds)
+        raw_module = DeployModule(detector, post, raw=True)
         raw_session = ort_session(onnx_bytes(raw_module, opset=int(sidecar.get("opset", 17))))
     return check_parity(
         module,

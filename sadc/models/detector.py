@@ -17,8 +17,9 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOS, FCOSHead
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, clip_boxes_to_image
 
+from sadc.artefacts.postprocess import PostProcess
 from sadc.models.backbones import build_backbone
 from sadc.models.spec import DetectorSpec
 
@@ -126,37 +127,31 @@ class Detector(nn.Module):
         return scores, boxes
 
     @torch.no_grad()
-    def detect(
-        self,
-        out: DenseOutput,
-        *,
-        score_thresh: float = 0.05,
-        nms_thresh: float = 0.5,
-        max_det: int = 100,
-        topk: int = 1000,
-    ) -> list[dict[str, Tensor]]:
-        """Per image ``{boxes [k,4] xyxy input px (clipped), scores [k], labels [k] int64}``."""
+    def detect(self, out: DenseOutput, post: PostProcess = PostProcess()) -> list[dict[str, Tensor]]:
+        """Per image ``{boxes [k,4] xyxy input px (clipped), scores [k], labels [k] int64}``, k <= K.
+
+        ``post``: score threshold, top-k candidates, per-class NMS IoU and K (see
+        :class:`~sadc.artefacts.postprocess.PostProcess`); eager, one image at a time.
+        """
         scores, boxes = self.decode(out)
-        h, w = self.spec.input_size
+        size = tuple(self.spec.input_size)
         results = []
         num_classes = scores.shape[-1]
         for s, b in zip(scores, boxes, strict=True):
             flat = s.flatten()  # [A*C], anchor-major
-            keep = flat > score_thresh
+            keep = flat > post.score_threshold
             idx = torch.nonzero(keep).squeeze(1)
-            if idx.numel() > topk:
-                idx = idx[flat[idx].topk(topk).indices]
+            if idx.numel() > post.topk_candidates:
+                idx = idx[flat[idx].topk(post.topk_candidates).indices]
             anchor_idx, labels = idx // num_classes, idx % num_classes
-            cand = b[anchor_idx].clone()
-            cand[:, 0::2] = cand[:, 0::2].clamp(0, w)
-            cand[:, 1::2] = cand[:, 1::2].clamp(0, h)
+            cand = clip_boxes_to_image(b[anchor_idx], size)
             sc = flat[idx]
-            kept = batched_nms(cand, sc, labels, nms_thresh)[:max_det]
+            kept = batched_nms(cand, sc, labels, post.iou_threshold)[: post.max_detections]
             results.append({"boxes": cand[kept], "scores": sc[kept], "labels": labels[kept]})
         return results
 
-    def forward(self, images: Tensor, **detect_kwargs) -> list[dict[str, Tensor]]:
-        return self.detect(self.dense(self.preprocess(images)), **detect_kwargs)
+    def forward(self, images: Tensor, post: PostProcess = PostProcess()) -> list[dict[str, Tensor]]:
+        return self.detect(self.dense(self.preprocess(images)), post)
 
 
 # ------------------------------------------------------------------------------ builders

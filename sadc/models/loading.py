@@ -70,17 +70,18 @@ def _load_state(model: Detector, state: dict, where: str) -> None:
         )
 
 
-def load_detector(fields, *, source: str | None = None, weights: str | None = "DEFAULT") -> Detector:
-    """Build or load the detector described by a recipe ModelSource (or a DetectorSpec).
+def load_detector(spec: DetectorSpec, source: str | None = None, *, weights: str | None = "DEFAULT") -> Detector:
+    """Build (``source`` None) or load the detector ``spec`` describes; returned in eval mode.
 
-    ``source``/``weights`` default to the fields' own. The returned model is in eval mode.
+    ``source``: a sadc checkpoint (its own spec wins), ``torchvision:NAME`` (``spec``
+    gives the input size; ``weights`` names the weights enum member, None = random) or
+    a state-dict file for ``spec``'s architecture. A recipe's ModelSource passes
+    ``spec_from_fields(fields), fields.source, weights=fields.weights``.
     """
-    source = source if source is not None else getattr(fields, "source", None)
-    weights = getattr(fields, "weights", weights)
     if source is None:
-        model = build_detector(spec_from_fields(fields) if hasattr(fields, "source") else fields)
+        model = build_detector(spec)
     elif source.startswith(PREFIX):
-        spec = torchvision_spec(source, tuple(fields.input_size))
+        spec = torchvision_spec(source, tuple(spec.input_size))
         model = Detector(spec, build_torchvision_net(spec, weights))
         log.info("teacher %s with weights %s", source, weights)
     else:
@@ -95,7 +96,6 @@ def load_detector(fields, *, source: str | None = None, weights: str | None = "D
                 state = state["model"]  # common {"model": state_dict} wrapping
             if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
                 raise SadcError(f"{path}: neither a sadc checkpoint nor a state dict (no tensors in it)")
-            spec = spec_from_fields(fields) if hasattr(fields, "source") else fields
             if spec.builder:
                 spec = torchvision_spec(spec.builder, tuple(spec.input_size)).model_copy(
                     update={"class_names": spec.class_names}

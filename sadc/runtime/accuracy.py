@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import Progress
 
-from sadc.data.coco import CocoDetection
+from sadc.data.coco import CocoDataset
 from sadc.data.evaluate import evaluate
 from sadc.data.loaders import build_loader
 from sadc.errors import SadcError
+from sadc.progress import progress_bar
 from sadc.runtime.base import Predictor
 
 
@@ -25,14 +25,14 @@ def predictor_accuracy(
     console: Console | None = None,
 ) -> dict[str, float]:
     """COCO metrics of ``predictor`` on a labeled set (see :func:`sadc.data.evaluate.evaluate`)."""
-    data = CocoDetection(annotations, images, tuple(predictor.spec.input_size))
+    data = CocoDataset(annotations, images, tuple(predictor.spec.input_size))
     if list(data.class_names) != list(predictor.spec.class_names):
         raise SadcError(
             f"{annotations}: categories {data.class_names} differ from {predictor.path}'s classes "
             f"{predictor.spec.class_names}"
         )
     loader = build_loader(data, batch_size=batch_size, workers=workers, shuffle=False, seed=0, infinite=False)
-    with Progress(console=console, transient=True) as progress:
+    with progress_bar(console) as progress:
         task = progress.add_task(f"mAP {predictor.name}", total=len(data))
         return evaluate(
             predictor.predict,

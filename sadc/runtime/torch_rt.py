@@ -8,23 +8,19 @@ import torch
 from torch import Tensor
 
 from sadc.artefacts.checkpoint import load_checkpoint
+from sadc.artefacts.postprocess import PostProcess
 from sadc.engine.machine import check_device
 from sadc.models.loading import detector_from_checkpoint
+from sadc.runtime.base import ModelCall, cuda_sync
 
 
 class TorchPredictor:
-    """Eager PyTorch inference of a sadc checkpoint (CPU or CUDA, optionally channels_last)."""
+    """Eager PyTorch inference of a sadc checkpoint (CPU or CUDA, optionally channels_last).
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        device: str = "cpu",
-        channels_last: bool = False,
-        score_thresh: float = 0.05,
-        nms_thresh: float = 0.5,
-        max_det: int = 100,
-    ):
+    ``post``: the thresholds of :meth:`Detector.detect` (default: sadc's defaults).
+    """
+
+    def __init__(self, path: Path, *, device: str = "cpu", channels_last: bool = False, post: PostProcess = PostProcess()):
         self.path = Path(path)
         self.name = f"{self.path.parent.name}/{self.path.name} (torch)"
         self.device = torch.device(check_device(str(device)))
@@ -33,9 +29,22 @@ class TorchPredictor:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.spec = model.spec
-        self.detect_kwargs = dict(score_thresh=score_thresh, nms_thresh=nms_thresh, max_det=max_det)
+        self.post = post
 
     @torch.inference_mode()
     def predict(self, images: Tensor) -> list[dict[str, Tensor]]:
-        out = self.model(images.to(self.device), **self.detect_kwargs)
+        out = self.model(images.to(self.device), self.post)
         return [{k: v.cpu() for k, v in det.items()} for det in out]
+
+    def model_call(self, images: Tensor) -> ModelCall:
+        """Eager ``Detector(images)``: normalise + net + decode + per-image NMS, input already on the device."""
+        x = images.to(self.device)
+        sync = cuda_sync(self.device)
+
+        def call():
+            with torch.inference_mode():
+                out = self.model(x, self.post)
+            sync()
+            return out
+
+        return call

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from sadc.artefacts.io import INPUT_NAME, OUTPUT_NAMES, detections_from_outputs
 from sadc.errors import SadcError
+from sadc.runtime.base import ModelCall, cuda_sync
 
 MIN_TENSORRT = 10
 INSTALL_HINT = "pip install 'sadc[gpu]' on a CUDA machine"
@@ -142,6 +143,18 @@ class TrtPredictor:
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise SadcError(f"{self.path}: TensorRT execution failed (see the TensorRT log above)")
         return outputs
+
+    def model_call(self, images: Tensor) -> ModelCall:
+        """:meth:`run` on ``images`` moved to the device once, then a CUDA synchronise."""
+        x = images.to(self.device).contiguous()
+        sync = cuda_sync(self.device)
+
+        def call():
+            out = self.run(x)
+            sync()
+            return out
+
+        return call
 
     def predict(self, images: Tensor) -> list[dict[str, Tensor]]:
         detections = []

@@ -1,0 +1,193 @@
+"""``sadc predict``'s pipeline: image files -> detections drawn on the originals + COCO results.
+
+:func:`expand_inputs` turns files, folders and glob patterns into :class:`ImageInput` items;
+:func:`annotate_images` reads them in batches, runs :func:`~sadc.runtime.predict.predict_images`,
+draws the boxes kept at ``conf`` and writes ``detections.json`` (COCO results, see
+:func:`sadc.data.cocojson.result_rows`) and the list of unreadable files.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+from rich.console import Console
+from torchvision.utils import draw_bounding_boxes
+
+from sadc.data.cocojson import result_rows, write_json
+from sadc.data.folder import write_skip_list
+from sadc.data.images import ImageReadError, find_images, is_image_file, load_image
+from sadc.errors import SadcError
+from sadc.progress import progress_bar
+from sadc.runtime.base import Predictor
+from sadc.runtime.predict import predict_images
+
+# Box colours by class index (tab10), as RGB.
+PALETTE = [
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """One image to predict on: its path and its name under --out (relative path for folder inputs)."""
+
+    path: Path
+    name: str
+    image_id: int = 0  # position in the input order, from 1 (detections.json's image_id)
+
+
+def expand_inputs(items: list[str]) -> tuple[list[ImageInput], bool]:
+    """Files, folders (recursive) and glob patterns -> image inputs in order, names unique.
+
+    Returns (inputs, whether any item was a folder or a pattern). SadcError for an item
+    that is neither an image file, a folder nor a pattern matching images.
+    """
+    found: list[tuple[Path, str]] = []
+    many = False
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            many = True
+            found += [(p, p.relative_to(path).as_posix()) for p in find_images(path)]
+        elif path.is_file():
+            if not is_image_file(path):
+                raise SadcError(f"{path}: not an image file (expected .jpg, .png, ...)")
+            found.append((path, path.name))
+        elif glob.has_magic(item):
+            many = True
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
+            matches = [p for p in matches if p.is_file() and is_image_file(p)]
+            if not matches:
+                raise SadcError(f"{item}: the pattern matches no image files")
+            found += [(p, p.name) for p in matches]
+        else:
+            raise SadcError(f"{item}: no such file or folder")
+    if not found:
+        raise SadcError(f"{' '.join(items)}: no images found")
+    inputs, used = [], set()
+    for path, name in found:
+        unique, k = name, 1
+        while unique in used:  # same file name from two places: x.png, x_1.png, ...
+            stem, dot, suffix = name.rpartition(".")
+            unique = f"{stem}_{k}.{suffix}" if dot else f"{name}_{k}"
+            k += 1
+        used.add(unique)
+        inputs.append(ImageInput(path, unique, len(inputs) + 1))
+    return inputs, many
+
+
+def read_images(items: list[ImageInput], skipped: list[tuple[Path, str]]) -> tuple[list[ImageInput], list]:
+    """Decode ``items`` (uint8 [3, H, W] each); unreadable files are appended to ``skipped`` as (path, reason).
+
+    Returns the readable items and their images, in order.
+    """
+    kept, images = [], []
+    for item in items:
+        try:
+            images.append(load_image(item.path))
+        except ImageReadError as err:
+            skipped.append((item.path, str(err)))
+            continue
+        kept.append(item)
+    return kept, images
+
+
+def draw_detections(image, det: dict, class_names: list[str]):
+    """uint8 [3, H, W] original image + detections in its pixels -> a new uint8 image with labelled boxes."""
+    if len(det["scores"]) == 0:
+        return image.clone()
+    labels = det["labels"].tolist()
+    names = [class_names[label] if 0 <= label < len(class_names) else str(label) for label in labels]
+    captions = [f"{n} {s:.2f}" for n, s in zip(names, det["scores"].tolist(), strict=True)]
+    width = max(1, round(max(image.shape[-2:]) / 320))
+    return draw_bounding_boxes(
+        image,
+        det["boxes"],
+        labels=captions,
+        colors=[PALETTE[label % len(PALETTE)] for label in labels],
+        width=width,
+        fill_labels=True,
+    )
+
+
+def filter_score(det: dict, conf: float) -> dict:
+    keep = det["scores"] >= conf
+    return {**det, "boxes": det["boxes"][keep], "scores": det["scores"][keep], "labels": det["labels"][keep]}
+
+
+def save_image(image, path: Path) -> None:
+    """uint8 [3, H, W] -> file (format from the suffix; JPEG at quality 95)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = image.permute(1, 2, 0).contiguous().numpy()
+    options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    Image.fromarray(array).save(path, **options)
+
+
+def check_options(conf: float, batch: int) -> None:
+    """One-line SadcError for a ``--conf`` outside [0, 1) or a ``--batch`` below 1."""
+    if not 0.0 <= conf < 1.0:
+        raise SadcError(f"--conf {conf}: must be in [0, 1)")
+    if batch < 1:
+        raise SadcError(f"--batch {batch}: must be >= 1")
+
+
+@dataclass
+class AnnotateSummary:
+    """What :func:`annotate_images` did: images drawn, detections kept, unreadable files and where they are listed."""
+
+    images: int = 0
+    detections: int = 0
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    skip_list: Path | None = None
+    results: Path | None = None
+
+
+def annotate_images(
+    predictor: Predictor,
+    inputs: list[ImageInput],
+    out: Path,
+    *,
+    conf: float = 0.3,
+    batch: int = 8,
+    console: Console | None = None,
+    progress: bool = True,
+) -> AnnotateSummary:
+    """Detect in ``inputs``, ``batch`` images per forward pass; write ``out``/NAME (drawn) and ``out``/detections.json.
+
+    Keeps detections with score >= ``conf`` (the artefact's own threshold applies
+    first). detections.json is a COCO results list (image_id = the input's position
+    from 1; category_id = class index + 1; bbox = x, y, w, h in original pixels) with
+    file_name and category_name added. Unreadable images are skipped and listed in
+    ``out``/skipped_images.txt; none readable is an error.
+    """
+    check_options(conf, batch)
+    class_names = list(predictor.spec.class_names)
+    cat_ids = list(range(1, len(class_names) + 1))
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[dict] = []
+    summary = AnnotateSummary()
+    with progress_bar(console, disable=not progress) as bar:
+        task = bar.add_task(f"predict {predictor.name}", total=len(inputs))
+        for start in range(0, len(inputs), batch):
+            chunk, originals = read_images(inputs[start : start + batch], summary.skipped)
+            detections = predict_images(predictor, originals) if originals else []
+            for item, image, det in zip(chunk, originals, detections, strict=True):
+                det = filter_score(det, conf)
+                summary.detections += len(det["scores"])
+                save_image(draw_detections(image, det, class_names), out / item.name)
+                results += result_rows(det, item.image_id, cat_ids, file_name=item.name, class_names=class_names)
+            bar.advance(task, min(batch, len(inputs) - start))
+    if summary.skipped:
+        summary.skip_list = write_skip_list(summary.skipped, out / "skipped_images.txt")
+        if len(summary.skipped) == len(inputs):
+            raise SadcError(
+                f"none of the {len(inputs)} images can be read (first: {summary.skipped[0][1]}); "
+                f"reasons per file in {summary.skip_list}"
+            )
+    summary.results = write_json(out / "detections.json", results)
+    summary.images = len(inputs) - len(summary.skipped)
+    return summary

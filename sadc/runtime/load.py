@@ -1,0 +1,132 @@
+"""Loading artefacts: one Predictor per backend, picked from the artefact's suffix.
+
+The one table :data:`BACKENDS` says, per backend, which files it loads, how to load
+them and what its *model-only* call (``Predictor.model_call``) includes, i.e. the work
+``sadc bench`` times as "model"::
+
+    suffix            backend      model-only call (what is timed)
+    .pt / .pth        torch        Detector(images): normalise + net + decode + NMS (eager, per-image NMS)
+    .onnx (.int8.onnx) onnxruntime session.run: the deploy graph = normalise + net + decode + NMS
+    .engine           tensorrt     execute_async_v3 of the same deploy graph, then a CUDA sync
+
+Every model-only call starts from a uint8 [B, 3, H, W] batch already where the backend
+reads it (torch / TensorRT: on the device; ONNX Runtime: a host numpy array, so with
+the CUDA provider the call includes the host<->device copies) and returns when the
+outputs exist (CUDA calls synchronise). Reading files, decoding, letterboxing and
+mapping boxes back to the original image are the *end-to-end* extra
+(:mod:`sadc.runtime.predict`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sadc.errors import SadcError
+from sadc.models.spec import DetectorSpec
+from sadc.runtime.base import Predictor
+
+
+def _load_torch(path: Path, device: str, threads: int | None) -> Predictor:  # noqa: ARG001 - torch threads are process-wide
+    from sadc.runtime.torch_rt import TorchPredictor
+
+    return TorchPredictor(path, device=device)
+
+
+def _load_ort(path: Path, device: str, threads: int | None) -> Predictor:
+    from sadc.runtime.onnx_rt import OrtPredictor
+
+    return OrtPredictor(path, device=device, threads=threads)
+
+
+def _load_trt(path: Path, device: str, threads: int | None) -> Predictor:  # noqa: ARG001 - the GPU does the work
+    from sadc.runtime.trt_rt import TrtPredictor
+
+    return TrtPredictor(path, device=device)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One runtime: the files it loads, its loader and what its model-only call includes."""
+
+    name: str
+    suffixes: tuple[str, ...]
+    load: Callable[[Path, str, int | None], Predictor]
+    model_only: str  # what the model-only time includes, for reports and docs
+
+
+BACKENDS: tuple[Backend, ...] = (
+    Backend(
+        "torch",
+        (".pt", ".pth"),
+        _load_torch,
+        "eager Detector(images): uint8 -> normalise -> backbone/FPN/head -> decode -> per-image batched NMS "
+        "(input already on the device; CUDA synchronised)",
+    ),
+    Backend(
+        "onnxruntime",
+        (".onnx",),
+        _load_ort,
+        "InferenceSession.run of the deploy graph: uint8 -> normalise -> net -> decode -> top-k -> NMS -> "
+        "EfficientNMS-layout outputs (host numpy in and out)",
+    ),
+    Backend(
+        "tensorrt",
+        (".engine",),
+        _load_trt,
+        "execute_async_v3 of the engine built from the deploy graph (same work as onnxruntime), "
+        "input and outputs in CUDA memory, then torch.cuda.synchronize",
+    ),
+)
+
+
+def backend_for(path: Path) -> Backend:
+    """The backend that loads ``path``, from its suffix; SadcError naming the known suffixes."""
+    path = Path(path)
+    for backend in BACKENDS:
+        if path.suffix in backend.suffixes:
+            return backend
+    known = ", ".join(s for b in BACKENDS for s in b.suffixes)
+    raise SadcError(f"{path}: unknown artefact type {path.suffix!r} (expected one of {known})")
+
+
+def load_predictor(path: Path, *, device: str = "cpu", threads: int | None = None) -> Predictor:
+    """Load any sadc artefact as a :class:`Predictor` (backend from suffix; exports also read their sidecar).
+
+    ``threads`` sets ONNX Runtime's intra-op threads; torch's thread count is
+    process-wide (``torch.set_num_threads``), so callers set it themselves.
+    """
+    from sadc.engine.machine import check_device
+
+    path = Path(path)
+    if not path.exists():
+        raise SadcError(f"{path}: model not found")
+    if path.is_dir():
+        raise SadcError(f"{path}: a folder, not a model file (.pt, .onnx or .engine)")
+    backend = backend_for(path)
+    check_device(device, available=False)  # the backend says whether it can use that device here
+    return backend.load(path, device, threads)
+
+
+def check_artefact(path: Path) -> DetectorSpec:
+    """The spec of any sadc artefact, read cheaply: a checkpoint's header (tensors memory-mapped,
+    not read) or an export's sidecar. One-line SadcError when ``path`` is not a sadc artefact;
+    commands call it for every input before the minutes of work on the first.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SadcError(f"{path}: model not found" if not path.exists() else f"{path}: not a model file")
+    backend = backend_for(path)
+    if backend.name == "torch":
+        from sadc.artefacts.checkpoint import load_checkpoint
+        from sadc.models.loading import checkpoint_spec
+
+        return checkpoint_spec(load_checkpoint(path, mmap=True), str(path))
+    from sadc.artefacts.sidecar import check_sidecar_sha, read_sidecar
+    from sadc.models.spec import spec_from_sidecar
+
+    sidecar = read_sidecar(path)
+    if backend.name == "onnxruntime":  # engines are checked when deserialised (on the GPU that runs them)
+        check_sidecar_sha(path, sidecar)
+    return spec_from_sidecar(sidecar)
