@@ -11,13 +11,14 @@ from rich.table import Table
 
 from sadc.cli.common import console, handle_errors
 from sadc.engine.machine import cpu_model, package_version
+from sadc.errors import first_line
 
 
 def _version(module: str) -> tuple[str | None, str]:
     try:
         mod = importlib.import_module(module)
     except Exception as err:  # ImportError, or a broken install raising anything
-        return None, f"{type(err).__name__}: {str(err).splitlines()[0][:80]}" if str(err) else type(err).__name__
+        return None, first_line(err, 80, typed=True)
     return getattr(mod, "__version__", None) or package_version(module.replace("_", "-")) or "?", ""
 
 
