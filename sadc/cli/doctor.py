@@ -35,7 +35,12 @@ def doctor() -> None:
     table.add_column("detail")
     ok, no = "[green]ok[/]", "[red]missing[/]"
     table.add_row("python", ok, f"{platform.python_version()} on {platform.machine()} {platform.system()}")
-    table.add_row("cpu", ok, f"{cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
+    table.add_row(
+        "cpu",
+        ok,
+        f"{cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+        f"kernels {torch.backends.cpu.get_cpu_capability()}",  # mAPs repeat only on the same kernels and threads
+    )
     for name in ("torch", "torchvision", "onnx", "onnxruntime", "onnxslim", "faster_coco_eval", "pycocotools", "matplotlib"):
         version, why = _version(name)
         table.add_row(name, ok if version else no, escape(version or package_version(name.replace("_", "-")) or why))
