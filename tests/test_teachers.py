@@ -141,7 +141,7 @@ def test_missing_teacher_names_the_file_and_the_command_that_makes_it(tiny_world
     _, student = _grid_recipes(tiny_world, tmp_path)
     fails_cleanly(
         invoke("distill", "--recipe", student),
-        f"model.teacher.source: {tmp_path / 'runs' / 'teach' / 'best.pt'} not found",
+        f"model.teacher.source: file {tmp_path / 'runs' / 'teach' / 'best.pt'} not found",
         f"create it with `sadc train --recipe {tmp_path / 'teacher.yaml'}`",
     )
     assert not (tmp_path / "runs").exists()

@@ -73,12 +73,12 @@ def teacher_fields(recipe: Recipe, folders: Iterable[Path], dry_run: bool) -> tu
         return fields, None
     path = Path(source)
     found = producing_recipe(path, list(folders))
-    problem = "is a folder, not a file" if path.is_dir() else "not found"
+    problem = "is not a file" if path.exists() else "not found"  # the words of recipe.check_paths
     make = f"create it with `{command_for(*found)}`" if found else "train one with `sadc train` (train.target: teacher)"
     if not dry_run:
         relative = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
         raise SadcError(
-            f"model.teacher.source: {path} {problem}{relative}; {make}, or set it to a sadc checkpoint, "
+            f"model.teacher.source: file {path} {problem}{relative}; {make}, or set it to a sadc checkpoint, "
             "a state-dict file (with builder: torchvision:NAME) or torchvision:NAME"
         )
     if found:
@@ -91,7 +91,7 @@ def teacher_fields(recipe: Recipe, folders: Iterable[Path], dry_run: bool) -> tu
         stand_in, said = fields.model_copy(update={"source": None}), "from model.teacher's fields"
     else:
         raise SadcError(
-            f"model.teacher.source: {path} {problem}, and a dry run cannot tell which architecture it will have; "
+            f"model.teacher.source: file {path} {problem}, and a dry run cannot tell which architecture it will have; "
             f"{make}, or give model.teacher the architecture fields (arch, backbone, fpn_channels, anchor_sizes, ...)"
         )
     note = f"dry run: teacher {path} does not exist yet; using {_described(stand_in)} teacher {said}"
