@@ -25,6 +25,36 @@ def one_line(err: BaseException) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(err).__name__
 
 
+def brief(text: str, width: int = 200) -> str:
+    """``text`` (a library's message, whose length sadc does not control) on one line and about
+    ``width`` characters, cut only between words, the cut marked with " ...".
+
+    Never mid-word: a half word or half shape reads as the value itself. A first word longer
+    than ``width`` (a path) is kept whole. Where sadc can say less (name the key, give both
+    shapes), it should do that instead of calling this.
+    """
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text.rfind(" ", 0, width + 1)
+    if cut <= 0:
+        cut = text.find(" ", width)
+        if cut < 0:
+            return text
+    return text[:cut].rstrip(" ,;:") + " ..."
+
+
+def first_line(err: BaseException, width: int = 200, *, typed: bool = False) -> str:
+    """The first line of ``err``'s message, :func:`brief`-ed; ``typed`` puts ``Type: `` before it.
+
+    The exception's type alone when its message is empty.
+    """
+    lines = str(err).strip().splitlines()
+    if not lines:
+        return type(err).__name__
+    return f"{type(err).__name__}: {brief(lines[0], width)}" if typed else brief(lines[0], width)
+
+
 class CheckpointError(SadcError):
     """A checkpoint (or any atomically written file) could not be read, validated or written."""
 

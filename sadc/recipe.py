@@ -40,7 +40,7 @@ class ModelSource(DetectorSpec):
 
     ``source`` is a sadc checkpoint (``runs/x/best.pt``), a torchvision builder
     (``torchvision:retinanet_resnet50_fpn_v2``) or a state-dict file for a torchvision
-    architecture (``file.pth``, with ``arch``/``backbone`` giving the architecture).
+    architecture (``file.pth``, with ``builder`` naming the architecture).
     When a source is a checkpoint, the spec fields here are ignored: the checkpoint
     carries its own.
     """

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -121,11 +122,18 @@ def test_class_map_slices_logits_and_remaps_pseudo_labels(tiny_spec):
 
 
 def test_dry_run_needs_no_data_or_weights(tmp_path, tiny_world, tiny_teacher):
+    import io
+
+    from rich.console import Console
+
     data = distill_recipe(tiny_world, tmp_path, tmp_path / "missing-teacher.pt")
     data["model"]["teacher"] = {**data["model"]["student"], "fpn_channels": 16, "source": "missing-teacher.pt"}
     data["data"] = {"train": {"annotations": "nope.json", "images": "nope"}, "unlabeled": "nope", "batch_size": 4}
-    run_dir = run_distill(recipe_from_dict(data), dry_run=True)
-    assert load_checkpoint(run_dir / "last.pt")["step"] == 1
+    out = io.StringIO()
+    assert run_distill(recipe_from_dict(data), dry_run=True, console=Console(file=out, width=300)) is None
+    assert "using a random retinanet/tiny FPN-16 teacher from model.teacher's fields" in out.getvalue()
+    assert "dry run passed" in out.getvalue()
+    assert list(tmp_path.iterdir()) == []  # output= is tmp_path: nothing written
 
 
 def test_ddp_two_gloo_processes(tiny_world, tmp_path, tiny_teacher):
@@ -181,16 +189,20 @@ def test_pseudo_label_writes_a_usable_coco_set(tiny_world, tmp_path, tiny_teache
 @pytest.mark.parametrize("name", ["coco-retinanet-r101-to-r50", "coco-retinanet-r50v2-to-mobilenetv3"])
 def test_real_recipes_dry_run_offline(name, tmp_path):
     """The COCO recipes build and step here without data or downloads (at 128 px to stay quick)."""
+    import io
     from pathlib import Path
+
+    from rich.console import Console
 
     from sadc.recipe import load_recipe
 
     path = Path(__file__).parents[1] / "recipes" / f"{name}.yaml"
     recipe = load_recipe(path, [f"output={tmp_path}", "model.student.input_size=[128,128]"])
-    run_dir = run_distill(recipe, dry_run=True)
-    ckpt = load_checkpoint(run_dir / "last.pt")
-    assert ckpt["step"] == 1 and ckpt["spec"]["class_names"][0] == "person"
-    assert ckpt["teacher"]["spec"]["backbone"] in ("resnet101", "resnet50")
+    out = io.StringIO()
+    assert run_distill(recipe, dry_run=True, console=Console(file=out, width=300)) is None
+    text = out.getvalue()
+    assert re.search(r"distill resnet(101|50) -> (resnet50|mobilenet_v3_large) ", text), text
+    assert "dry run passed" in text and list(tmp_path.iterdir()) == []
 
 
 def test_channels_last_and_bf16_teacher_match_the_defaults_closely(tiny_world, tmp_path, tiny_teacher):

@@ -26,7 +26,7 @@ import torch
 
 from sadc import __version__
 from sadc.artefacts.files import atomic_write
-from sadc.errors import CheckpointError
+from sadc.errors import CheckpointError, first_line
 
 FORMAT = "sadc-checkpoint"
 FORMAT_VERSION = 1
@@ -75,8 +75,7 @@ def torch_load(path: Path, map_location: str | torch.device = "cpu", what: str =
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:120]}" if text else type(err).__name__
+    return first_line(err, 120, typed=True)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", *, mmap: bool = False) -> dict[str, Any]:

@@ -17,13 +17,19 @@ def distill(
     overrides: OverridesArg = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in output/name from its last.pt (no-op if finished).")] = False,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Build everything with random weights, run one step on random images, stop.")
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Build everything with random weights, run one step on random images in a temporary folder, "
+            "remove it: nothing is written under output/.",
+        ),
     ] = False,
 ) -> None:
     """Distil the teacher into the student with SAD (ADL + pseudo boxes on unlabeled images)."""
     from sadc.distill.run import run_distill
 
-    run_distill(load_recipe(recipe, overrides_list(overrides)), resume=resume, console=console, dry_run=dry_run)
+    loaded = load_recipe(recipe, overrides_list(overrides))
+    run_distill(loaded, resume=resume, console=console, dry_run=dry_run, recipe_file=recipe)
 
 
 @handle_errors

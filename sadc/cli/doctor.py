@@ -11,13 +11,14 @@ from rich.table import Table
 
 from sadc.cli.common import console, handle_errors
 from sadc.engine.machine import cpu_model, package_version
+from sadc.errors import first_line
 
 
 def _version(module: str) -> tuple[str | None, str]:
     try:
         mod = importlib.import_module(module)
     except Exception as err:  # ImportError, or a broken install raising anything
-        return None, f"{type(err).__name__}: {str(err).splitlines()[0][:80]}" if str(err) else type(err).__name__
+        return None, first_line(err, 80, typed=True)
     return getattr(mod, "__version__", None) or package_version(module.replace("_", "-")) or "?", ""
 
 
@@ -34,7 +35,12 @@ def doctor() -> None:
     table.add_column("detail")
     ok, no = "[green]ok[/]", "[red]missing[/]"
     table.add_row("python", ok, f"{platform.python_version()} on {platform.machine()} {platform.system()}")
-    table.add_row("cpu", ok, f"{cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
+    table.add_row(
+        "cpu",
+        ok,
+        f"{cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+        f"kernels {torch.backends.cpu.get_cpu_capability()}",  # mAPs repeat only on the same kernels and threads
+    )
     for name in ("torch", "torchvision", "onnx", "onnxruntime", "onnxslim", "faster_coco_eval", "pycocotools", "matplotlib"):
         version, why = _version(name)
         table.add_row(name, ok if version else no, escape(version or package_version(name.replace("_", "-")) or why))

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from sadc.data.images import DataError, load_image
 from sadc.data.loaders import decode_index, item_generator
 from sadc.data.transforms import TrainTransform
+from sadc.errors import brief
 
 if TYPE_CHECKING:
     from sadc.recipe import AugmentSection
@@ -42,7 +43,7 @@ def _int_id(entry: Any, what: str, where: str) -> int:
         raise DataError(f"{where}: every {what} must be an object, got {type(entry).__name__}")
     value = entry.get("id")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise DataError(f"{where}: {what} {json.dumps(entry)[:80]} has no integer 'id'")
+        raise DataError(f"{where}: {what} {brief(json.dumps(entry), 80)} has no integer 'id'")
     return value
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
 import torch
@@ -13,39 +15,22 @@ from sadc.data.images import noise_images
 from sadc.data.loaders import build_loader
 from sadc.distill.objective import DistillObjective
 from sadc.distill.teacher import TeacherTargets, check_distillable, class_index
+from sadc.distill.teachers import load_teacher, teacher_fields
+from sadc.engine.distributed import dist_info_from_env
 from sadc.engine.run import check_classes, coco_split, fit, session, wrap_for_training
 from sadc.errors import SadcError
 from sadc.models.detector import Detector
 from sadc.models.loading import load_detector, spec_from_fields
-from sadc.recipe import Recipe, check_paths
+from sadc.recipe import ModelSource, Recipe, check_paths
 
 
-def teacher_reference(recipe: Recipe, teacher: Detector) -> dict:
+def teacher_reference(fields: ModelSource, teacher: Detector) -> dict:
     """What the student checkpoint records of its teacher (the teacher's weights are not stored)."""
-    source = recipe.model.teacher.source
-    ref = {"source": source, "weights": recipe.model.teacher.weights, "spec": teacher.spec.model_dump(mode="json")}
+    source = fields.source
+    ref = {"source": source, "weights": fields.weights, "spec": teacher.spec.model_dump(mode="json")}
     if source and Path(source).is_file():
         ref["sha256"] = file_sha256(Path(source))
     return ref
-
-
-def load_teacher(recipe: Recipe, input_size: tuple[int, int], dry_run: bool) -> Detector:
-    fields = recipe.model.teacher
-    if fields is None:
-        raise SadcError("recipe: model.teacher is not set; `sadc distill` needs a teacher (checkpoint or torchvision:NAME)")
-    fields = fields.model_copy(update={"input_size": input_size})
-    if dry_run:
-        fields = fields.model_copy(update={"pretrained_backbone": False})  # same architecture, random weights: nothing is read or downloaded
-        source = fields.source
-        if source and not source.startswith("torchvision:"):
-            if Path(source).is_file():
-                return load_detector(spec_from_fields(fields), source, weights=fields.weights)
-            return load_detector(spec_from_fields(fields))
-        return load_detector(spec_from_fields(fields), source, weights=None)
-    try:
-        return load_detector(spec_from_fields(fields), fields.source, weights=fields.weights)
-    except SadcError as err:  # name the recipe key: the file alone does not say it was meant as the teacher
-        raise type(err)(f"model.teacher.source: {err}") from None
 
 
 def _batches(recipe: Recipe, labeled, unlabeled, n_lab: int, n_unl: int, dist):
@@ -90,20 +75,49 @@ def _random_batches(n_lab: int, n_unl: int, size: tuple[int, int]):
 
 
 def run_distill(
-    recipe: Recipe, *, resume: bool = False, console: Console | None = None, dry_run: bool = False
-) -> Path:
+    recipe: Recipe,
+    *,
+    resume: bool = False,
+    console: Console | None = None,
+    dry_run: bool = False,
+    recipe_file: Path | None = None,
+) -> Path | None:
     """SAD training of model.student from model.teacher; returns the run directory.
 
     dry_run builds everything (random teacher weights, no data read), runs one step on
-    random images and stops: a check that a recipe is consistent before a long run.
+    random images in a temporary folder, removes it and returns None: a check that a
+    recipe is consistent before a long run, leaving ``recipe.output`` as it was.
+    ``recipe_file`` is where the recipe came from: its folder (and ./recipes) are searched
+    for the recipe that makes a missing teacher file.
     """
+    console = console or Console()
+    folders = ([recipe_file.parent] if recipe_file is not None else []) + [Path("recipes")]
+    teacher_src, note = teacher_fields(recipe, folders, dry_run)
+    if not dry_run:
+        return _run(recipe, teacher_src, resume, console, dry_run=False)
+    if note:
+        console.print(note)
+    with tempfile.TemporaryDirectory(prefix="sadc-dry-run-") as tmp:
+        steps = recipe.train.model_copy(update={"steps": 1, "eval_every": 0})
+        run_dir = _run(recipe.model_copy(update={"output": Path(tmp), "train": steps}), teacher_src, False, console, True)
+        loss = _last_loss(run_dir / "metrics.jsonl")
+    if dist_info_from_env().is_main:  # under torchrun, one line, not one per rank
+        console.print(
+            f"[bold green]dry run passed[/]: teacher and student fit, one step ran{loss}; nothing was written under "
+            f"{recipe.output}/ (the step ran in a temporary folder, now removed)"
+        )
+    return None
+
+
+def _last_loss(path: Path) -> str:
+    lines = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+    losses = [ln["loss"] for ln in lines if "loss" in ln]
+    return f" (loss {losses[-1]:.3f})" if losses else ""
+
+
+def _run(recipe: Recipe, teacher_src: ModelSource, resume: bool, console: Console, dry_run: bool) -> Path:
     cfg, dcfg = recipe.train, recipe.distill
-    if dry_run:
-        recipe = recipe.model_copy(update={"train": cfg.model_copy(update={"steps": 1, "eval_every": 0})})
-        cfg = recipe.train
     data = recipe.data
-    if recipe.model.teacher is None:
-        raise SadcError("recipe: model.teacher is not set; `sadc distill` needs a teacher (checkpoint or torchvision:NAME)")
     if not dry_run:
         if data.train is None and data.unlabeled is None:
             raise SadcError("recipe: distillation needs data.train (labeled), data.unlabeled (a folder), or both")
@@ -115,7 +129,7 @@ def run_distill(
             student_fields = student_fields.model_copy(update={"pretrained_backbone": False})
         student = load_detector(spec_from_fields(student_fields), student_fields.source, weights=student_fields.weights).to(s.device)
         size = tuple(student.spec.input_size)
-        teacher = load_teacher(recipe, size, dry_run).to(s.device)
+        teacher = load_teacher(teacher_src, size, dry_run).to(s.device)
         check_distillable(teacher, student, size)
         targets = TeacherTargets(
             teacher,
@@ -162,7 +176,7 @@ def run_distill(
             batches,
             n_lab + n_unl,
             val,
-            extra={"teacher": teacher_reference(recipe, teacher)},
+            extra={"teacher": teacher_reference(teacher_src, teacher)},
             loss_weights={"distill": dcfg.weight},
         )
         if metrics and dist.is_main:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from sadc.errors import SadcError
+from sadc.errors import SadcError, first_line
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def is_peer_failure(err: BaseException) -> bool:
 
 def peer_failure_message(info: DistInfo, err: BaseException, saved: str = "") -> str:
     text = str(err)
-    first = next((sign for sign in _PEER_SIGNS if sign in text), (text.strip().splitlines() or [type(err).__name__])[0][:160])
+    first = next((sign for sign in _PEER_SIGNS if sign in text), first_line(err, 160))
     return (
         f"rank {info.rank}: another rank stopped, so this one cannot go on ({first}); its own error is printed "
         f"above (torchrun's summary names the first failure){saved}"

@@ -35,6 +35,7 @@ def machine_summary() -> dict:
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the vector kernels: results differ across them
         "gpu": gpu,
         "python": platform.python_version(),
         "platform": f"{platform.system()} {platform.machine()}",

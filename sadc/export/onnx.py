@@ -31,7 +31,7 @@ from sadc.artefacts.io import INPUT_NAME
 from sadc.artefacts.postprocess import PostProcess
 from sadc.artefacts.sidecar import SIDECAR_VERSION, write_sidecar
 from sadc.data.images import noise_images
-from sadc.errors import ExportError, SadcError
+from sadc.errors import ExportError, SadcError, first_line
 from sadc.export.deploy import DeployModule
 from sadc.models.detector import Detector
 
@@ -103,10 +103,9 @@ def onnx_bytes(
         except SadcError:
             raise
         except Exception as err:  # exporter failures are many types; say which and how to see more
-            first = (str(err).strip().splitlines() or [""])[0][:200]
             raise ExportError(
                 f"torch.onnx.export failed for backbone {module.spec.backbone!r} at opset {opset} "
-                f"({type(err).__name__}: {first}); sadc --debug export ... shows the traceback"
+                f"({first_line(err, typed=True)}); sadc --debug export ... shows the traceback"
             ) from err
     return buffer.getvalue()
 
@@ -157,7 +156,7 @@ def export_onnx(
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as err:  # checker raises ValidationError / InferenceError
-        raise ExportError(f"{out_path}: exported graph fails onnx.checker ({str(err).splitlines()[0][:200]})") from None
+        raise ExportError(f"{out_path}: exported graph fails onnx.checker ({first_line(err)})") from None
     out_path = Path(out_path)
     atomic_write(out_path, lambda f: f.write(model.SerializeToString()))
     write_sidecar(

@@ -30,7 +30,7 @@ from typing import Any
 
 from sadc.artefacts.io import INPUT_NAME
 from sadc.artefacts.sidecar import ENGINE_NOTE
-from sadc.errors import SadcError
+from sadc.errors import SadcError, brief
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def build_engine(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise SadcError(f"{onnx_path}: TensorRT {trt.__version__} cannot parse it ({errors[:400]})")
+        raise SadcError(f"{onnx_path}: TensorRT {trt.__version__} cannot parse it ({brief(errors, 400)})")
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)

@@ -47,7 +47,7 @@ class DetectorSpec(BaseModel):
     builder: str | None = Field(
         None,
         description="Set for torchvision-built detectors (e.g. torchvision:retinanet_resnet50_fpn_v2): rebuild "
-        "with that builder instead of from the fields above.",
+        "with that builder instead of from the fields above, with its 91 COCO class slots unless class_names is set.",
     )
     pretrained_backbone: bool = Field(
         False, description="Start the backbone from ImageNet weights where they can be had (else random, logged)."

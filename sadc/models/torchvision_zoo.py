@@ -7,6 +7,8 @@ get them onto the machine.
 
 from __future__ import annotations
 
+import functools
+
 import torchvision
 from torch import nn
 
@@ -51,23 +53,32 @@ def coco_class_names(name: str) -> list[str]:
     return [c if c != "N/A" else f"N/A-{i}" for i, c in enumerate(cats)]
 
 
-def torchvision_spec(builder: str, input_size: tuple[int, int]) -> DetectorSpec:
-    """The DetectorSpec of a torchvision detector at a fixed letterbox ``input_size``."""
-    name = _name(builder)
-    arch, backbone, fpn = TORCHVISION_DETECTORS[name]
+@functools.cache
+def _grid(name: str) -> tuple[tuple[tuple[float, ...], ...], tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """(anchor sizes per level, ratios, mean, std) of a builder: read off a random instance, once per
+    process (building a ResNet-50 detector takes a second)."""
     net = torchvision.models.get_model(name, weights=None, weights_backbone=None)
     gen = net.anchor_generator
+    sizes = tuple(tuple(map(float, s)) for s in gen.sizes)
+    return sizes, tuple(map(float, gen.aspect_ratios[0])), tuple(net.transform.image_mean), tuple(net.transform.image_std)
+
+
+def torchvision_spec(builder: str, input_size: tuple[int, int]) -> DetectorSpec:
+    """The DetectorSpec of a torchvision detector at a fixed letterbox ``input_size`` (its 91 COCO class slots)."""
+    name = _name(builder)
+    arch, backbone, fpn = TORCHVISION_DETECTORS[name]
+    sizes, ratios, mean, std = _grid(name)
     return DetectorSpec(
         arch=arch,
         backbone=backbone,
         fpn_channels=fpn,
         head_norm="group" if name.endswith("_v2") or arch == "fcos" else "none",
-        anchor_sizes=[list(map(float, s)) for s in gen.sizes],
-        anchor_ratios=list(map(float, gen.aspect_ratios[0])),
+        anchor_sizes=[list(s) for s in sizes],
+        anchor_ratios=list(ratios),
         class_names=coco_class_names(name),
         input_size=input_size,
-        mean=tuple(net.transform.image_mean),
-        std=tuple(net.transform.image_std),
+        mean=mean,
+        std=std,
         builder=PREFIX + name,
     )
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from sadc.artefacts.io import INPUT_NAME, detections_from_outputs
-from sadc.errors import SadcError
+from sadc.errors import SadcError, first_line
 from sadc.runtime.base import ModelCall
 
 # --provider name -> ONNX Runtime execution providers, in order of preference.
@@ -47,9 +47,8 @@ def make_session(path: Path | bytes, *, provider: str = "cpu", threads: int | No
         return ort.InferenceSession(source, options, providers=[p for p in wanted if p in available])
     except Exception as err:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for bad files
         what = path if isinstance(path, Path) else "the ONNX model"
-        first = (str(err).strip().splitlines() or [""])[0][:200]
         raise SadcError(
-            f"{what}: ONNX Runtime cannot load it ({type(err).__name__}: {first}); re-export it with sadc export"
+            f"{what}: ONNX Runtime cannot load it ({first_line(err, typed=True)}); re-export it with sadc export"
         ) from None
 
 
