@@ -183,8 +183,8 @@ def prepare(args) -> Setup:
     if args.quick:
         tmp = Path(tempfile.mkdtemp(prefix="sadc-ablation-"))
         data = tmp / "synth"
-        make_synthetic_world(data, train=24, val=8, unlabeled=32, size=64, seed=0, progress=False)
-        make_synthetic_world(data, train=24, val=8, unlabeled=32, size=64, seed=0, shift=True, progress=False)
+        make_synthetic_world(data, train=24, val=8, unlabeled=32, size=64, seed=0)
+        make_synthetic_world(data, train=24, val=8, unlabeled=32, size=64, seed=0, shift=True)
         teacher_recipe = load_recipe(
             ROOT / "recipes/quickstart-teacher.yaml",
             [f"output={tmp}", f"data.train.annotations={data / 'train.json'}", f"data.train.images={data / 'train'}",

@@ -27,8 +27,22 @@ def synth(
 ) -> None:
     """Write a synthetic shapes world: OUT/train(.json), OUT/val(.json), OUT/unlabeled."""
     from sadc.data.synth import make_synthetic_world
+    from sadc.progress import progress_bar
 
-    summary = make_synthetic_world(out, train=train, val=val, unlabeled=unlabeled, size=size, seed=seed, shift=shift)
+    bar = progress_bar(console, transient=False)
+    tasks: dict[str, object] = {}
+
+    def progress(split: str, done: int, total: int) -> None:
+        if split not in tasks:
+            tasks[split] = bar.add_task(split, total=total)
+        bar.update(tasks[split], completed=done)
+
+    with bar:
+        summary = make_synthetic_world(
+            out, train=train, val=val, unlabeled=unlabeled, size=size, seed=seed, shift=shift, progress=progress
+        )
+    if summary["reused"]:
+        console.print(f"{out}: reusing {', '.join(summary['reused'])} (made earlier with the same arguments)")
     parts = [
         f"{name} {s['images']} images" + (f" / {s['boxes']} boxes" if s["boxes"] is not None else "")
         for name, s in summary["splits"].items()
