@@ -178,7 +178,9 @@ def test_pseudo_label_writes_a_usable_coco_set(tiny_world, tmp_path, tiny_teache
     assert data.class_names == ["circle", "square", "triangle", "cross", "ring"]
 
 
-@pytest.mark.parametrize("name", ["coco-retinanet-r101-to-r50", "coco-retinanet-r50v2-to-mobilenetv3"])
+@pytest.mark.parametrize(
+    "name", ["coco-retinanet-r101-to-r50", "coco-retinanet-x101-to-r101", "coco-retinanet-r50v2-to-mobilenetv3"]
+)
 def test_real_recipes_dry_run_offline(name, tmp_path):
     """The COCO recipes build and step here without data or downloads (at 128 px to stay quick)."""
     from pathlib import Path
@@ -190,7 +192,7 @@ def test_real_recipes_dry_run_offline(name, tmp_path):
     run_dir = run_distill(recipe, dry_run=True)
     ckpt = load_checkpoint(run_dir / "last.pt")
     assert ckpt["step"] == 1 and ckpt["spec"]["class_names"][0] == "person"
-    assert ckpt["teacher"]["spec"]["backbone"] in ("resnet101", "resnet50")
+    assert ckpt["teacher"]["spec"]["backbone"] in ("resnet101", "resnet50", "resnext101_64x4d")
 
 
 def test_channels_last_and_bf16_teacher_match_the_defaults_closely(tiny_world, tmp_path, tiny_teacher):

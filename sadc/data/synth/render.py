@@ -6,7 +6,7 @@ independently of its class. Objects are saturated and at least ``MIN_CONTRAST``
 luminance levels brighter or darker than the background under them, edges are crisp
 (no antialiasing), so boxes taken from the drawn mask are exact.
 
-Base distribution (train, val, unlabeled): linear gradient + smooth blotches, low
+Base distribution (train, val, test, unlabeled): linear gradient + smooth blotches, low
 saturation, random tint; strongly saturated objects. Shifted distribution
 (unlabeled-shift): stripes or checkerboards in cool tints with more pixel noise, and
 muted (low-saturation) objects -- same classes, same geometry.
@@ -27,7 +27,7 @@ CLASSES = ("circle", "square", "triangle", "cross", "ring")
 """Class names; COCO category ids are 1..len(CLASSES) in this order."""
 
 SYNTH_VERSION = 1  # bump when the drawing changes: old folders then refuse to be reused
-SPLIT_CODES = {"train": 0, "val": 1, "unlabeled": 2, "unlabeled-shift": 3}
+SPLIT_CODES = {"train": 0, "val": 1, "unlabeled": 2, "unlabeled-shift": 3, "test": 4}  # never renumber: seeds
 MIN_CONTRAST = 60.0  # luminance levels (0..255) between an object and the background under it
 MIN_VISIBLE = 0.6  # placement keeps every object at least this visible (occlusion is partial)
 DROP_VISIBLE = 0.3  # safety net: an object less visible than this is not annotated

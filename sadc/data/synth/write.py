@@ -21,6 +21,8 @@ from sadc.data.cocojson import coco_dataset, write_json
 from sadc.data.images import DataError
 from sadc.data.synth.render import CLASSES, SYNTH_VERSION, SynthObject, render_image
 
+LABELED_SPLITS = ("train", "val", "test")
+
 ProgressFn = Callable[[str, int, int], None]
 """``progress(split, images done, images in the split)``: called at a split's start (done 0)
 and after each image."""
@@ -52,9 +54,9 @@ def _write_json(path: Path, data: dict) -> None:
     write_json(path, data, indent=1)
 
 
-def _plan(train: int, val: int, unlabeled: int, size: int, seed: int, shift: bool) -> dict[str, dict]:
+def _plan(train: int, val: int, test: int, unlabeled: int, size: int, seed: int, shift: bool) -> dict[str, dict]:
     """The splits to write and the parameters that determine each one's content."""
-    counts = {"train": train, "val": val, "unlabeled-shift" if shift else "unlabeled": unlabeled}
+    counts = {"train": train, "val": val, "test": test, "unlabeled-shift" if shift else "unlabeled": unlabeled}
     return {
         split: {"count": n, "size": size, "seed": seed, "version": SYNTH_VERSION}
         for split, n in counts.items()
@@ -76,7 +78,7 @@ def _read_manifest(out: Path) -> dict:
         if not isinstance(manifest, dict) or not isinstance(manifest.get("splits"), dict):
             raise DataError(f"{manifest_path}: not a synth manifest; delete {out} and run sadc data synth again")
         return manifest
-    if any((out / name).exists() for name in ("train", "train.json", "val", "val.json", "unlabeled")):
+    if any((out / name).exists() for name in ("train", "train.json", "val", "val.json", "test", "test.json", "unlabeled")):
         raise DataError(f"{out}: holds data not made by sadc data synth (no synth.json); pick another folder")
     return {"splits": {}}
 
@@ -87,7 +89,7 @@ def _describe(params: dict) -> str:
 
 def _generate_split(out: Path, split: str, params: dict, workers: int, progress: ProgressFn | None) -> dict:
     """Render one split into out/.tmp-SPLIT, then move it into place; returns its record."""
-    labeled = split in ("train", "val")
+    labeled = split in LABELED_SPLITS
     tmp = out / f".tmp-{split}"
     shutil.rmtree(tmp, ignore_errors=True)  # leftovers of an interrupted run
     tmp.mkdir(parents=True)
@@ -129,6 +131,7 @@ def make_synthetic_world(
     *,
     train: int = 1000,
     val: int = 200,
+    test: int = 200,
     unlabeled: int = 4000,
     size: int = 128,
     seed: int = 0,
@@ -138,7 +141,8 @@ def make_synthetic_world(
 ) -> dict:
     """Write the synthetic world into ``out`` and return a summary.
 
-    Layout: ``out/train/*.png`` + ``out/train.json``, ``out/val/*.png`` + ``out/val.json``
+    Layout: ``out/train/*.png`` + ``out/train.json``, ``out/val/*.png`` + ``out/val.json``,
+    ``out/test/*.png`` + ``out/test.json`` (held out: choose settings on val, report test)
     (COCO, category ids 1..5 = :data:`CLASSES`, image ids = index + 1, bbox xywh float
     tight on the visible mask, ``area`` = visible pixels, iscrowd 0) and
     ``out/unlabeled/*.png`` -- or, with ``shift=True``, ``out/unlabeled-shift/*.png`` from
@@ -155,7 +159,7 @@ def make_synthetic_world(
     "reused": [split, ...], "seconds"}`` ("boxes"/"json" are None for unlabeled splits).
     """
     out = Path(out)
-    for name, value in (("train", train), ("val", val), ("unlabeled", unlabeled)):
+    for name, value in (("train", train), ("val", val), ("test", test), ("unlabeled", unlabeled)):
         if value < 0:
             raise DataError(f"--{name} {value}: image counts must be >= 0")
     if size < 32:
@@ -165,7 +169,7 @@ def make_synthetic_world(
         raise DataError(f"{out}: exists and is not a folder; pick another output folder")
     out.mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(out)
-    plan = _plan(train, val, unlabeled, size, seed, shift)
+    plan = _plan(train, val, test, unlabeled, size, seed, shift)
     todo, reused = [], []
     for split, params in plan.items():
         done = manifest["splits"].get(split)
@@ -189,7 +193,7 @@ def make_synthetic_world(
             "images": manifest["splits"][split]["images"],
             "boxes": manifest["splits"][split]["boxes"],
             "path": str(out / split),
-            "json": str(out / f"{split}.json") if split in ("train", "val") else None,
+            "json": str(out / f"{split}.json") if split in LABELED_SPLITS else None,
         }
         for split in plan
     }
