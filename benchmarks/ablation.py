@@ -1,6 +1,7 @@
 """Does SAD work? The paper's ablation on the synthetic world, with seeds and spreads.
 
-Rows (same student, schedule, input size and seeds; scored on the synthetic val set):
+Rows (same student, schedule, input size and seeds; scored on the held-out synthetic test
+split, `--split val` for the val set that knobs are chosen on):
 
     a   student, supervised only (labeled set)
     b   + plain sigmoid KL distillation (labeled images)
@@ -10,6 +11,13 @@ Rows (same student, schedule, input size and seeds; scored on the synthetic val 
     f   SAD: + unlabeled images, ADL plus pseudo boxes (as the authors do)
     f'  SAD with the shifted unlabeled set (`sadc data synth --shift`)
     g   the teacher itself
+    h   identical architectures: the teacher's (ResNet-18 FPN-64) as the student, from
+        scratch, with KL, ADL (labeled images) and SAD
+    i   unlabeled only: no labeled images, the teacher and the unlabeled folder; ADL +
+        pseudo boxes vs pseudo boxes alone
+    j   KL + pseudo boxes (against f, ADL + pseudo boxes: claim (i) inside SAD)
+    w   warm start: the student of row a (trained supervised for --steps) distilled for
+        --steps more with KL or ADL (labeled images)
 
 The labeled set is 1,000 images and the unlabeled one 4,000 (1:4). Every run lives in
 runs/ablation/ROW-sSEED (knob runs: runs/ablation-knobs/NAME-sSEED) and is resumed if
@@ -23,7 +31,7 @@ run, 5-9 min with unlabeled images; the 14 table runs take about 65 min, --knobs
 different runs (e.g. --seeds 0 and --seeds 1; --knobs in only one of them: a run folder
 must not have two writers), then --report-only to tabulate everything.
 
-    python benchmarks/ablation.py                 # the table (2 seeds)
+    python benchmarks/ablation.py                 # the table (3 seeds), on the test split
     python benchmarks/ablation.py --knobs         # + the rows with lambda 10, gamma 1 and the knob runs
     python benchmarks/ablation.py --report-only   # tabulate finished runs, train nothing
     python benchmarks/ablation.py --quick         # a tiny version: checks the pipeline, asserts nothing
@@ -59,9 +67,13 @@ class Row:
     command: str  # "train" | "distill" | "teacher"
     overrides: tuple[str, ...] = ()
     unlabeled: str | None = None  # "base" | "shift" | None
+    labeled: bool = True  # False: no data.train (unlabeled-only distillation)
+    init_from: str | None = None  # start the student from this row's last.pt (same seed)
 
 
 LABELED_ONLY = ("distill.pseudo_labels=false",)
+# recipes/quickstart-teacher.yaml's architecture for the student (row h), trained from scratch.
+TEACHER_ARCH = ("model.student.backbone=resnet18", "model.student.pretrained_backbone=false")
 ROWS = [
     Row("a", "supervised only", "train", ("train.target=student",)),
     Row("b", "+ KL distillation", "distill", ("distill.loss=kl", *LABELED_ONLY)),
@@ -71,7 +83,17 @@ ROWS = [
     Row("f", "SAD: ADL + pseudo labels", "distill", ("distill.loss=adl", "distill.pseudo_labels=true"), "base"),
     Row("f'", "SAD, shifted unlabeled set", "distill", ("distill.loss=adl", "distill.pseudo_labels=true"), "shift"),
     Row("g", "teacher", "teacher"),
+    Row("h-kl", "same arch as teacher: KL", "distill", (*TEACHER_ARCH, "distill.loss=kl", *LABELED_ONLY)),
+    Row("h-adl", "same arch as teacher: ADL", "distill", (*TEACHER_ARCH, "distill.loss=adl", *LABELED_ONLY)),
+    Row("h-sad", "same arch as teacher: SAD", "distill", (*TEACHER_ARCH, "distill.loss=adl", "distill.pseudo_labels=true"), "base"),
+    Row("i-pseudo", "unlabeled only: pseudo labels", "distill", ("distill.loss=none", "distill.pseudo_labels=true"), "base", labeled=False),
+    Row("i-sad", "unlabeled only: ADL + pseudo labels", "distill", ("distill.loss=adl", "distill.pseudo_labels=true"), "base", labeled=False),
+    Row("j", "KL + pseudo labels", "distill", ("distill.loss=kl", "distill.pseudo_labels=true"), "base"),
+    Row("w-kl", "warm start (a), + KL", "distill", ("distill.loss=kl", *LABELED_ONLY), init_from="a"),
+    Row("w-adl", "warm start (a), + ADL", "distill", ("distill.loss=adl", *LABELED_ONLY), init_from="a"),
 ]
+
+ROW_BY_KEY = {r.key: r for r in ROWS}
 
 # The table pins the ADL knobs to the paper's values, so it does not move when a recipe's
 # defaults do (recipes/quickstart.yaml uses the tuned ones below).
@@ -117,6 +139,12 @@ KNOBS = [
     # The budget: does the student close on the teacher with 3x the steps (evaluated every 400)?
     Knob("f", f"{_F}-steps1200", "lambda 10, gamma 1, 1,200 steps", (*TUNED, "train.steps=1200")),
     Knob("a", "a-steps1200", "1,200 steps", ("train.steps=1200",)),
+    # The authors' rules (issue 14), each against f with lambda 10, gamma 1 on the same seeds.
+    Knob("f", f"{_F}-notignored", "lambda 10, gamma 1, no ADL on the ignore band", (*TUNED, "distill.anchors=not_ignored"), (0, 1)),
+    Knob("f", f"{_F}-skipempty", "lambda 10, gamma 1, skip images without teacher boxes", (*TUNED, "distill.skip_empty=true"), (0, 1)),
+    Knob("f", f"{_F}-alternate", "lambda 10, gamma 1, alternating steps, unlabeled = train + unlabeled",
+         (*TUNED, "data.schedule=alternate", "data.unlabeled=[labeled,{data}/unlabeled]"), (0, 1)),
+    Knob("j", "j-lambda10", "lambda 10", ("distill.weight=10",), (0, 1)),
 ]
 
 QUICK_MODEL = {
@@ -135,6 +163,7 @@ class Setup:
     seeds: list[int]
     quick: bool
     knobs_out: Path | None = None
+    split: str = "test"
     results: dict[str, list[dict]] = field(default_factory=dict)
     knob_results: dict[str, list[dict]] = field(default_factory=dict)
 
@@ -143,7 +172,7 @@ def base_recipe(setup: Setup, row: Row, seed: int, knob: Knob | None = None) -> 
     d = setup.data
     unlabeled = {"base": d / "unlabeled", "shift": d / "unlabeled-shift", None: None}[row.unlabeled]
     overrides = [
-        f"name={knob.name if knob else row.key.replace(chr(39), 'p')}-s{seed}",
+        f"name={run_name(row, seed, knob)}",
         f"output={setup.knobs_out if knob else setup.out}",
         f"seed={seed}",
         f"model.teacher.source={setup.teacher}",
@@ -159,32 +188,61 @@ def base_recipe(setup: Setup, row: Row, seed: int, knob: Knob | None = None) -> 
     if setup.quick:
         overrides += [f"model.student.{k}={json.dumps(v)}" for k, v in QUICK_MODEL.items()]
         overrides += ["data.batch_size=4", "data.workers=0"]
+    if not row.labeled:
+        overrides.append("data.train=null")
+    if row.init_from:  # the student of that row, same seed (it runs first: rows run in order)
+        overrides.append(f"model.student.source={setup.out / run_name(ROW_BY_KEY[row.init_from], seed)}/last.pt")
     pinned = PAPER if row.command == "distill" else ()
-    return load_recipe(ROOT / "recipes/quickstart.yaml", [*overrides, *pinned, *row.overrides, *(knob.overrides if knob else ())])
+    extra = [o.replace("{data}", str(d)) for o in (knob.overrides if knob else ())]
+    return load_recipe(ROOT / "recipes/quickstart.yaml", [*overrides, *pinned, *row.overrides, *extra])
+
+
+def run_name(row: Row, seed: int, knob: Knob | None = None) -> str:
+    return f"{knob.name if knob else row.key.replace(chr(39), 'p')}-s{seed}"
+
+
+def split_metrics(setup: Setup, checkpoint: Path) -> dict:
+    """COCO metrics of ``checkpoint`` on setup.split; test metrics are cached beside it (per step)."""
+    ckpt = load_checkpoint(checkpoint)
+    if setup.split == "val":
+        return ckpt["metrics"]
+    cache = checkpoint.with_name(f"{checkpoint.stem}.test_metrics.json")
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if cached.get("step") == ckpt.get("step"):
+            return cached["metrics"]
+    from sadc.runtime.accuracy import predictor_accuracy
+    from sadc.runtime.torch_rt import TorchPredictor
+
+    metrics = predictor_accuracy(TorchPredictor(checkpoint), setup.data / "test.json", setup.data / "test")
+    cache.write_text(json.dumps({"step": ckpt.get("step"), "metrics": metrics}))
+    return metrics
 
 
 def run_row(setup: Setup, row: Row, seed: int, report_only: bool = False, knob: Knob | None = None) -> dict | None:
     if row.command == "teacher":
-        return load_checkpoint(setup.teacher)["metrics"]
+        return split_metrics(setup, setup.teacher)
+    if row.init_from and not (setup.out / run_name(ROW_BY_KEY[row.init_from], seed) / "last.pt").is_file():
+        return None  # its starting point is not trained yet
     recipe = base_recipe(setup, row, seed, knob)
     if report_only:  # finished runs only; nothing is trained
         last = recipe.run_dir / "last.pt"
         ckpt = load_checkpoint(last) if last.is_file() else None
-        return ckpt["metrics"] if ckpt and ckpt.get("finished") else None
+        return split_metrics(setup, last) if ckpt and ckpt.get("finished") else None
     if row.command == "train":
         run_dir = run_train(recipe, resume=True)
     else:
         run_dir = run_distill(recipe, resume=True)
     # The final evaluation (not the best one): no selection on the val set.
-    return load_checkpoint(run_dir / "last.pt")["metrics"]
+    return split_metrics(setup, run_dir / "last.pt")
 
 
 def prepare(args) -> Setup:
     if args.quick:
         tmp = Path(tempfile.mkdtemp(prefix="sadc-ablation-"))
         data = tmp / "synth"
-        make_synthetic_world(data, train=24, val=8, unlabeled=32, size=64, seed=0, progress=False)
-        make_synthetic_world(data, train=24, val=8, unlabeled=32, size=64, seed=0, shift=True, progress=False)
+        make_synthetic_world(data, train=24, val=8, test=8, unlabeled=32, size=64, seed=0)
+        make_synthetic_world(data, train=24, val=8, test=8, unlabeled=32, size=64, seed=0, shift=True)
         teacher_recipe = load_recipe(
             ROOT / "recipes/quickstart-teacher.yaml",
             [f"output={tmp}", f"data.train.annotations={data / 'train.json'}", f"data.train.images={data / 'train'}",
@@ -193,14 +251,19 @@ def prepare(args) -> Setup:
              *[f"model.teacher.{k}={json.dumps(v)}" for k, v in QUICK_MODEL.items()]],
         )
         teacher = run_train(teacher_recipe, resume=True) / "last.pt"
-        return Setup(data, teacher, tmp / "ablation", steps=2, seeds=[0], quick=True, knobs_out=tmp / "ablation-knobs")
+        return Setup(
+            data, teacher, tmp / "ablation", steps=2, seeds=[0], quick=True, knobs_out=tmp / "ablation-knobs", split=args.split
+        )
     data = ROOT / "data/synth"
     make_synthetic_world(data)
     make_synthetic_world(data, shift=True)
     teacher = ROOT / "runs/quickstart-teacher/best.pt"
     if not teacher.is_file():
         run_train(load_recipe(ROOT / "recipes/quickstart-teacher.yaml"), resume=True)
-    return Setup(data, teacher, ROOT / args.out, steps=args.steps, seeds=args.seeds, quick=False, knobs_out=ROOT / args.knobs_out)
+    return Setup(
+        data, teacher, ROOT / args.out, steps=args.steps, seeds=args.seeds, quick=False, knobs_out=ROOT / args.knobs_out,
+        split=args.split,
+    )
 
 
 def spread(values: list[float]) -> tuple[float, float]:
@@ -208,12 +271,16 @@ def spread(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (max(values) - min(values)) / 2
 
 
-def flops_ratio(setup: Setup) -> float:
+def flops_ratio(setup: Setup, row: Row | None = None) -> float:
+    """Student GFLOPs / teacher GFLOPs for ``row`` (default: the table's student)."""
     from sadc.bench.flops import model_size
     from sadc.models.loading import spec_from_fields
     from sadc.models.spec import DetectorSpec
 
-    student = spec_from_fields(base_recipe(setup, ROWS[0], 0).model.student)
+    if row is None or row.init_from:  # a warm start is row a's student
+        row = ROWS[0]
+    fields = base_recipe(setup, row, 0).model.student
+    student = spec_from_fields(fields.model_copy(update={"source": None}))
     teacher = DetectorSpec(**load_checkpoint(setup.teacher)["spec"])
     return model_size(student).gflops / model_size(teacher).gflops
 
@@ -228,7 +295,6 @@ def _cells(runs: list[dict], single: bool = False) -> str:
 
 def table(setup: Setup) -> str:
     """The rows with the paper's knobs, in the paper's style."""
-    ratio = flops_ratio(setup)
     lines = [
         "| row | setting | runs | mAP | AP50 | AP75 | FLOPs vs teacher |",
         "|---|---|---|---|---|---|---|",
@@ -237,7 +303,7 @@ def table(setup: Setup) -> str:
         runs = setup.results.get(row.key, [])
         if not runs:
             continue
-        flops = "1.00" if row.command == "teacher" else f"{ratio:.2f}"
+        flops = "1.00" if row.command == "teacher" else f"{flops_ratio(setup, row):.2f}"
         lines.append(f"| ({row.key}) | {row.label} | {len(runs)} | {_cells(runs, row.command == 'teacher')} | {flops} |")
     return "\n".join(lines)
 
@@ -284,7 +350,7 @@ def plot(setup: Setup, path: Path) -> None:
     ax.set_xticks(range(len(rows)), [f"({r.key})\n" + textwrap.fill(r.label, 14) for r in rows], fontsize=8)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("#9ecae1", "#08519c")]
     ax.legend(handles, ["paper's knobs (lambda 1, gamma 2)", "tuned (lambda 10; gamma 1 for ADL)"], loc="upper left", fontsize=8)
-    ax.set_ylabel("val mAP@[.5:.95] (%)")
+    ax.set_ylabel(f"{setup.split} mAP@[.5:.95] (%)")
     ax.set_title(
         f"SAD ablation on the synthetic world: {len(setup.seeds)} seeds, {setup.steps} steps per run (bars: mean, whiskers: half range)",
         fontsize=10,
@@ -351,7 +417,8 @@ def write_results(setup: Setup, elapsed: float | None) -> None:
     header = (
         f"Synthetic world, 1,000 labeled : 4,000 unlabeled images, 128 px; student MobileNetV3-Large FPN-64 "
         f"RetinaNet, teacher ResNet-18 FPN-64 RetinaNet (`recipes/quickstart*.yaml`); {setup.steps} steps per run, "
-        f"seeds {setup.seeds}; mean ± half range over seeds; final (not best) evaluation. "
+        f"seeds {setup.seeds}; mean ± half range over seeds; final (not best) checkpoint, scored on the "
+        f"{setup.split} split ({'held out: knobs are chosen on val' if setup.split == 'test' else 'the split knobs are chosen on'}). "
         f"ADL knobs as in the paper (lambda 1, gamma 2, beta 1, theta 1.8) unless a table says otherwise."
         + (f" Wall time {elapsed / 60:.0f} min." if elapsed is not None else "")
     )
@@ -377,7 +444,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="SAD ablation on the synthetic world.")
     ap.add_argument("--quick", action="store_true", help="tiny models, tiny data, 2 steps: checks the pipeline only")
     ap.add_argument("--steps", type=int, default=400, help="optimiser steps per run")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--split", choices=["test", "val"], default="test", help="the split the tables report")
     ap.add_argument("--rows", nargs="+", default=[r.key for r in ROWS], help="subset of rows, e.g. a d f")
     ap.add_argument("--knobs", action="store_true", help="also run the tuned rows and the knob runs (their own seeds)")
     ap.add_argument("--out", default="runs/ablation")
@@ -386,7 +454,7 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.time()
     setup = prepare(args)
-    by_key = {r.key: r for r in ROWS}
+    by_key = ROW_BY_KEY
     for row in ROWS:
         if row.key not in args.rows:
             continue

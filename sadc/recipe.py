@@ -78,10 +78,26 @@ class AugmentSection(_Section):
 class DataSection(_Section):
     train: SplitSection | None = Field(None, description="Labeled training set.")
     val: SplitSection | None = Field(None, description="Labeled validation set (periodic mAP, best.pt).")
-    unlabeled: Path | None = Field(None, description="Folder of unlabeled images (searched recursively).")
+    unlabeled: Literal["labeled"] | Path | list[Literal["labeled"] | Path] | None = Field(
+        None,
+        description="Folder of unlabeled images (searched recursively), or a list of folders; the entry `labeled` "
+        "adds the labeled train images (with their ground truth), as the authors' unlabeled stream does.",
+    )
+    schedule: Literal["joint", "alternate"] = Field(
+        "joint",
+        description="joint: each step holds labeled + unlabeled images; alternate: whole labeled and whole unlabeled "
+        "steps in turn (labeled first), as the authors' loader.",
+    )
     batch_size: int = Field(16, gt=0, description="Images per step (per device under DDP).")
     workers: int = Field(2, ge=0, description="DataLoader worker processes.")
     augment: AugmentSection = Field(default_factory=AugmentSection, description="Training augmentation.")
+
+    @property
+    def unlabeled_sources(self) -> list[Path | str]:
+        """data.unlabeled as a list: folders (Path) and the token ``"labeled"``; empty if unset."""
+        if self.unlabeled is None:
+            return []
+        return list(self.unlabeled) if isinstance(self.unlabeled, list) else [self.unlabeled]
 
 
 class TrainSection(_Section):
@@ -139,11 +155,21 @@ class DistillSection(_Section):
     normalizer: Literal["adaptive", "positives"] = Field(
         "adaptive", description="Divide the ADL sum by sum(q^theta) (adaptive) or by the number of positive anchors."
     )
-    anchors: Literal["all", "positives"] = Field("all", description="Distil over all anchors or positives only.")
+    anchors: Literal["not_ignored", "all", "positives"] = Field(
+        "not_ignored",
+        description="Anchors the ADL covers: not_ignored = all but RetinaNet's ignore band (IoU in [0.4, 0.5) with "
+        "every ground-truth / pseudo box, as the authors' kernel), all, or positives only.",
+    )
     pseudo_labels: bool = Field(True, description="Also train on the teacher's boxes on unlabeled images.")
     pseudo_threshold: float = Field(0.4, ge=0, le=1, description="Teacher score for a pseudo box.")
-    unlabeled_ratio: float = Field(1.0, ge=0, description="Unlabeled images per labeled image.")
-    skip_empty: bool = Field(False, description="Skip unlabeled images on which the teacher finds nothing.")
+    unlabeled_ratio: float = Field(
+        1.0, ge=0, description="Unlabeled images per labeled image in a step (data.schedule=joint)."
+    )
+    skip_empty: bool = Field(
+        False,
+        description="Unlabeled images on which the teacher finds nothing contribute to no loss term (the authors "
+        "drop them from training).",
+    )
     class_map: dict[str, str] | None = Field(
         None, description="Student class -> teacher class name; null = same classes in the same order."
     )
@@ -233,7 +259,14 @@ class Recipe(_Section):
                 _check_names(list(distill.class_map), student.class_names, "maps student class", "model.student.class_names")
             if teacher is not None and teacher.source is None:
                 _check_names(list(distill.class_map.values()), teacher.class_names, "maps to teacher class", "model.teacher.class_names")
-        if data.unlabeled is not None and data.train is not None and distill.unlabeled_ratio > 0:
+        if "labeled" in data.unlabeled_sources and data.train is None:
+            raise ValueError("data.unlabeled lists `labeled` (the labeled train images) but data.train is not set")
+        if data.schedule == "alternate" and (data.train is None or data.unlabeled is None):
+            raise ValueError(
+                "data.schedule=alternate alternates labeled and unlabeled steps: it needs data.train and "
+                "data.unlabeled (or use data.schedule=joint)"
+            )
+        if data.schedule == "joint" and data.unlabeled is not None and data.train is not None and distill.unlabeled_ratio > 0:
             if round(data.batch_size * distill.unlabeled_ratio) == 0:
                 raise ValueError(
                     f"distill.unlabeled_ratio {distill.unlabeled_ratio} x data.batch_size {data.batch_size} rounds to 0 "
@@ -276,8 +309,9 @@ def recipe_paths(recipe: Recipe, keys: list[str] | tuple[str, ...] | None = None
         split = getattr(recipe.data, name)
         if split is not None:
             found += [(f"data.{name}.annotations", split.annotations, "file"), (f"data.{name}.images", split.images, "folder")]
-    if recipe.data.unlabeled is not None:
-        found.append(("data.unlabeled", recipe.data.unlabeled, "folder"))
+    for source in recipe.data.unlabeled_sources:
+        if isinstance(source, Path):
+            found.append(("data.unlabeled", source, "folder"))
     for name in ("teacher", "student"):
         fields = getattr(recipe.model, name)
         if fields is not None and fields.source and not fields.source.startswith("torchvision:"):

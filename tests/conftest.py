@@ -18,7 +18,7 @@ def tiny_world(tmp_path_factory) -> Path:
     from sadc.data.synth import make_synthetic_world
 
     out = tmp_path_factory.mktemp("world") / "synth"
-    make_synthetic_world(out, train=48, val=16, unlabeled=24, size=64, seed=0, progress=False)
+    make_synthetic_world(out, train=48, val=16, test=0, unlabeled=24, size=64, seed=0)
     return out
 
 

@@ -186,7 +186,9 @@ def test_pseudo_label_writes_a_usable_coco_set(tiny_world, tmp_path, tiny_teache
     assert data.class_names == ["circle", "square", "triangle", "cross", "ring"]
 
 
-@pytest.mark.parametrize("name", ["coco-retinanet-r101-to-r50", "coco-retinanet-r50v2-to-mobilenetv3"])
+@pytest.mark.parametrize(
+    "name", ["coco-retinanet-r101-to-r50", "coco-retinanet-x101-to-r101", "coco-retinanet-r50v2-to-mobilenetv3"]
+)
 def test_real_recipes_dry_run_offline(name, tmp_path):
     """The COCO recipes build and step here without data or downloads (at 128 px to stay quick)."""
     import io
@@ -201,7 +203,7 @@ def test_real_recipes_dry_run_offline(name, tmp_path):
     out = io.StringIO()
     assert run_distill(recipe, dry_run=True, console=Console(file=out, width=300)) is None
     text = out.getvalue()
-    assert re.search(r"distill resnet(101|50) -> (resnet50|mobilenet_v3_large) ", text), text
+    assert re.search(r"distill (resnet101|resnet50|resnext101_64x4d) -> (resnet50|resnet101|mobilenet_v3_large) ", text), text
     assert "dry run passed" in text and list(tmp_path.iterdir()) == []
 
 

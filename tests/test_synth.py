@@ -14,7 +14,7 @@ from sadc.cli.data import app
 from sadc.data import CocoDataset, DataError, make_synthetic_world
 from sadc.data.synth import CLASSES, render_image
 
-TINY = dict(train=8, val=4, unlabeled=6, size=64, seed=3, progress=False)
+TINY = dict(train=8, val=4, test=3, unlabeled=6, size=64, seed=3)
 LUMA = np.array([0.299, 0.587, 0.114])
 
 
@@ -30,7 +30,9 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def test_layout_and_coco_validity(world: Path) -> None:
-    assert sorted(p.name for p in world.iterdir()) == ["synth.json", "train", "train.json", "unlabeled", "val", "val.json"]
+    assert sorted(p.name for p in world.iterdir()) == [
+        "synth.json", "test", "test.json", "train", "train.json", "unlabeled", "val", "val.json"
+    ]
     assert len(list((world / "unlabeled").glob("*.png"))) == 6
     ds = CocoDataset(world / "train.json", world / "train", (64, 64))
     assert len(ds) == 8 and ds.class_names == list(CLASSES) and ds.cat_ids == [1, 2, 3, 4, 5]
@@ -50,7 +52,24 @@ def test_splits_never_share_images() -> None:
     a, _ = render_image(0, "train", 0, 64)
     b, _ = render_image(0, "val", 0, 64)
     c, _ = render_image(0, "unlabeled", 0, 64)
-    assert not np.array_equal(a, b) and not np.array_equal(a, c)
+    d, _ = render_image(0, "test", 0, 64)
+    assert not np.array_equal(a, b) and not np.array_equal(a, c) and not np.array_equal(b, d)
+
+
+def test_test_split_leaves_the_other_splits_as_they_were(world: Path, tmp_path: Path) -> None:
+    """Adding the held-out test split changes no byte of train / val / unlabeled (numbers still reproduce)."""
+    make_synthetic_world(tmp_path / "old", **{**TINY, "test": 0})
+    old, new = _files(tmp_path / "old"), _files(world)
+    assert not any(k.startswith("test") for k in old)
+    assert {k: v for k, v in new.items() if not k.startswith(("test", "synth.json"))} == {
+        k: v for k, v in old.items() if k != "synth.json"
+    }
+    data = json.loads((world / "test.json").read_text())
+    assert len(data["images"]) == 3 and data["annotations"]
+    summary = make_synthetic_world(tmp_path / "old", **TINY)  # an old folder gains the test split, reusing the rest
+    assert summary["reused"] == ["train", "val", "unlabeled"]
+    again = _files(tmp_path / "old")
+    assert json.loads(again.pop("synth.json")) == json.loads(new.pop("synth.json")) and again == new
 
 
 def test_boxes_inside_and_area_consistent(world: Path) -> None:
@@ -119,8 +138,8 @@ def test_shifted_distribution_differs() -> None:
 def test_stage_reuse_and_mismatch(world: Path, capsys: pytest.CaptureFixture) -> None:
     before = {p: p.stat().st_mtime_ns for p in world.rglob("*.png")}
     summary = make_synthetic_world(world, **TINY)
-    assert summary["reused"] == ["train", "val", "unlabeled"]
-    assert "reusing train, val, unlabeled" in capsys.readouterr().out
+    assert summary["reused"] == ["train", "val", "test", "unlabeled"]
+    assert capsys.readouterr().out == ""  # the data layer prints nothing; the CLI reports reuse
     assert before == {p: p.stat().st_mtime_ns for p in world.rglob("*.png")}
     with pytest.raises(DataError, match=r"train was made with count=8, .* not count=9, .*delete") as err:
         make_synthetic_world(world, **{**TINY, "train": 9})
@@ -131,7 +150,8 @@ def test_shift_coexists_with_base(tmp_path: Path, world: Path) -> None:
     out = tmp_path / "w"
     make_synthetic_world(out, **TINY)
     summary = make_synthetic_world(out, **{**TINY, "shift": True})
-    assert summary["reused"] == ["train", "val"] and set(summary["splits"]) == {"train", "val", "unlabeled-shift"}
+    assert summary["reused"] == ["train", "val", "test"]
+    assert set(summary["splits"]) == {"train", "val", "test", "unlabeled-shift"}
     assert len(list((out / "unlabeled-shift").glob("*.png"))) == 6 and (out / "unlabeled").is_dir()
 
 
@@ -144,7 +164,7 @@ def test_interrupted_split_is_redone_and_foreign_folders_refused(tmp_path: Path,
     (out / ".tmp-unlabeled").mkdir()
     (out / ".tmp-unlabeled" / "half.png").write_bytes(b"")
     summary = make_synthetic_world(out, **TINY)
-    assert summary["reused"] == ["train", "val"] and not (out / ".tmp-unlabeled").exists()
+    assert summary["reused"] == ["train", "val", "test"] and not (out / ".tmp-unlabeled").exists()
     assert _files(out) == _files(world)
     foreign = tmp_path / "foreign"
     (foreign / "train").mkdir(parents=True)
@@ -158,8 +178,17 @@ def test_cli_synth_and_preview(tmp_path: Path) -> None:
     result = runner.invoke(app, ["synth", str(out), "--train", "3", "--val", "2", "--unlabeled", "0", "--size", "64"])
     assert result.exit_code == 0, result.output
     assert "train 3 images" in result.output and "classes circle" in result.output
+    result = runner.invoke(app, ["synth", str(out), "--train", "3", "--val", "2", "--unlabeled", "0", "--size", "64"])
+    assert result.exit_code == 0 and "reusing train, val" in result.output, result.output
     grid = tmp_path / "grid.png"
     result = runner.invoke(app, ["preview", str(out / "val.json"), "--out", str(grid), "--n", "2", "--cell", "64"])
     assert result.exit_code == 0, result.output
     with Image.open(grid) as img:
         assert img.size == (2 * 64 + 3 * 4, 64 + 2 * 4)
+
+
+def test_progress_callback_sees_every_image(tmp_path: Path) -> None:
+    calls: list[tuple[str, int, int]] = []
+    make_synthetic_world(tmp_path / "w", **TINY, progress=lambda *a: calls.append(a))
+    for split, n in (("train", 8), ("val", 4), ("test", 3), ("unlabeled", 6)):
+        assert [c[1:] for c in calls if c[0] == split] == [(i, n) for i in range(n + 1)]

@@ -17,7 +17,8 @@ app = typer.Typer(help="Make and inspect datasets.", no_args_is_help=True)
 def synth(
     out: Annotated[Path, typer.Argument(help="Output folder (created).")],
     train: Annotated[int, typer.Option(min=0, help="Labeled training images.")] = 1000,
-    val: Annotated[int, typer.Option(min=0, help="Labeled validation images.")] = 200,
+    val: Annotated[int, typer.Option(min=0, help="Labeled validation images (choose settings on these).")] = 200,
+    test: Annotated[int, typer.Option(min=0, help="Labeled held-out test images (report on these).")] = 200,
     unlabeled: Annotated[int, typer.Option(min=0, help="Unlabeled images.")] = 4000,
     size: Annotated[int, typer.Option(min=32, help="Image side in pixels.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed; same seed and counts give identical files.")] = 0,
@@ -25,10 +26,24 @@ def synth(
         bool, typer.Option(help="Unlabeled images from a shifted distribution, in OUT/unlabeled-shift.")
     ] = False,
 ) -> None:
-    """Write a synthetic shapes world: OUT/train(.json), OUT/val(.json), OUT/unlabeled."""
+    """Write a synthetic shapes world: OUT/train(.json), OUT/val(.json), OUT/test(.json), OUT/unlabeled."""
     from sadc.data.synth import make_synthetic_world
+    from sadc.progress import progress_bar
 
-    summary = make_synthetic_world(out, train=train, val=val, unlabeled=unlabeled, size=size, seed=seed, shift=shift)
+    bar = progress_bar(console, transient=False)
+    tasks: dict[str, object] = {}
+
+    def progress(split: str, done: int, total: int) -> None:
+        if split not in tasks:
+            tasks[split] = bar.add_task(split, total=total)
+        bar.update(tasks[split], completed=done)
+
+    with bar:
+        summary = make_synthetic_world(
+            out, train=train, val=val, test=test, unlabeled=unlabeled, size=size, seed=seed, shift=shift, progress=progress
+        )
+    if summary["reused"]:
+        console.print(f"{out}: reusing {', '.join(summary['reused'])} (made earlier with the same arguments)")
     parts = [
         f"{name} {s['images']} images" + (f" / {s['boxes']} boxes" if s["boxes"] is not None else "")
         for name, s in summary["splits"].items()

@@ -133,3 +133,44 @@ def build_loader(
         drop_last=drop_last,
         persistent_workers=workers > 0 and infinite,
     )
+
+
+class Concatenated(Dataset):
+    """Several datasets as one, following the encoded-index convention above.
+
+    ``dataset[epoch * len + i]`` finds the part holding item ``i`` and asks it for its
+    own encoded index ``epoch * len(part) + local_i``, so each part still seeds its
+    augmentation from its own (seed, epoch, index). ``ground_truth[j]`` says whether
+    part ``j``'s boxes are ground truth; every target gets ``has_gt`` accordingly (an
+    image folder's empty boxes are not ground truth, a COCO set's are).
+    """
+
+    def __init__(self, parts: list[Dataset], ground_truth: list[bool]):
+        if not parts or len(parts) != len(ground_truth):
+            raise ValueError("Concatenated needs one ground_truth flag per part, and at least one part")
+        self.parts, self.ground_truth = list(parts), list(ground_truth)
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts]).tolist()
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    @property
+    def skipped(self) -> list:
+        """Unreadable files of every part that keeps such a list (image folders)."""
+        return [s for p in self.parts for s in getattr(p, "skipped", [])]
+
+    def write_skipped(self, path) -> None:
+        """One skipped-images list for every image-folder part (later decode failures append to it)."""
+        from sadc.data.folder import write_skip_list
+
+        log = write_skip_list(self.skipped, path)
+        for p in self.parts:
+            if hasattr(p, "skip_log"):
+                p.skip_log = log
+
+    def __getitem__(self, k: int):
+        epoch, i = decode_index(k, len(self))
+        j = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        part = self.parts[j]
+        image, target = part[epoch * len(part) + i - self.offsets[j]]
+        return image, {**target, "has_gt": self.ground_truth[j]}

@@ -4,7 +4,8 @@ Implements the Adaptive Distillation Loss of Tang et al., "Learning Efficient
 Detector with Semi-supervised Adaptive Distillation", arXiv:1901.00366 (2019), in
 the per-anchor, per-class binary (sigmoid) form used by RetinaNet, plus the baselines
 the paper compares against: plain sigmoid KL distillation, the hard-to-mimic-only
-ablation (beta = 0) and hard-target data distillation (thresholded teacher boxes).
+ablation (beta = 0). Hard targets (the teacher's thresholded boxes) are made with the
+teacher, in sadc.distill.teacher.
 
 Everything is pure torch and works on logits of any shape; `distillation_loss` is the
 criterion the trainer calls on dense head outputs [N, A, C].
@@ -18,7 +19,6 @@ that code it says so next to the difference.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -30,7 +30,6 @@ __all__ = [
     "adaptive_normalizer",
     "distillation_loss",
     "hard_to_mimic_loss",
-    "pseudo_targets",
     "sigmoid_kl_loss",
 ]
 
@@ -382,42 +381,3 @@ def distillation_loss(
     else:
         raise ValueError(f"normalizer must be 'adaptive' or 'positives', got {normalizer!r}")
     return {"distill": total / norm.to(total.device)}
-
-
-def pseudo_targets(
-    detections: Sequence[Mapping[str, Tensor]],
-    *,
-    threshold: float = 0.4,
-    class_map: Sequence[int] | None = None,
-) -> list[dict[str, Tensor]]:
-    """Hard targets for data distillation: teacher detections scoring >= threshold.
-
-    Args:
-        detections: one mapping per image with "boxes" [n, 4] (x1, y1, x2, y2, input
-            pixels), "scores" [n] in [0, 1] and "labels" [n] int (teacher classes).
-        threshold: keep a detection when score >= threshold.
-        class_map: optional teacher label -> student label table (index = teacher
-            label); -1 drops the detection. Teacher labels outside the table raise.
-
-    Returns:
-        One {"boxes": float [m, 4], "labels": int64 [m]} per image, detached, on the
-        device of the input; m may be 0.
-    """
-    table = None if class_map is None else torch.as_tensor(list(class_map), dtype=torch.int64)
-    targets = []
-    for i, det in enumerate(detections):
-        boxes = det["boxes"].detach().reshape(-1, 4)
-        labels = det["labels"].detach().to(torch.int64).reshape(-1)
-        keep = det["scores"].detach().reshape(-1) >= threshold
-        boxes, labels = boxes[keep], labels[keep]
-        if table is not None:
-            if labels.numel() and (labels.min() < 0 or labels.max() >= len(table)):
-                raise ValueError(
-                    f"image {i}: teacher labels span [{int(labels.min())}, "
-                    f"{int(labels.max())}] but class_map has {len(table)} entries"
-                )
-            labels = table.to(labels.device)[labels]
-            mapped = labels >= 0
-            boxes, labels = boxes[mapped], labels[mapped]
-        targets.append({"boxes": boxes, "labels": labels})
-    return targets

@@ -1,14 +1,19 @@
 """The SAD objective: supervised loss on labels, ADL on everything, pseudo boxes on unlabeled.
 
-One step sees a labeled batch (images + ground truth) and/or an unlabeled batch. Both
-go through the student in one forward (concatenated) and through the teacher once:
+A step sees a labeled batch (images + ground truth) and/or an unlabeled batch
+(data.schedule=joint gives both, =alternate one or the other in turn). Both go through
+the student in one forward (concatenated) and through the teacher once:
 
-    labeled:    cls + box on ground truth           + lambda * ADL(student, teacher)
-    unlabeled:  cls_pseudo + box_pseudo on teacher boxes (optional) + lambda * ADL
+    labeled:    cls + box on ground truth                                + lambda * ADL
+    unlabeled:  cls_pseudo + box_pseudo on the teacher's boxes (optional) + lambda * ADL
 
-The ADL sum runs over every counted anchor of both parts and is divided by one
+An unlabeled image that carries ground truth (data.unlabeled lists `labeled`) is trained
+on that ground truth instead of the teacher's boxes, as the authors' unlabeled stream is.
+The ADL sum runs over the counted anchors of both parts and is divided by one
 normaliser (the adaptive sum of q^theta, or the positive-anchor count), as the
-authors' RetinaNet head does per batch.
+authors' RetinaNet head does per batch. Which anchors count (distill.anchors) and
+which images count at all (distill.skip_empty) follow the authors' code by default:
+see docs/distill.md, "Authors' code and sadc".
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torchvision.models.detection._utils import Matcher
 from torchvision.ops import box_iou
 
 from sadc.distill.losses import distillation_loss
@@ -26,33 +32,45 @@ from sadc.models.detector import DenseOutput, Detector
 from sadc.recipe import DistillSection
 
 
-def _split(out: DenseOutput, n: int) -> tuple[DenseOutput, DenseOutput]:
-    """A batch's dense output split into its first ``n`` images and the rest."""
+def _rows(out: DenseOutput, index: slice | list[int]) -> DenseOutput:
+    """The dense output of the images ``index`` (a slice or a list of batch positions)."""
+    return DenseOutput(
+        cls_logits=out.cls_logits[index],
+        bbox_regression=out.bbox_regression[index],
+        anchors=out.anchors,
+        num_anchors_per_level=out.num_anchors_per_level,
+        bbox_ctrness=None if out.bbox_ctrness is None else out.bbox_ctrness[index],
+    )
 
-    def part(sl: slice) -> DenseOutput:
-        return DenseOutput(
-            cls_logits=out.cls_logits[sl],
-            bbox_regression=out.bbox_regression[sl],
-            anchors=out.anchors,
-            num_anchors_per_level=out.num_anchors_per_level,
-            bbox_ctrness=None if out.bbox_ctrness is None else out.bbox_ctrness[sl],
-        )
 
-    return part(slice(0, n)), part(slice(n, None))
+def anchor_matches(model: Detector, anchors: Tensor, targets: list[dict[str, Tensor]]) -> Tensor | None:
+    """int64 [N, A]: the detector's own IoU matcher per image, or None for a detector without one (FCOS).
+
+    Values: box index >= 0 (positive), ``Matcher.BELOW_LOW_THRESHOLD`` (-1, background) or
+    ``Matcher.BETWEEN_THRESHOLDS`` (-2, RetinaNet's ignore band: best IoU in [0.4, 0.5) and
+    not a box's best anchor). An image without boxes is all background. This is the
+    labelling of the authors' roi_data/retinanet.py (label -1 = ignore); like theirs
+    (RPN_STRADDLE_THRESH -1), anchors reaching outside the image are labelled by IoU as
+    any other, not ignored.
+    """
+    matcher = getattr(model.net, "proposal_matcher", None)
+    if matcher is None:
+        return None
+    rows = []
+    for t in targets:
+        if t["boxes"].numel() == 0:
+            rows.append(torch.full((anchors.shape[0],), Matcher.BELOW_LOW_THRESHOLD, dtype=torch.int64, device=anchors.device))
+        else:
+            rows.append(matcher(box_iou(t["boxes"].to(anchors.device), anchors)))
+    return torch.stack(rows)
 
 
 def positive_anchors(model: Detector, anchors: Tensor, targets: list[dict[str, Tensor]]) -> Tensor:
     """bool [N, A]: anchors the detector's own matcher assigns to a box (RetinaNet IoU rule)."""
-    matcher = getattr(model.net, "proposal_matcher", None)
-    if matcher is None:
+    matches = anchor_matches(model, anchors, targets)
+    if matches is None:
         raise SadcError(f"distill.anchors=positives needs an IoU-matched detector (retinanet), not {model.spec.arch}")
-    rows = []
-    for t in targets:
-        if t["boxes"].numel() == 0:
-            rows.append(torch.zeros(anchors.shape[0], dtype=torch.bool, device=anchors.device))
-        else:
-            rows.append(matcher(box_iou(t["boxes"], anchors)) >= 0)
-    return torch.stack(rows)
+    return matches >= 0
 
 
 @dataclass
@@ -87,30 +105,44 @@ class DistillObjective:
         n_lab = 0 if labeled is None else labeled[0].shape[0]
         out = self.forward(images)
         t_logits, pseudo = self.teacher(images)
+        cfg = self.cfg
 
         losses: dict[str, Tensor] = {}
-        lab_out, unl_out = _split(out, n_lab)
-        gt = labeled[1] if labeled is not None else []
+        lab_out, unl_out = _rows(out, slice(0, n_lab)), _rows(out, slice(n_lab, None))
+        gt = list(labeled[1]) if labeled is not None else []
         if labeled is not None:
             losses.update(self.student.loss(lab_out, gt))
-        unl_pseudo = pseudo[n_lab:]
-        if unlabeled is not None and self.cfg.pseudo_labels:
-            pl = self.student.loss(unl_out, unl_pseudo)
+        # Hard boxes of unlabeled images: their ground truth where the stream carries it, else the teacher's.
+        unl_hard = [
+            {"boxes": t["boxes"], "labels": t["labels"]} if t.get("has_gt") else p
+            for t, p in zip(unlabeled[1] if unlabeled is not None else [], pseudo[n_lab:])
+        ]
+        # skip_empty: an unlabeled image without a box is out of every term (the authors' filter_for_training).
+        keep = [not (cfg.skip_empty and len(h["boxes"]) == 0) for h in unl_hard]
+        if unlabeled is not None and cfg.skip_empty:
+            losses["skipped_empty"] = torch.tensor(float(keep.count(False)), device=images.device)
+        if unlabeled is not None and cfg.pseudo_labels:
+            kept = [i for i, k in enumerate(keep) if k]
+            if kept:
+                pl = self.student.loss(_rows(unl_out, kept), [unl_hard[i] for i in kept])
+            else:  # every image skipped: zeros that still reach the graph (backward and DDP need one)
+                pl = {k: 0.0 * v for k, v in self.student.loss(unl_out, unl_hard).items()}
             losses.update({f"{k}_pseudo": v for k, v in pl.items()})
 
-        cfg = self.cfg
         if cfg.loss != "none":
-            # Hard boxes per image: ground truth where there is some, else the teacher's.
-            boxes = list(gt) + list(unl_pseudo)
+            boxes = gt + unl_hard
+            matches = None
+            if cfg.anchors != "all" or cfg.normalizer == "positives":
+                matches = anchor_matches(self.student, out.anchors, boxes)
             mask = None
-            if cfg.anchors == "positives" or cfg.normalizer == "positives":
-                positives = positive_anchors(self.student, out.anchors, boxes)
             if cfg.anchors == "positives":
-                mask = positives
-            if cfg.skip_empty and unlabeled is not None:
-                keep = torch.tensor([True] * n_lab + [len(t["boxes"]) > 0 for t in unl_pseudo], device=images.device)
-                keep = keep[:, None].expand(-1, out.cls_logits.shape[1])
-                mask = keep if mask is None else mask & keep
+                mask = matches >= 0
+            elif cfg.anchors == "not_ignored" and matches is not None:  # no ignore band without an IoU matcher
+                mask = matches != Matcher.BETWEEN_THRESHOLDS
+            if not all(keep):
+                rows = torch.tensor([True] * n_lab + keep, device=images.device)
+                rows = rows[:, None].expand(-1, out.cls_logits.shape[1])
+                mask = rows if mask is None else mask & rows
             losses.update(
                 distillation_loss(
                     out.cls_logits,
@@ -124,7 +156,7 @@ class DistillObjective:
                     alpha=cfg.alpha,
                     normalizer=cfg.normalizer,
                     anchor_mask=mask,
-                    num_positives=positives.sum() if cfg.normalizer == "positives" else None,
+                    num_positives=(matches >= 0).sum() if cfg.normalizer == "positives" else None,
                 )
             )
         return losses

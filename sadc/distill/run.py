@@ -8,11 +8,13 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from torch.utils.data import Dataset
 
 from sadc.artefacts.files import file_sha256
+from sadc.data.coco import CocoDataset
 from sadc.data.folder import UnlabeledFolder
 from sadc.data.images import noise_images
-from sadc.data.loaders import build_loader
+from sadc.data.loaders import Concatenated, build_loader
 from sadc.distill.objective import DistillObjective
 from sadc.distill.teacher import TeacherTargets, check_distillable, class_index
 from sadc.distill.teachers import load_teacher, teacher_fields
@@ -33,11 +35,38 @@ def teacher_reference(fields: ModelSource, teacher: Detector) -> dict:
     return ref
 
 
+def step_kinds(schedule: str, start_step: int, n_lab: int, n_unl: int):
+    """(step, labeled?, unlabeled?) from ``start_step`` on, with the batches each stream consumed before it.
+
+    Returns (labeled batches already drawn, unlabeled batches already drawn, iterator of
+    (has labeled, has unlabeled) per step). joint: every step draws from each stream that
+    has images; alternate: even steps labeled, odd steps unlabeled (the authors'
+    loader.py starts with a labeled minibatch), so a resume at any step knows where each
+    stream stands.
+    """
+    if schedule == "alternate":
+        def kinds():
+            step = start_step
+            while True:
+                yield step % 2 == 0, step % 2 == 1
+                step += 1
+
+        return (start_step + 1) // 2, start_step // 2, kinds()
+
+    def joint():
+        while True:
+            yield bool(n_lab), bool(n_unl)
+
+    return start_step, start_step, joint()
+
+
 def _batches(recipe: Recipe, labeled, unlabeled, n_lab: int, n_unl: int, dist):
     """batches(start_step) -> iterator of (labeled batch | None, unlabeled batch | None)."""
 
     def make(start_step: int):
-        def loader(ds, bs, seed_offset):
+        lab_done, unl_done, kinds = step_kinds(recipe.data.schedule, start_step, n_lab, n_unl)
+
+        def loader(ds, bs, seed_offset, done):
             return iter(
                 build_loader(
                     ds,
@@ -45,18 +74,40 @@ def _batches(recipe: Recipe, labeled, unlabeled, n_lab: int, n_unl: int, dist):
                     workers=recipe.data.workers,
                     shuffle=True,
                     seed=recipe.seed + seed_offset,
-                    start_step=start_step,
+                    start_step=done,
                     rank=dist.rank,
                     world_size=dist.world_size,
                 )
             )
 
-        lab = loader(labeled, n_lab, 0) if labeled is not None and n_lab else None
-        unl = loader(unlabeled, n_unl, 1) if unlabeled is not None and n_unl else None
-        while True:
-            yield (next(lab) if lab is not None else None, next(unl) if unl is not None else None)
+        lab = loader(labeled, n_lab, 0, lab_done) if labeled is not None and n_lab else None
+        unl = loader(unlabeled, n_unl, 1, unl_done) if unlabeled is not None and n_unl else None
+        for take_lab, take_unl in kinds:
+            yield (next(lab) if take_lab and lab is not None else None, next(unl) if take_unl and unl is not None else None)
 
     return make
+
+
+def unlabeled_stream(recipe: Recipe, size: tuple[int, int], labeled: CocoDataset | None) -> Dataset | None:
+    """The images of data.unlabeled: one folder, or several and/or the labeled train set, as one dataset.
+
+    A single folder is an :class:`UnlabeledFolder`; a list is a :class:`Concatenated` whose
+    targets say which images carry ground truth (the labeled train set's do).
+    """
+    sources = recipe.data.unlabeled_sources
+    if not sources:
+        return None
+    parts, truth = [], []
+    for source in sources:
+        if source == "labeled":
+            parts.append(labeled)
+            truth.append(True)
+        else:
+            parts.append(UnlabeledFolder(source, size, recipe.data.augment, recipe.seed))
+            truth.append(False)
+    if len(parts) == 1 and not truth[0]:
+        return parts[0]
+    return Concatenated(parts, truth)
 
 
 def _random_batches(n_lab: int, n_unl: int, size: tuple[int, int]):
@@ -147,21 +198,26 @@ def _run(recipe: Recipe, teacher_src: ModelSource, resume: bool, console: Consol
         else:
             labeled = coco_split(data.train, size, recipe, train=True)
             val = coco_split(data.val, size, recipe, train=False)
-            unlabeled = UnlabeledFolder(data.unlabeled, size, data.augment, recipe.seed) if data.unlabeled else None
+            unlabeled = unlabeled_stream(recipe, size, labeled)
             if labeled is not None:
                 check_classes(student, labeled, "model.student")
             if unlabeled is not None and dist.is_main:  # the list grows if more fail to decode mid-run
                 s.run_dir.mkdir(parents=True, exist_ok=True)
-                unlabeled.write_skipped(s.run_dir / "skipped_images.txt")
-                if unlabeled.skipped:
+                if hasattr(unlabeled, "write_skipped"):
+                    unlabeled.write_skipped(s.run_dir / "skipped_images.txt")
+                if getattr(unlabeled, "skipped", None):
                     s.console.print(
                         f"[yellow]skipped {len(unlabeled.skipped)} unreadable images[/] (listed in {s.run_dir / 'skipped_images.txt'})"
                     )
             n_lab = bs if labeled is not None else 0
-            n_unl = (round(bs * dcfg.unlabeled_ratio) if labeled is not None else bs) if unlabeled is not None else 0
+            joint = data.schedule == "joint" and labeled is not None
+            n_unl = (round(bs * dcfg.unlabeled_ratio) if joint else bs) if unlabeled is not None else 0
             batches = _batches(recipe, labeled, unlabeled, n_lab, n_unl, dist)
         if dist.is_main:
-            what = f"{n_lab} labeled + {n_unl} unlabeled images per step" + (
+            what = (
+                f"{n_lab} labeled + {n_unl} unlabeled images per step"
+                if data.schedule == "joint" else f"{n_lab} labeled / {n_unl} unlabeled images on alternate steps"
+            ) + (
                 f" per rank x {dist.world_size} ranks" if dist.enabled else ""
             )
             s.console.print(
@@ -174,10 +230,10 @@ def _run(recipe: Recipe, teacher_src: ModelSource, resume: bool, console: Consol
             student,
             objective,
             batches,
-            n_lab + n_unl,
+            n_lab + n_unl if data.schedule == "joint" else max(n_lab, n_unl),
             val,
             extra={"teacher": teacher_reference(teacher_src, teacher)},
-            loss_weights={"distill": dcfg.weight},
+            loss_weights={"distill": dcfg.weight, "skipped_empty": 0.0},  # a count, logged, not a loss
         )
         if metrics and dist.is_main:
             s.console.print(f"[bold green]done[/] {s.run_dir}: student mAP {metrics['mAP']:.4f}  AP50 {metrics['AP50']:.4f}")

@@ -8,13 +8,13 @@ checked once at start-up by :func:`check_distillable`.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from sadc.artefacts.postprocess import PostProcess
-from sadc.distill.losses import pseudo_targets
 from sadc.errors import SadcError
 from sadc.models.detector import Detector
 
@@ -79,6 +79,45 @@ def check_distillable(teacher: Detector, student: Detector, input_size: tuple[in
         )
     if ts.arch != ss.arch:
         raise IncompatibleModels(f"teacher is {ts.arch}, student is {ss.arch}: distil within one architecture")
+
+
+def pseudo_targets(
+    detections: Sequence[Mapping[str, Tensor]],
+    *,
+    threshold: float = 0.4,
+    class_map: Sequence[int] | None = None,
+) -> list[dict[str, Tensor]]:
+    """Hard targets for data distillation: teacher detections scoring >= threshold.
+
+    Args:
+        detections: one mapping per image with "boxes" [n, 4] (x1, y1, x2, y2, input
+            pixels), "scores" [n] in [0, 1] and "labels" [n] int (teacher classes).
+        threshold: keep a detection when score >= threshold.
+        class_map: optional teacher label -> student label table (index = teacher
+            label); -1 drops the detection. Teacher labels outside the table raise.
+
+    Returns:
+        One {"boxes": float [m, 4], "labels": int64 [m]} per image, detached, on the
+        device of the input; m may be 0.
+    """
+    table = None if class_map is None else torch.as_tensor(list(class_map), dtype=torch.int64)
+    targets = []
+    for i, det in enumerate(detections):
+        boxes = det["boxes"].detach().reshape(-1, 4)
+        labels = det["labels"].detach().to(torch.int64).reshape(-1)
+        keep = det["scores"].detach().reshape(-1) >= threshold
+        boxes, labels = boxes[keep], labels[keep]
+        if table is not None:
+            if labels.numel() and (labels.min() < 0 or labels.max() >= len(table)):
+                raise ValueError(
+                    f"image {i}: teacher labels span [{int(labels.min())}, "
+                    f"{int(labels.max())}] but class_map has {len(table)} entries"
+                )
+            labels = table.to(labels.device)[labels]
+            mapped = labels >= 0
+            boxes, labels = boxes[mapped], labels[mapped]
+        targets.append({"boxes": boxes, "labels": labels})
+    return targets
 
 
 @dataclass

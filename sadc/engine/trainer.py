@@ -249,6 +249,7 @@ class Trainer:
         bad_in_a_row = 0
         t_start = time.time()
         window: dict[str, float] = {}
+        seen: dict[str, int] = {}
         t_window, n_window = time.perf_counter(), 0
         progress = progress_bar(self.console, transient=False, disable=not self.is_main, info=True)
         with graceful_interrupt() as interrupt, progress:
@@ -280,10 +281,11 @@ class Trainer:
                 n_window += self.batch_size
                 for k, v in logged.items():
                     window[k] = window.get(k, 0.0) + v
+                    seen[k] = seen.get(k, 0) + 1
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    count = cfg.log_every if self.step % cfg.log_every == 0 else self.step % cfg.log_every
                     elapsed = time.perf_counter() - t_window
-                    record = {k: v / count for k, v in window.items()}
+                    # Each term's mean over the steps that had it (alternating steps carry different terms).
+                    record = {k: v / seen[k] for k, v in window.items()}
                     record.update(
                         step=self.step,
                         lr=self.optimizer.param_groups[0]["lr"],
@@ -295,7 +297,7 @@ class Trainer:
                         f"{k} {v:.3f}" for k, v in record.items() if k not in ("step", "lr", "img_s", "grad_norm", "time")
                     )
                     progress.update(task, info=f"{info} lr {record['lr']:.1e} {record['img_s']:.1f} img/s")
-                    window, t_window, n_window = {}, time.perf_counter(), 0
+                    window, seen, t_window, n_window = {}, {}, time.perf_counter(), 0
                 progress.update(task, completed=self.step)
                 at_eval = cfg.eval_every and self.step % cfg.eval_every == 0
                 if at_eval or self.step == cfg.steps:

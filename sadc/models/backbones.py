@@ -84,7 +84,9 @@ def _resnet(name: str):
     return build
 
 
-for _name in ("resnet18", "resnet34", "resnet50", "resnet101"):
+# ResNeXt-101: the authors' second teacher is X-101-64x4d (their configs/focal_distillation/
+# retinanet_X-101-64x4d-FPN_1x_teacher.yaml); 32x8d is torchvision's other ResNeXt-101.
+for _name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnext101_32x8d", "resnext101_64x4d"):
     register_backbone(_name)(_resnet(_name))
 
 
