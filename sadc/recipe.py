@@ -57,8 +57,20 @@ class ModelSection(_Section):
 
 
 class SplitSection(_Section):
-    annotations: Path = Field(..., description="COCO-format json.")
-    images: Path = Field(..., description="Folder the json's file_name entries are relative to.")
+    """A labeled split: ``data.val: PATH`` is short for ``data.val: {annotations: PATH}``."""
+
+    annotations: Path = Field(
+        ..., description="COCO json, YOLO data.yaml (or its folder) or VOC folder (see docs/data.md)."
+    )
+    images: Path | None = Field(
+        None, description="COCO only: folder the json's file_name entries are relative to (default: the json's path without .json)."
+    )
+    format: Literal["auto", "coco", "yolo", "voc"] = Field("auto", description="Layout of annotations; auto = detected.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"annotations": data} if isinstance(data, (str, Path)) else data
 
 
 class AugmentSection(_Section):
@@ -266,7 +278,7 @@ def _check_names(given: list[str], names: list[str], what: str, where: str) -> N
 
 
 def recipe_paths(recipe: Recipe, keys: list[str] | tuple[str, ...] | None = None) -> list[tuple[str, Path, str]]:
-    """(key, path, kind) of the recipe's local paths that are set, kind ``file`` or ``folder``.
+    """(key, path, kind) of the recipe's local paths that are set, kind ``file``, ``folder`` or ``path`` (either).
 
     ``keys`` restricts to those dotted keys (e.g. ``data.train.annotations``); model
     sources that are ``torchvision:NAME`` are not paths and are left out.
@@ -275,7 +287,9 @@ def recipe_paths(recipe: Recipe, keys: list[str] | tuple[str, ...] | None = None
     for name in ("train", "val"):
         split = getattr(recipe.data, name)
         if split is not None:
-            found += [(f"data.{name}.annotations", split.annotations, "file"), (f"data.{name}.images", split.images, "folder")]
+            found.append((f"data.{name}.annotations", split.annotations, "path"))
+            if split.images is not None:
+                found.append((f"data.{name}.images", split.images, "folder"))
     if recipe.data.unlabeled is not None:
         found.append(("data.unlabeled", recipe.data.unlabeled, "folder"))
     for name in ("teacher", "student"):
@@ -286,8 +300,8 @@ def recipe_paths(recipe: Recipe, keys: list[str] | tuple[str, ...] | None = None
 
 
 _PATH_HINTS = {
-    "data.train.annotations": "a COCO json of the labeled training set",
-    "data.val.annotations": "a COCO json of the labeled validation set",
+    "data.train.annotations": "the labeled training set (a COCO json, a YOLO data.yaml or a VOC folder)",
+    "data.val.annotations": "the labeled validation set (a COCO json, a YOLO data.yaml or a VOC folder)",
     "data.train.images": "the folder the json's file_name entries are relative to",
     "data.val.images": "the folder the json's file_name entries are relative to",
     "data.unlabeled": "a folder of unlabeled images, searched recursively",
@@ -303,9 +317,10 @@ def check_paths(recipe: Recipe, keys: list[str] | tuple[str, ...] | None = None,
     failed run. Relative paths are relative to the current directory.
     """
     for key, path, kind in recipe_paths(recipe, keys):
-        ok = path.is_file() if kind == "file" else path.is_dir()
+        ok = path.exists() if kind == "path" else path.is_file() if kind == "file" else path.is_dir()
         if not ok:
             problem = "not found" if not path.exists() else f"is not a {kind}"
+            kind = "file" if kind == "path" else kind
             relative = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
             raise RecipeError(f"{where}: {key}: {kind} {path} {problem}{relative}; set it to {_PATH_HINTS[key]}")
 
