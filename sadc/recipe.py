@@ -8,7 +8,7 @@ key, and says what would fix it.
 from __future__ import annotations
 
 import difflib
-import re
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,8 +23,11 @@ from pydantic import (
 )
 
 from sadc.artefacts.postprocess import PostProcess
+from sadc.devices import DEVICE_HELP, parse_device
 from sadc.errors import SadcError
 from sadc.models.spec import DetectorSpec
+
+log = logging.getLogger(__name__)
 
 
 class RecipeError(SadcError):
@@ -114,7 +117,7 @@ class TrainSection(_Section):
     amp: Literal["auto", "off", "fp16", "bf16"] = Field(
         "auto", description="Mixed precision: auto = fp16 on CUDA, off on CPU."
     )
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or N (= cuda:N).")
     channels_last: bool = Field(
         False, description="NHWC memory format for the trained model (and teacher): faster convs on some CPUs/GPUs."
     )
@@ -124,12 +127,13 @@ class TrainSection(_Section):
     max_bad_steps: int = Field(20, gt=0, description="Consecutive non-finite-loss steps before the run stops.")
     deterministic: bool = Field(False, description="Deterministic algorithms (slower; exact resume on CPU).")
 
-    @field_validator("device")
+    @field_validator("device", mode="before")
     @classmethod
-    def _device_name(cls, v: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
-            raise ValueError(f"{v!r} is not a device; use auto, cpu, cuda or cuda:N")
-        return v
+    def _device_name(cls, v: Any) -> str:
+        try:
+            return parse_device(v)
+        except SadcError:
+            raise ValueError(f"{v!r} is not a device; use {DEVICE_HELP}") from None
 
     @field_validator("step_milestones")
     @classmethod
@@ -190,21 +194,6 @@ class ExportSection(_Section):
         )
 
 
-class BenchSection(_Section):
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8], min_length=1)
-    warmup: int = Field(10, ge=0)
-    iters: int = Field(50, gt=0)
-    score_threshold: float = Field(0.05, ge=0, le=1, description="Score threshold for mAP detections.")
-    max_detections: int = Field(100, gt=0)
-
-    @field_validator("batch_sizes")
-    @classmethod
-    def _positive_batches(cls, v: list[int]) -> list[int]:
-        if any(b < 1 for b in v):
-            raise ValueError(f"{v}: every batch size must be >= 1")
-        return v
-
-
 class Recipe(_Section):
     """A whole run: what to build, what to feed it and how to train, export and bench it."""
 
@@ -216,7 +205,6 @@ class Recipe(_Section):
     train: TrainSection = Field(default_factory=TrainSection, description="Optimisation, schedule, eval, checkpoints.")
     distill: DistillSection = Field(default_factory=DistillSection, description="SAD: the ADL and pseudo-label settings.")
     export: ExportSection = Field(default_factory=ExportSection, description="ONNX deploy graph settings.")
-    bench: BenchSection = Field(default_factory=BenchSection, description="Latency and accuracy settings.")
 
     @field_validator("name")
     @classmethod
@@ -414,6 +402,10 @@ def recipe_from_dict(data: Any, where: str = "recipe", overrides: list[str] | tu
         data = yaml.safe_load(yaml.safe_dump(data))  # deep copy; never mutate the caller's dict
     except (RecursionError, yaml.YAMLError):
         raise RecipeError(f"{where}: nested too deeply (or not plain data); a recipe is a few levels of sections") from None
+    if "bench" in data and isinstance(data["bench"], dict | None):
+        # Recipes before 0.2 had a bench: section that nothing read; `sadc bench` takes flags.
+        del data["bench"]
+        log.warning("%s: the bench section is no longer part of a recipe (sadc bench takes flags); delete it", where)
     _check_keys(data, Recipe, "", where)
     for text in overrides:
         path, value = parse_override(text)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from sadc.bench.classes import class_markdown, write_class_plot
+from sadc.bench.classes import class_markdown, class_rows, lost_lines, write_class_plot
 from sadc.bench.latency import LatencyStats
 from sadc.bench.run import BenchReport, BenchResult
 
@@ -97,6 +97,14 @@ def tables(report: BenchReport) -> list[Table]:
             title="latency (ms per batch; model = model-only call, e2e = files to original-pixel boxes)",
             caption=f"warm-up {s['warmup']}, {s['iters']} timed calls per cell",
         )
+        for i, col in enumerate(header):
+            table.add_column(col, justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*row)
+        out.append(table)
+    header, rows = class_rows(report)
+    if len(header) > 2 and rows:
+        table = Table(title="AP per class", caption="; ".join(line[2:] for line in lost_lines(report)) or None)
         for i, col in enumerate(header):
             table.add_column(col, justify="left" if i == 0 else "right")
         for row in rows:

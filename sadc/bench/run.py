@@ -22,6 +22,7 @@ from sadc.bench.flops import ModelSize, model_size
 from sadc.bench.latency import LatencyStats, bench_latency, check_counts
 from sadc.data.formats import image_root
 from sadc.data.images import find_images
+from sadc.devices import parse_device
 from sadc.errors import SadcError
 from sadc.runtime.accuracy import predictor_accuracy
 from sadc.runtime.load import BACKENDS, backend_for, check_artefact, load_predictor
@@ -35,7 +36,7 @@ class BenchSettings:
     warmup: int = 10
     iters: int = 50
     threads: int | None = None  # None: torch's current count, also given to ONNX Runtime
-    device: str = "cpu"
+    device: str = "auto"  # auto, cpu, cuda, cuda:N or N (sadc.devices.parse_device)
     accuracy: bool = True
     latency: bool = True
     data: Path | None = None  # the labeled set: COCO json, YOLO data.yaml (or folder) or VOC folder
@@ -47,6 +48,7 @@ class BenchSettings:
         if not self.batches or any(b < 1 for b in self.batches):
             raise SadcError(f"--batch {','.join(map(str, self.batches))}: batch sizes must be >= 1")
         check_counts(self.warmup, self.iters)
+        parse_device(self.device)
         if self.threads is not None and self.threads < 1:
             raise SadcError(f"--threads {self.threads}: must be >= 1")
         if not (self.accuracy or self.latency):
@@ -144,7 +146,7 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 def run_bench(models: Sequence[Path], settings: BenchSettings, *, console: Console | None = None) -> BenchReport:
     """Measure every artefact in ``models`` with ``settings``; the first is the ΔmAP reference."""
-    from sadc.engine.machine import machine_summary
+    from sadc.engine.machine import machine_summary, resolve_device
 
     settings.check()
     if not models:
@@ -205,7 +207,7 @@ def run_bench(models: Sequence[Path], settings: BenchSettings, *, console: Conso
     return BenchReport(
         machine=machine,
         settings={
-            "device": settings.device,
+            "device": resolve_device(settings.device),
             "threads": threads,
             "batches": list(settings.batches),
             "warmup": settings.warmup,
