@@ -43,7 +43,10 @@ def predict(
     from sadc.runtime.annotate import annotate_images, check_options, expand_inputs
     from sadc.runtime.load import load_predictor
 
+    from sadc.devices import parse_device
+
     check_options(conf, batch)  # before loading the model
+    device = parse_device(device)  # a typo fails before the images are searched
     inputs, many = expand_inputs(images)
     predictor = load_predictor(model, device=device)
     out = out if out is not None else default_out(model)
