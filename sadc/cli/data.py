@@ -33,7 +33,7 @@ def synth(
     size: Annotated[int, typer.Option(min=32, help="Image side in pixels.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed; same seed and counts give identical files.")] = 0,
     shift: Annotated[
-        bool, typer.Option("--shift", help="Unlabeled images from a shifted distribution, in OUT/unlabeled-shift.")
+        bool, typer.Option(help="Unlabeled images from a shifted distribution, in OUT/unlabeled-shift.")
     ] = False,
     layouts: Annotated[
         str, typer.Option("--layouts", help="Labeled layouts to write, comma-separated: coco (always), yolo (OUT/yolo), voc (OUT/voc).")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -173,10 +174,7 @@ def read_yolo(path: Path, split: str) -> tuple[list[str], Path, list[ImageRecord
     if not data.get(split):
         given = [s for s in ("train", "val", "test") if data.get(s)]
         raise DataError(f"{where}: no '{split}:' entry (it has {', '.join(given) or 'none'}); add {split}: images/{split}")
-    records = []
-    for image in split_images(data[split], root, where, split):
-        if not is_image_file(image):
-            continue
+    def record(image: Path) -> ImageRecord:
         width, height = image_size(image)
         labels = label_path(image)
         boxes = parse_label_file(labels, names, width, height) if labels.is_file() else []
@@ -184,7 +182,13 @@ def read_yolo(path: Path, split: str) -> tuple[list[str], Path, list[ImageRecord
             name = image.relative_to(root).as_posix()
         except ValueError:  # an image outside the root (an absolute path in a .txt list)
             name = str(image.resolve())
-        records.append(ImageRecord(name, width, height, boxes))
+        return ImageRecord(name, width, height, boxes)
+
+    images = [p for p in split_images(data[split], root, where, split) if is_image_file(p)]
+    # Header reads and small text files: threads overlap the file-system latency (map keeps
+    # the order, and re-raises the first error in that order).
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        records = list(pool.map(record, images))
     return names, root, records
 
 
