@@ -104,7 +104,8 @@ def tables(report: BenchReport) -> list[Table]:
         out.append(table)
     header, rows = class_rows(report)
     if len(header) > 2 and rows:
-        table = Table(title="AP per class", caption="; ".join(line[2:] for line in lost_lines(report)) or None)
+        lost = "; ".join(line[2:] for line in lost_lines(report))
+        table = Table(title="AP per class", caption=f"AP fell most against {report.results[0].name}: {lost}" if lost else None)
         for i, col in enumerate(header):
             table.add_column(col, justify="left" if i == 0 else "right")
         for row in rows:

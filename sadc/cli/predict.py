@@ -40,10 +40,9 @@ def predict(
     input order, from 1; category_id = class index + 1; bbox = x, y, w, h in original
     pixels) with file_name and category_name added.
     """
+    from sadc.devices import parse_device
     from sadc.runtime.annotate import annotate_images, check_options, expand_inputs
     from sadc.runtime.load import load_predictor
-
-    from sadc.devices import parse_device
 
     check_options(conf, batch)  # before loading the model
     device = parse_device(device)  # a typo fails before the images are searched
