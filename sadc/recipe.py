@@ -8,7 +8,7 @@ key, and says what would fix it.
 from __future__ import annotations
 
 import difflib
-import re
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,8 +23,11 @@ from pydantic import (
 )
 
 from sadc.artefacts.postprocess import PostProcess
+from sadc.devices import DEVICE_HELP, parse_device
 from sadc.errors import SadcError
 from sadc.models.spec import DetectorSpec
+
+log = logging.getLogger(__name__)
 
 
 class RecipeError(SadcError):
@@ -57,8 +60,20 @@ class ModelSection(_Section):
 
 
 class SplitSection(_Section):
-    annotations: Path = Field(..., description="COCO-format json.")
-    images: Path = Field(..., description="Folder the json's file_name entries are relative to.")
+    """A labeled split: ``data.val: PATH`` is short for ``data.val: {annotations: PATH}``."""
+
+    annotations: Path = Field(
+        ..., description="COCO json, YOLO data.yaml (or its folder) or VOC folder (see docs/data.md)."
+    )
+    images: Path | None = Field(
+        None, description="COCO only: folder the json's file_name entries are relative to (default: the json's path without .json)."
+    )
+    format: Literal["auto", "coco", "yolo", "voc"] = Field("auto", description="Layout of annotations; auto = detected.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"annotations": data} if isinstance(data, (str, Path)) else data
 
 
 class AugmentSection(_Section):
@@ -118,7 +133,7 @@ class TrainSection(_Section):
     amp: Literal["auto", "off", "fp16", "bf16"] = Field(
         "auto", description="Mixed precision: auto = fp16 on CUDA, off on CPU."
     )
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or N (= cuda:N).")
     channels_last: bool = Field(
         False, description="NHWC memory format for the trained model (and teacher): faster convs on some CPUs/GPUs."
     )
@@ -128,12 +143,13 @@ class TrainSection(_Section):
     max_bad_steps: int = Field(20, gt=0, description="Consecutive non-finite-loss steps before the run stops.")
     deterministic: bool = Field(False, description="Deterministic algorithms (slower; exact resume on CPU).")
 
-    @field_validator("device")
+    @field_validator("device", mode="before")
     @classmethod
-    def _device_name(cls, v: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
-            raise ValueError(f"{v!r} is not a device; use auto, cpu, cuda or cuda:N")
-        return v
+    def _device_name(cls, v: Any) -> str:
+        try:
+            return parse_device(v)
+        except SadcError:
+            raise ValueError(f"{v!r} is not a device; use {DEVICE_HELP}") from None
 
     @field_validator("step_milestones")
     @classmethod
@@ -204,21 +220,6 @@ class ExportSection(_Section):
         )
 
 
-class BenchSection(_Section):
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8], min_length=1)
-    warmup: int = Field(10, ge=0)
-    iters: int = Field(50, gt=0)
-    score_threshold: float = Field(0.05, ge=0, le=1, description="Score threshold for mAP detections.")
-    max_detections: int = Field(100, gt=0)
-
-    @field_validator("batch_sizes")
-    @classmethod
-    def _positive_batches(cls, v: list[int]) -> list[int]:
-        if any(b < 1 for b in v):
-            raise ValueError(f"{v}: every batch size must be >= 1")
-        return v
-
-
 class Recipe(_Section):
     """A whole run: what to build, what to feed it and how to train, export and bench it."""
 
@@ -230,7 +231,6 @@ class Recipe(_Section):
     train: TrainSection = Field(default_factory=TrainSection, description="Optimisation, schedule, eval, checkpoints.")
     distill: DistillSection = Field(default_factory=DistillSection, description="SAD: the ADL and pseudo-label settings.")
     export: ExportSection = Field(default_factory=ExportSection, description="ONNX deploy graph settings.")
-    bench: BenchSection = Field(default_factory=BenchSection, description="Latency and accuracy settings.")
 
     @field_validator("name")
     @classmethod
@@ -299,7 +299,7 @@ def _check_names(given: list[str], names: list[str], what: str, where: str) -> N
 
 
 def recipe_paths(recipe: Recipe, keys: list[str] | tuple[str, ...] | None = None) -> list[tuple[str, Path, str]]:
-    """(key, path, kind) of the recipe's local paths that are set, kind ``file`` or ``folder``.
+    """(key, path, kind) of the recipe's local paths that are set, kind ``file``, ``folder`` or ``path`` (either).
 
     ``keys`` restricts to those dotted keys (e.g. ``data.train.annotations``); model
     sources that are ``torchvision:NAME`` are not paths and are left out.
@@ -308,7 +308,9 @@ def recipe_paths(recipe: Recipe, keys: list[str] | tuple[str, ...] | None = None
     for name in ("train", "val"):
         split = getattr(recipe.data, name)
         if split is not None:
-            found += [(f"data.{name}.annotations", split.annotations, "file"), (f"data.{name}.images", split.images, "folder")]
+            found.append((f"data.{name}.annotations", split.annotations, "path"))
+            if split.images is not None:
+                found.append((f"data.{name}.images", split.images, "folder"))
     for source in recipe.data.unlabeled_sources:
         if isinstance(source, Path):
             found.append(("data.unlabeled", source, "folder"))
@@ -320,8 +322,8 @@ def recipe_paths(recipe: Recipe, keys: list[str] | tuple[str, ...] | None = None
 
 
 _PATH_HINTS = {
-    "data.train.annotations": "a COCO json of the labeled training set",
-    "data.val.annotations": "a COCO json of the labeled validation set",
+    "data.train.annotations": "the labeled training set (a COCO json, a YOLO data.yaml or a VOC folder)",
+    "data.val.annotations": "the labeled validation set (a COCO json, a YOLO data.yaml or a VOC folder)",
     "data.train.images": "the folder the json's file_name entries are relative to",
     "data.val.images": "the folder the json's file_name entries are relative to",
     "data.unlabeled": "a folder of unlabeled images, searched recursively",
@@ -337,9 +339,10 @@ def check_paths(recipe: Recipe, keys: list[str] | tuple[str, ...] | None = None,
     failed run. Relative paths are relative to the current directory.
     """
     for key, path, kind in recipe_paths(recipe, keys):
-        ok = path.is_file() if kind == "file" else path.is_dir()
+        ok = path.exists() if kind == "path" else path.is_file() if kind == "file" else path.is_dir()
         if not ok:
             problem = "not found" if not path.exists() else f"is not a {kind}"
+            kind = "file" if kind == "path" else kind
             relative = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
             raise RecipeError(f"{where}: {key}: {kind} {path} {problem}{relative}; set it to {_PATH_HINTS[key]}")
 
@@ -433,6 +436,10 @@ def recipe_from_dict(data: Any, where: str = "recipe", overrides: list[str] | tu
         data = yaml.safe_load(yaml.safe_dump(data))  # deep copy; never mutate the caller's dict
     except (RecursionError, yaml.YAMLError):
         raise RecipeError(f"{where}: nested too deeply (or not plain data); a recipe is a few levels of sections") from None
+    if "bench" in data and isinstance(data["bench"], dict | None):
+        # Recipes before 0.2 had a bench: section that nothing read; `sadc bench` takes flags.
+        del data["bench"]
+        log.warning("%s: the bench section is no longer part of a recipe (sadc bench takes flags); delete it", where)
     _check_keys(data, Recipe, "", where)
     for text in overrides:
         path, value = parse_override(text)

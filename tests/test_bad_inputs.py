@@ -58,7 +58,7 @@ BAD_RECIPES = [
     ("target teacher, no teacher", {"train": {"target": "teacher"}}, "train.target=teacher but model.teacher is not set"),
     ("topk < max detections", {"export": {"topk_candidates": 50}}, "export.topk_candidates 50 < export.max_detections 100"),
     ("opset too new", {"export": {"opset": 21}}, "export.opset: Input should be less than or equal to 20"),
-    ("empty bench batches", {"bench": {"batch_sizes": []}}, "bench.batch_sizes"),
+    ("device typo", {"train": {"device": "gpu"}}, "train.device: 'gpu' is not a device; use auto, cpu, cuda, cuda:N or N"),
     (
         "positives with fcos",
         {"model": {"student": {"arch": "fcos", "fpn_channels": 64, "anchor_sizes": [[8], [16], [32], [64], [128]]}}, "distill": {"anchors": "positives"}},
@@ -216,7 +216,7 @@ def test_bad_coco_json_through_bench_and_preview(tiny_world, tmp_path, teacher):
     bad.write_text(json.dumps({"images": [], "categories": []}))
     fails_cleanly(invoke("bench", teacher, "--data", bad, "--no-latency", "--out", tmp_path / "b"), "'annotations' is missing")
     fails_cleanly(invoke("data", "preview", bad, "--out", tmp_path / "p.png"), "'annotations' is missing")
-    fails_cleanly(invoke("data", "preview", tmp_path / "none.json"), "none.json: annotation file not found")
+    fails_cleanly(invoke("data", "preview", tmp_path / "none.json"), "none.json: not found; give a COCO json")
 
 
 def test_data_error_in_a_loader_worker_is_one_line_and_keeps_the_steps_done(tiny_world, tmp_path):

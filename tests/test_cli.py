@@ -83,7 +83,7 @@ def test_train_then_bench_end_to_end(tiny_world, tmp_path):
 
 def test_bench_missing_inputs_are_clear(tmp_path):
     result = invoke("bench", tmp_path / "nope.pt", "--data", tmp_path / "val.json")
-    assert result.exit_code == 2 and "val.json: file not found" in result.output
+    assert result.exit_code == 2 and "val.json: not found" in result.output
     (tmp_path / "val.json").write_text("{}")
     result = invoke("bench", tmp_path / "nope.pt", "--data", tmp_path / "val.json")
     assert result.exit_code == 2 and "nope.pt: model not found" in result.output

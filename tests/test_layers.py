@@ -19,7 +19,7 @@ ROOT = Path(sadc.__file__).parent
 
 # Lowest first. A module may import its own package and anything in a lower layer.
 LAYERS: list[set[str]] = [
-    {"errors", "progress", "__init__"},
+    {"errors", "progress", "devices", "__init__"},
     {"artefacts"},
     {"models"},
     {"recipe", "recipe_docs"},

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from sadc.bench.classes import class_markdown, class_rows, lost_lines, write_class_plot
 from sadc.bench.latency import LatencyStats
 from sadc.bench.run import BenchReport, BenchResult
 
@@ -101,6 +102,15 @@ def tables(report: BenchReport) -> list[Table]:
         for row in rows:
             table.add_row(*row)
         out.append(table)
+    header, rows = class_rows(report)
+    if len(header) > 2 and rows:
+        lost = "; ".join(line[2:] for line in lost_lines(report))
+        table = Table(title="AP per class", caption=f"AP fell most against {report.results[0].name}: {lost}" if lost else None)
+        for i, col in enumerate(header):
+            table.add_column(col, justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*row)
+        out.append(table)
     return out
 
 
@@ -111,7 +121,7 @@ def _markdown_table(header: list[str], rows: list[list[str]], left: int = 1) -> 
     return "\n".join(lines)
 
 
-def markdown(report: BenchReport, plot: str | None = None) -> str:
+def markdown(report: BenchReport, plot: str | None = None, class_plot: str | None = None) -> str:
     s = report.settings
     parts = [
         "# sadc bench",
@@ -139,6 +149,7 @@ def markdown(report: BenchReport, plot: str | None = None) -> str:
             parts += ["", "Note: the artefacts have different input sizes, so their latencies are not at equal shapes."]
     if plot:
         parts += ["", f"![latency vs mAP]({plot})"]
+    parts += class_markdown(report, class_plot)
     return "\n".join(parts) + "\n"
 
 
@@ -188,7 +199,8 @@ def write_plot(report: BenchReport, path: Path) -> Path | None:
 
 
 def write_reports(report: BenchReport, out: Path) -> list[Path]:
-    """Write bench.json, bench.png (when latency and mAP were both measured) and bench.md into ``out``."""
+    """Write bench.json, bench.png (when latency and mAP were both measured), bench_classes.png (AP per
+    class, when mAP was measured) and bench.md into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -198,7 +210,10 @@ def write_reports(report: BenchReport, out: Path) -> list[Path]:
     plot = write_plot(report, out / "bench.png")
     if plot is not None:
         written.append(plot)
+    class_plot = write_class_plot(report, out / "bench_classes.png")
+    if class_plot is not None:
+        written.append(class_plot)
     md_path = out / "bench.md"
-    md_path.write_text(markdown(report, plot.name if plot else None))
+    md_path.write_text(markdown(report, plot.name if plot else None, class_plot.name if class_plot else None))
     written.append(md_path)
     return written

@@ -20,8 +20,9 @@ from rich.console import Console
 
 from sadc.bench.flops import ModelSize, model_size
 from sadc.bench.latency import LatencyStats, bench_latency, check_counts
-from sadc.data.coco import default_images_dir
+from sadc.data.formats import image_root
 from sadc.data.images import find_images
+from sadc.devices import parse_device
 from sadc.errors import SadcError
 from sadc.runtime.accuracy import predictor_accuracy
 from sadc.runtime.load import BACKENDS, backend_for, check_artefact, load_predictor
@@ -35,32 +36,34 @@ class BenchSettings:
     warmup: int = 10
     iters: int = 50
     threads: int | None = None  # None: torch's current count, also given to ONNX Runtime
-    device: str = "cpu"
+    device: str = "auto"  # auto, cpu, cuda, cuda:N or N (sadc.devices.parse_device)
     accuracy: bool = True
     latency: bool = True
-    data: Path | None = None  # COCO json of the labeled set
-    images: Path | None = None  # its image folder (default: the json's path without .json)
+    data: Path | None = None  # the labeled set: COCO json, YOLO data.yaml (or folder) or VOC folder
+    images: Path | None = None  # a COCO json's image folder (default: the json's path without .json)
+    data_format: str = "auto"  # auto, coco, yolo or voc
     save_detections: Path | None = None  # the first artefact's COCO results
 
     def check(self) -> None:
         if not self.batches or any(b < 1 for b in self.batches):
             raise SadcError(f"--batch {','.join(map(str, self.batches))}: batch sizes must be >= 1")
         check_counts(self.warmup, self.iters)
+        parse_device(self.device)
         if self.threads is not None and self.threads < 1:
             raise SadcError(f"--threads {self.threads}: must be >= 1")
         if not (self.accuracy or self.latency):
             raise SadcError("--no-accuracy and --no-latency together leave nothing to measure")
         if self.accuracy and self.data is None:
-            raise SadcError("--data VAL.json is needed to score mAP (or pass --no-accuracy)")
-        if self.data is not None and not self.data.is_file():
-            raise SadcError(f"--data {self.data}: file not found (a COCO json, e.g. data/synth/val.json)")
+            raise SadcError("--data VAL is needed to score mAP: a COCO json, a YOLO data.yaml or a VOC folder (or pass --no-accuracy)")
+        if self.data is not None and not self.data.exists():
+            raise SadcError(f"--data {self.data}: not found (a COCO json, a YOLO data.yaml or a VOC folder, e.g. data/synth/val.json)")
         if self.save_detections is not None and not self.accuracy:
             raise SadcError("--save-detections needs the accuracy pass; drop --no-accuracy")
 
     def image_dir(self) -> Path | None:
         if self.images is not None:
             return self.images
-        return default_images_dir(self.data) if self.data is not None else None
+        return image_root(self.data, self.data_format) if self.data is not None else None
 
 
 @dataclass
@@ -75,6 +78,7 @@ class BenchResult:
     gflops: float | None = None
     input_size: tuple[int, int] | None = None
     accuracy: dict[str, float] = field(default_factory=dict)
+    per_class: dict[str, dict] = field(default_factory=dict)  # class -> {"AP", "AP50", "gt"}
     latency: dict[str, list[LatencyStats]] = field(default_factory=dict)
 
     @property
@@ -91,6 +95,7 @@ class BenchResult:
             "gflops": self.gflops,
             "input_size": list(self.input_size) if self.input_size else None,
             "accuracy": self.accuracy,
+            "per_class": self.per_class,
             "latency": {kind: [s.to_json() for s in stats] for kind, stats in self.latency.items()},
         }
 
@@ -141,7 +146,7 @@ def torch_threads(threads: int) -> Iterator[None]:
 
 def run_bench(models: Sequence[Path], settings: BenchSettings, *, console: Console | None = None) -> BenchReport:
     """Measure every artefact in ``models`` with ``settings``; the first is the ΔmAP reference."""
-    from sadc.engine.machine import machine_summary
+    from sadc.engine.machine import machine_summary, resolve_device
 
     settings.check()
     if not models:
@@ -173,14 +178,17 @@ def run_bench(models: Sequence[Path], settings: BenchSettings, *, console: Conso
                 input_size=size.input_size,
             )
             if settings.accuracy:
-                result.accuracy = predictor_accuracy(
+                accuracy = predictor_accuracy(
                     predictor,
                     settings.data,
-                    image_dir,
+                    settings.images,
+                    fmt=settings.data_format,
                     batch_size=max(settings.batches),
                     save_detections=settings.save_detections if i == 0 else None,
                     console=console,
                 )
+                result.per_class = accuracy.pop("per_class", {})
+                result.accuracy = accuracy
             if settings.latency:
                 status = console.status("latency") if console is not None else contextlib.nullcontext()
                 with status as spinner:
@@ -199,7 +207,7 @@ def run_bench(models: Sequence[Path], settings: BenchSettings, *, console: Conso
     return BenchReport(
         machine=machine,
         settings={
-            "device": settings.device,
+            "device": resolve_device(settings.device),
             "threads": threads,
             "batches": list(settings.batches),
             "warmup": settings.warmup,

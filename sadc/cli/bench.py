@@ -8,20 +8,33 @@ from typing import Annotated
 import typer
 
 from sadc.cli.common import console, handle_errors
+from sadc.cli.data import FormatOpt, Layout
+
+ModelsArg = Annotated[
+    list[Path],
+    typer.Argument(help="Artefacts to compare: sadc checkpoints (.pt), ONNX exports (.onnx), TensorRT engines (.engine). The first is the ΔmAP reference."),
+]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", help="Labeled val set, needed for mAP: a COCO json, a YOLO data.yaml (its val split) or a VOC folder."),
+]
+ImagesOpt = Annotated[Path | None, typer.Option(help="COCO only: image folder of --data (default: the json's path without .json).")]
+DeviceOpt = Annotated[
+    str, typer.Option(help="auto, cpu, cuda, cuda:N or N; auto = CUDA when present (a TensorRT engine always uses CUDA).")
+]
 
 
 @handle_errors
 def bench(
-    models: Annotated[
-        list[Path], typer.Argument(help="Artefacts to compare: sadc checkpoints (.pt), ONNX exports (.onnx), TensorRT engines (.engine). The first is the ΔmAP reference.")
-    ],
-    data: Annotated[Path | None, typer.Option("--data", help="COCO json of the labeled val set (needed for mAP).")] = None,
-    images: Annotated[Path | None, typer.Option(help="Image folder of --data (default: the json's path without .json).")] = None,
+    models: ModelsArg,
+    data: DataOpt = None,
+    images: ImagesOpt = None,
+    fmt: FormatOpt = Layout.auto,
     batch: Annotated[str, typer.Option(help="Batch sizes to time, comma-separated; the largest is also the mAP pass's batch.")] = "1,8",
     warmup: Annotated[int, typer.Option(help="Untimed calls before timing, per artefact and batch size.")] = 10,
     iters: Annotated[int, typer.Option(help="Timed calls per artefact and batch size.")] = 50,
     threads: Annotated[int | None, typer.Option(help="Intra-op threads for torch and ONNX Runtime alike (default: torch's current count).")] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda (TensorRT engines need cuda).")] = "cpu",
+    device: DeviceOpt = "auto",
     out: Annotated[Path | None, typer.Option(help="Folder for bench.json, bench.md, bench.png (default: bench/ next to the first model).")] = None,
     no_accuracy: Annotated[bool, typer.Option("--no-accuracy", help="Skip the mAP pass.")] = False,
     no_latency: Annotated[bool, typer.Option("--no-latency", help="Skip the timing.")] = False,
@@ -57,6 +70,7 @@ def bench(
         latency=not no_latency,
         data=data,
         images=images,
+        data_format=fmt.value,
         save_detections=save_detections,
     )
     report = run_bench(models, settings, console=console)
@@ -65,3 +79,37 @@ def bench(
     written = write_reports(report, out)
     console.print("report: " + ", ".join(map(str, written)))
     check_gates(report, fail_under_map=fail_under_map, max_map_drop=max_map_drop)
+
+
+@handle_errors
+def val(
+    models: ModelsArg,
+    data: Annotated[Path, typer.Option("--data", help="Labeled val set: a COCO json, a YOLO data.yaml (its val split) or a VOC folder.")],
+    images: ImagesOpt = None,
+    fmt: FormatOpt = Layout.auto,
+    batch: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 8,
+    threads: Annotated[int | None, typer.Option(help="Intra-op threads for torch and ONNX Runtime alike (default: torch's current count).")] = None,
+    device: DeviceOpt = "auto",
+    out: Annotated[Path | None, typer.Option(help="Folder for bench.json, bench.md and the per-class chart (default: val/ next to the first model).")] = None,
+    save_detections: Annotated[Path | None, typer.Option(help="Write the first model's detections as a COCO results json.")] = None,
+) -> None:
+    """COCO mAP and AP per class of artefacts on a labeled set: sadc bench without the timing."""
+    from sadc.bench.report import tables, write_reports
+    from sadc.bench.run import BenchSettings, run_bench
+
+    settings = BenchSettings(
+        batches=(batch,),
+        threads=threads,
+        device=device,
+        accuracy=True,
+        latency=False,
+        data=data,
+        images=images,
+        data_format=fmt.value,
+        save_detections=save_detections,
+    )
+    report = run_bench(models, settings, console=console)
+    for table in tables(report):
+        console.print(table)
+    written = write_reports(report, out or Path(models[0]).parent / "val")
+    console.print("report: " + ", ".join(str(p) for p in written))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import sys
 from typing import Annotated
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+from typer.core import TyperGroup, TyperOption
 from typer.exceptions import TyperException
 
 from sadc.errors import Interrupted, SadcError, one_line
@@ -121,3 +123,39 @@ def overrides_list(overrides: list[str] | None) -> list[str]:
 
 def stdout_is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+def reflow(text: str | None) -> str | None:
+    """Join the hard-wrapped lines of each paragraph (docstrings wrap at 80-120 columns; the terminal wraps help)."""
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
+def _bare_flags(params: list) -> list:
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""  # Typer shows the metavar, else "<bool>", after the flag
+    return params
+
+
+def polish_help(command) -> None:
+    """Help as people expect it, for ``command`` and everything under it: paragraphs of docstrings
+    reflowed, and flags shown bare (Typer >= 0.20 prints ``<bool>`` after every flag)."""
+    command.help = reflow(command.help)
+    # --help is made on first use and then cached by the command: make it now, to polish it too.
+    _bare_flags([*command.params, command.get_help_option(command.context_class(command))])
+    for sub in getattr(command, "commands", {}).values():
+        polish_help(sub)
+
+
+class SadcGroup(TyperGroup):
+    """The root group: polishes the help of every command once they are all built (see :func:`polish_help`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        polish_help(self)
+
+    def get_params(self, ctx):
+        return _bare_flags(super().get_params(ctx))  # the completion options are added after __init__

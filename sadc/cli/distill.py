@@ -39,7 +39,7 @@ def pseudo_label(
     out: Annotated[Path, typer.Option("--out", "-o", help="COCO json to write (usable as data.train).")],
     threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Keep teacher detections scoring at least this.")] = 0.4,
     batch: Annotated[int, typer.Option(min=1, help="Images per forward.")] = 16,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or N; auto = CUDA when present.")] = "auto",
 ) -> None:
     """Run a teacher over a folder and write its detections as a labeled COCO set (offline SAD)."""
     from sadc.distill.pseudo import pseudo_label_folder

@@ -64,7 +64,7 @@ def export(
         Int8Target,
         typer.Option("--int8-target", help="int8: tensorrt (symmetric S8S8) or cpu (U8S8, fast in ONNX Runtime on CPUs)."),
     ] = Int8Target(D.int8_target),
-    val: Annotated[Path | None, typer.Option("--val", help="int8: COCO json of a labeled set; report fp32 vs INT8 mAP.")] = None,
+    val: Annotated[Path | None, typer.Option("--val", help="int8: a labeled set (COCO json, YOLO data.yaml or VOC folder); report fp32 vs INT8 mAP.")] = None,
     max_map_drop: Annotated[float | None, typer.Option("--max-map-drop", help="int8 with --val: fail when mAP drops by more.")] = None,
     half: Annotated[bool, typer.Option("--half", help="engine: fp16.")] = False,
     min_batch: Annotated[int, typer.Option("--min-batch", help="engine: smallest batch.")] = D.min_batch,

@@ -8,14 +8,15 @@ import typer
 
 from sadc import __version__
 from sadc.cli import bench, data, distill, doctor, export, predict, recipe, train
-from sadc.cli.common import setup_logging
+from sadc.cli.common import SadcGroup, setup_logging
 
 app = typer.Typer(
     name="sadc",
     help="Distil a big detector into a small fast one (SAD), export it to ONNX/TensorRT, benchmark every artefact.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
-    add_completion=False,
+    add_completion=True,
+    cls=SadcGroup,
 )
 
 
@@ -41,6 +42,7 @@ app.command("distill")(distill.distill)
 app.command("pseudo-label")(distill.pseudo_label)
 app.command("export")(export.export)
 app.command("bench")(bench.bench)
+app.command("val")(bench.val)
 app.command("predict")(predict.predict)
 app.command("doctor")(doctor.doctor)
 app.add_typer(data.app, name="data")

@@ -75,6 +75,9 @@ class CocoDataset(Dataset):
     mAP against ``coco_json``, which still holds them). Images without annotations are
     kept (pure-background examples). Boxes partly outside their image are clipped.
 
+    ``coco`` is the parsed dict, when it was read from another layout (see
+    :mod:`sadc.data.formats`); ``annotations`` then only names the source in messages.
+
     Items: ``dataset[k]`` with ``k = epoch * len(dataset) + i`` (see
     :mod:`sadc.data.loaders`) returns ``(image uint8 [3, H, W], target)`` where target has
     ``boxes`` float32 [n, 4] xyxy network px, ``labels`` int64 [n] in 0..C-1,
@@ -89,12 +92,14 @@ class CocoDataset(Dataset):
         input_size: tuple[int, int],
         augment: AugmentSection | None = None,
         seed: int = 0,
+        *,
+        coco: dict | None = None,
     ):
         self.coco_json = Path(annotations)
         self.images = Path(images)
         self.seed = seed
         self.transform = TrainTransform(input_size, augment)
-        data = read_json(self.coco_json)
+        data = read_json(self.coco_json) if coco is None else coco
         where = str(self.coco_json)
         if not isinstance(data, dict):
             raise DataError(f"{where}: top level must be an object with images, annotations and categories")
@@ -106,6 +111,7 @@ class CocoDataset(Dataset):
         self.image_ids, self._files, self._sizes = self._parse_images(data["images"], where)
         self._boxes, self._labels = self._parse_annotations(data["annotations"], where)
         self._check_files(where)
+        self.coco = data  # what COCOeval scores against (crowd regions included)
 
     # -- parsing -------------------------------------------------------------------------
 

@@ -137,3 +137,21 @@ def noise_images(n: int, input_size: tuple[int, int], seed: int | torch.Generato
     h, w = int(input_size[0]), int(input_size[1])
     generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
     return torch.randint(0, 256, (n, 3, h, w), dtype=torch.uint8, generator=generator)
+
+
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image as displayed (after EXIF rotation), from its header only.
+
+    Raises :class:`ImageReadError` for files Pillow cannot identify.
+    """
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            orientation = img.getexif().get(0x0112)
+    except Exception as err:  # Pillow raises many types
+        reason = "file not found" if isinstance(err, FileNotFoundError) else f"{type(err).__name__}: {err}"
+        raise ImageReadError(f"{path}: cannot read image ({reason})") from err
+    return (h, w) if orientation in _TRANSPOSED else (w, h)

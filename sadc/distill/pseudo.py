@@ -24,7 +24,7 @@ def pseudo_label_folder(
     *,
     threshold: float = 0.4,
     batch_size: int = 16,
-    device: str = "cpu",
+    device: str = "auto",
     console: Console | None = None,
 ) -> dict:
     """Write ``out`` (COCO json: images relative to ``images``, teacher boxes >= threshold).

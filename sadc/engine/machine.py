@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-import re
 from pathlib import Path
 
 
@@ -47,15 +46,30 @@ def machine_summary() -> dict:
     }
 
 
-def check_device(name: str, flag: str = "--device", *, available: bool = True) -> str:
-    """``name`` when it is ``cpu``, ``cuda`` or ``cuda:N`` (and, with ``available``, usable here).
+def resolve_device(text: str | int, flag: str = "--device", *, cuda_only: bool = False) -> str:
+    """:func:`sadc.devices.parse_device`, with ``auto`` made concrete: ``cuda`` when torch sees a GPU (always for
+    ``cuda_only`` artefacts such as TensorRT engines), else ``cpu``."""
+    from sadc.devices import parse_device
 
-    Raises one-line :class:`SadcError` naming ``flag`` otherwise, before any model is loaded.
+    name = parse_device(text, flag)
+    if name != "auto":
+        return name
+    if cuda_only:
+        return "cuda"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(name: str, flag: str = "--device", *, available: bool = True) -> str:
+    """``name`` as ``cpu``, ``cuda`` or ``cuda:N`` (see :func:`sadc.devices.parse_device`; ``auto`` is resolved).
+
+    With ``available``, a CUDA device must be usable here. Raises one-line
+    :class:`SadcError` naming ``flag`` otherwise, before any model is loaded.
     """
     from sadc.errors import SadcError
 
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", str(name)):
-        raise SadcError(f"{flag} {name}: not a device; use cpu, cuda or cuda:N")
+    name = resolve_device(name, flag)
     if available and name.startswith("cuda"):
         import torch
 

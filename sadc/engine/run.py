@@ -18,6 +18,7 @@ from torch import nn
 
 from sadc.data.coco import CocoDataset
 from sadc.data.evaluate import evaluate
+from sadc.data.formats import open_labeled
 from sadc.data.loaders import build_loader
 from sadc.engine.distributed import (
     DistInfo,
@@ -52,9 +53,18 @@ class SupervisedObjective:
 
 
 def coco_split(split: SplitSection | None, size: tuple[int, int], recipe: Recipe, train: bool) -> CocoDataset | None:
+    """data.train (``train``) or data.val in any layout (:mod:`sadc.data.formats`), as a dataset."""
     if split is None:
         return None
-    return CocoDataset(split.annotations, split.images, size, recipe.data.augment if train else None, recipe.seed)
+    return open_labeled(
+        split.annotations,
+        size,
+        split="train" if train else "val",
+        fmt=split.format,
+        images=split.images,
+        augment=recipe.data.augment if train else None,
+        seed=recipe.seed,
+    )
 
 
 def make_evaluator(model: Detector, val: CocoDataset, batch_size: int, workers: int, device: torch.device):
@@ -63,7 +73,7 @@ def make_evaluator(model: Detector, val: CocoDataset, batch_size: int, workers: 
 
     def run() -> dict[str, float]:
         with torch.inference_mode():
-            return evaluate(lambda x: model(x.to(device)), loader, val.coco_json, val.cat_ids)
+            return evaluate(lambda x: model(x.to(device)), loader, val.coco, val.cat_ids)
 
     return run
 
@@ -197,7 +207,7 @@ def run_train(recipe: Recipe, *, resume: bool = False, console: Console | None =
     """Supervised training of ``model.<train.target>`` on ``data.train``; returns the run dir."""
     cfg = recipe.train
     if recipe.data.train is None:
-        raise SadcError("recipe: data.train is not set; `sadc train` needs a labeled COCO set (annotations + images)")
+        raise SadcError("recipe: data.train is not set; `sadc train` needs a labeled set (a COCO json, a YOLO data.yaml or a VOC folder)")
     fields = getattr(recipe.model, cfg.target)
     if fields is None:
         raise SadcError(f"recipe: model.{cfg.target} is not set, but train.target={cfg.target}")

@@ -35,8 +35,10 @@ class Objective(Protocol):
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """train.device (auto, cpu, cuda, cuda:N or N; see :func:`sadc.devices.parse_device`) -> torch.device."""
+    from sadc.engine.machine import resolve_device as resolve_name
+
+    name = resolve_name(name, "train.device")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise SadcError(f"train.device={name}: CUDA is not available here; use train.device=cpu")
     return torch.device(name)

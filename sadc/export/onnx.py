@@ -68,13 +68,27 @@ def load_export_source(source: Path | Detector) -> ExportSource:
     recipe = ckpt.get("recipe") if isinstance(ckpt.get("recipe"), dict) else {}
     section = recipe.get("export") if isinstance(recipe.get("export"), dict) else {}
     data = recipe.get("data") if isinstance(recipe.get("data"), dict) else {}
-    folders = [(data.get("val") or {}).get("images"), data.get("unlabeled")]
+    folders = [_val_images(data.get("val")), data.get("unlabeled")]
     return ExportSource(
         detector,
         {"checkpoint": str(path), "sha256": file_sha256(path)},
         dict(section),
         [Path(f) for f in folders if isinstance(f, str)],
     )
+
+
+def _val_images(val) -> str | None:
+    """The recipe's val image folder: its ``images``, else the folder its layout names (None if unreadable)."""
+    if not isinstance(val, dict):
+        return None
+    if val.get("images") or not val.get("annotations"):
+        return val.get("images")
+    from sadc.data.formats import image_root
+
+    try:
+        return str(image_root(Path(val["annotations"]), val.get("format") or "auto"))
+    except (SadcError, OSError):  # moved or unreadable since training: the unlabeled folder is next
+        return None
 
 
 def onnx_bytes(

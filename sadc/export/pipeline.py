@@ -96,8 +96,8 @@ class ExportOptions:
             raise SadcError(f"{checkpoint}: checkpoint not found")
         if self.calib is not None and not self.calib.is_dir():
             raise SadcError(f"--calib {self.calib}: folder not found (unlabeled images to calibrate on)")
-        if self.val is not None and not self.val.is_file():
-            raise SadcError(f"--val {self.val}: file not found (a COCO json, e.g. data/synth/val.json)")
+        if self.val is not None and not self.val.exists():
+            raise SadcError(f"--val {self.val}: not found (a COCO json, a YOLO data.yaml or a VOC folder, e.g. data/synth/val.json)")
         if self.out is not None:
             check_output(fmt, self.out)
 

@@ -281,15 +281,16 @@ def map_change(
     batch_size: int = 8,
     console=None,
 ) -> dict[str, dict[str, float]]:
-    """COCO metrics of the fp32 and INT8 graphs on a labeled set: ``{"fp32": {...}, "int8": {...}}``."""
-    from sadc.data.coco import default_images_dir
+    """COCO metrics of the fp32 and INT8 graphs on a labeled set (COCO json, YOLO data.yaml or VOC folder).
+
+    Returns ``{"fp32": {...}, "int8": {...}}``.
+    """
     from sadc.runtime.accuracy import predictor_accuracy
     from sadc.runtime.onnx_rt import OrtPredictor
 
     annotations = Path(annotations)
-    if not annotations.is_file():
-        raise SadcError(f"--val {annotations}: file not found (a COCO json, e.g. data/synth/val.json)")
-    images = Path(images) if images is not None else default_images_dir(annotations)
+    if not annotations.exists():
+        raise SadcError(f"--val {annotations}: not found (a COCO json, a YOLO data.yaml or a VOC folder)")
     return {
         name: predictor_accuracy(OrtPredictor(path), annotations, images, batch_size=batch_size, console=console)
         for name, path in (("fp32", fp32_onnx), ("int8", int8_onnx))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sadc.data.coco import CocoDataset
 from sadc.data.evaluate import evaluate
+from sadc.data.formats import open_labeled
 from sadc.data.loaders import build_loader
 from sadc.errors import SadcError
 from sadc.progress import progress_bar
@@ -17,15 +17,20 @@ from sadc.runtime.base import Predictor
 def predictor_accuracy(
     predictor: Predictor,
     annotations: Path,
-    images: Path,
+    images: Path | None = None,
     *,
+    fmt: str = "auto",
     batch_size: int = 8,
     workers: int = 0,
     save_detections: Path | None = None,
     console: Console | None = None,
-) -> dict[str, float]:
-    """COCO metrics of ``predictor`` on a labeled set (see :func:`sadc.data.evaluate.evaluate`)."""
-    data = CocoDataset(annotations, images, tuple(predictor.spec.input_size))
+) -> dict:
+    """COCO metrics of ``predictor`` on a labeled set in any layout (see :func:`sadc.data.evaluate.evaluate`).
+
+    ``annotations`` is a COCO json (``images``: its folder), a YOLO data.yaml or a VOC
+    folder, whose ``val`` split is scored.
+    """
+    data = open_labeled(annotations, tuple(predictor.spec.input_size), split="val", fmt=fmt, images=images)
     if list(data.class_names) != list(predictor.spec.class_names):
         raise SadcError(
             f"{annotations}: categories {data.class_names} differ from {predictor.path}'s classes "
@@ -37,7 +42,7 @@ def predictor_accuracy(
         return evaluate(
             predictor.predict,
             loader,
-            data.coco_json,
+            data.coco,
             data.cat_ids,
             progress=lambda n: progress.advance(task, n),
             save_detections=save_detections,

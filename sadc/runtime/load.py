@@ -91,13 +91,15 @@ def backend_for(path: Path) -> Backend:
     raise SadcError(f"{path}: unknown artefact type {path.suffix!r} (expected one of {known})")
 
 
-def load_predictor(path: Path, *, device: str = "cpu", threads: int | None = None) -> Predictor:
+def load_predictor(path: Path, *, device: str = "auto", threads: int | None = None) -> Predictor:
     """Load any sadc artefact as a :class:`Predictor` (backend from suffix; exports also read their sidecar).
 
     ``threads`` sets ONNX Runtime's intra-op threads; torch's thread count is
-    process-wide (``torch.set_num_threads``), so callers set it themselves.
+    process-wide (``torch.set_num_threads``), so callers set it themselves. ``device``: see
+    :func:`sadc.devices.parse_device`; ``auto`` is CUDA when torch sees a GPU (always for a
+    TensorRT engine), else the CPU.
     """
-    from sadc.engine.machine import check_device
+    from sadc.engine.machine import check_device, resolve_device
 
     path = Path(path)
     if not path.exists():
@@ -105,6 +107,7 @@ def load_predictor(path: Path, *, device: str = "cpu", threads: int | None = Non
     if path.is_dir():
         raise SadcError(f"{path}: a folder, not a model file (.pt, .onnx or .engine)")
     backend = backend_for(path)
+    device = resolve_device(device, cuda_only=backend.name == "tensorrt")  # an engine picks CUDA by itself
     check_device(device, available=False)  # the backend says whether it can use that device here
     return backend.load(path, device, threads)
 
