@@ -31,10 +31,10 @@ run, 5-9 min with unlabeled images; the 14 table runs take about 65 min, --knobs
 different runs (e.g. --seeds 0 and --seeds 1; --knobs in only one of them: a run folder
 must not have two writers), then --report-only to tabulate everything.
 
-    python benchmarks/ablation.py                 # the table (3 seeds), on the test split
-    python benchmarks/ablation.py --knobs         # + the rows with lambda 10, gamma 1 and the knob runs
-    python benchmarks/ablation.py --report-only   # tabulate finished runs, train nothing
-    python benchmarks/ablation.py --quick         # a tiny version: checks the pipeline, asserts nothing
+    python -m benchmarks.ablation                 # the table (3 seeds), on the test split
+    python -m benchmarks.ablation --knobs         # + the rows with lambda 10, gamma 1 and the knob runs
+    python -m benchmarks.ablation --report-only   # tabulate finished runs, train nothing
+    python -m benchmarks.ablation --quick         # a tiny version: checks the pipeline, asserts nothing
 """
 
 from __future__ import annotations
@@ -42,20 +42,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sadc.artefacts.checkpoint import load_checkpoint  # noqa: E402
-from sadc.data.synth import make_synthetic_world  # noqa: E402
-from sadc.distill.run import run_distill  # noqa: E402
-from sadc.engine.run import run_train  # noqa: E402
-from sadc.recipe import Recipe, load_recipe  # noqa: E402
+from sadc.artefacts.checkpoint import load_checkpoint
+from sadc.data.synth import make_synthetic_world
+from sadc.distill.run import run_distill
+from sadc.engine.run import run_train
+from sadc.recipe import Recipe, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -426,7 +423,7 @@ def write_results(setup: Setup, elapsed: float | None) -> None:
     tuned_text = f"\n\nThe rows with soft targets again, with lambda 10 and gamma 1 (the quickstart recipe's knobs):\n\n{tuned}" if tuned else ""
     main = f"{header}\n\n{table(setup)}{tuned_text}\n"
     docs = ROOT / "docs/ablation.md"
-    text = docs.read_text() if docs.is_file() else "# SAD ablation\n\nMade by `python benchmarks/ablation.py` (`--knobs` for the knob runs).\n"
+    text = docs.read_text() if docs.is_file() else "# SAD ablation\n\nMade by `python -m benchmarks.ablation` (`--knobs` for the knob runs).\n"
     text = replace_block(text, "ablation-tables", main + "\n![ablation](ablation.png)")
     knobs = knob_table(setup, KNOBS, per_seed=True)
     if knobs:

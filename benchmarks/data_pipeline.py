@@ -4,7 +4,7 @@ Loader side: the quickstart recipe's labeled (COCO, augmented) and unlabeled (fo
 augmented) loaders with its workers, iterated without training. Trainer side: SAD steps
 of the quickstart student + teacher (random weights) on the same batch shape. Target >= 1.5.
 
-    python benchmarks/data_pipeline.py [--batches 30] [--steps 8]
+    python -m benchmarks.data_pipeline [--batches 30] [--steps 8]
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import machine_line  # noqa: E402
-from sadc.data.coco import CocoDataset  # noqa: E402
-from sadc.data.folder import UnlabeledFolder  # noqa: E402
-from sadc.data.loaders import build_loader  # noqa: E402
-from sadc.recipe import load_recipe  # noqa: E402
+from benchmarks.common import machine_line
+from sadc.data.coco import CocoDataset
+from sadc.data.folder import UnlabeledFolder
+from sadc.data.loaders import build_loader
+from sadc.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,27 +5,24 @@
 on the same batch (quickstart sizes: 8 labeled + 8 unlabeled images at 128 px, the
 quickstart teacher and student architectures, random weights). Target: <= 1.10.
 
-    python benchmarks/distill_overhead.py [--batch 16] [--iters 10]
+    python -m benchmarks.distill_overhead [--batch 16] [--iters 10]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import machine_line, time_it  # noqa: E402
-from sadc.distill.objective import DistillObjective  # noqa: E402
-from sadc.distill.teacher import TeacherTargets  # noqa: E402
-from sadc.engine.run import SupervisedObjective  # noqa: E402
-from sadc.engine.trainer import build_optimizer  # noqa: E402
-from sadc.models.detector import DenseForward, build_detector  # noqa: E402
-from sadc.models.loading import spec_from_fields  # noqa: E402
-from sadc.recipe import load_recipe  # noqa: E402
+from benchmarks.common import machine_line, time_it
+from sadc.distill.objective import DistillObjective
+from sadc.distill.teacher import TeacherTargets
+from sadc.engine.run import SupervisedObjective
+from sadc.engine.trainer import build_optimizer
+from sadc.models.detector import DenseForward, build_detector
+from sadc.models.loading import spec_from_fields
+from sadc.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 

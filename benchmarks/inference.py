@@ -9,23 +9,20 @@ or the quickstart student architecture with random weights if it is not trained 
     int8_vs_fp32      ORT INT8 latency / ORT fp32 latency, for both INT8 targets (tensorrt: S8S8,
                       cpu: U8S8); target <= 0.7
 
-    python benchmarks/inference.py [--iters 20] [--threads 2]
+    python -m benchmarks.inference [--iters 20] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import machine_line, time_it  # noqa: E402
-from sadc.bench.flops import model_size  # noqa: E402
+from benchmarks.common import machine_line, time_it
+from sadc.bench.flops import model_size
 
 ROOT = Path(__file__).resolve().parents[1]
 

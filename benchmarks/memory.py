@@ -5,7 +5,7 @@
     peak RSS        of `sadc distill --recipe recipes/quickstart.yaml` (a few steps) and of
                     the COCO R50 recipe as a dry run at batch 2 (random weights, 1 step)
 
-    python benchmarks/memory.py [--steps 20] [--no-rss]
+    python -m benchmarks.memory [--steps 20] [--no-rss]
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import machine_line  # noqa: E402
-from sadc.distill.losses import distillation_loss  # noqa: E402
+from benchmarks.common import machine_line
+from sadc.distill.losses import distillation_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 

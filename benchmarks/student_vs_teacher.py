@@ -3,25 +3,22 @@
 For quickstart and the COCO recipes, at their input sizes, with random weights (nothing
 is downloaded). Target: <= 0.5 for both ratios, the paper's "half the computation".
 
-    python benchmarks/student_vs_teacher.py [--iters 5]
+    python -m benchmarks.student_vs_teacher [--iters 5]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import machine_line, time_it  # noqa: E402
-from sadc.bench.flops import model_size  # noqa: E402
-from sadc.models.detector import build_detector  # noqa: E402
-from sadc.models.loading import spec_from_fields  # noqa: E402
-from sadc.models.torchvision_zoo import torchvision_spec  # noqa: E402
-from sadc.recipe import load_recipe  # noqa: E402
+from benchmarks.common import machine_line, time_it
+from sadc.bench.flops import model_size
+from sadc.models.detector import build_detector
+from sadc.models.loading import spec_from_fields
+from sadc.models.torchvision_zoo import torchvision_spec
+from sadc.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ["quickstart", "coco-retinanet-r101-to-r50", "coco-retinanet-r50v2-to-mobilenetv3"]
