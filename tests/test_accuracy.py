@@ -9,7 +9,7 @@ import torch
 from sadc.data.coco import CocoDataset
 from sadc.data.evaluate import coco_map, evaluate, to_coco_results
 from sadc.data.loaders import build_loader
-from tests.conftest import pycocotools_stats
+from tests.helpers import pycocotools_stats
 
 
 def _noisy_detections(gt_json, seed=0):

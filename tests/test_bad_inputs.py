@@ -18,10 +18,18 @@ import pytest
 import torch
 from PIL import Image
 
-from sadc.artefacts.checkpoint import load_checkpoint, save_checkpoint
+from sadc.artefacts.checkpoint import load_checkpoint
 from sadc.errors import SadcError
-from tests.cli_helpers import distill_recipe, fails_cleanly, invoke, tiny, write_recipe
-from tests.test_bench import save_tiny_checkpoint, tiny_spec
+from tests.helpers import (
+    distill_recipe,
+    fails_cleanly,
+    invoke,
+    save_detector,
+    save_tiny_checkpoint,
+    tiny,
+    tiny_spec,
+    write_recipe,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -336,10 +344,7 @@ def _teacher_variant(folder: Path, **spec) -> Path:
     from sadc.models.detector import build_detector
 
     torch.manual_seed(0)
-    detector = build_detector(tiny_spec().model_copy(update=spec))
-    path = folder / "teacher-variant.pt"
-    save_checkpoint(path, {"spec": detector.spec.model_dump(mode="json"), "model": detector.state_dict(), "recipe": {}, "step": 1})
-    return path
+    return save_detector(folder / "teacher-variant.pt", build_detector(tiny_spec(**spec)))
 
 
 SINGLE = [[8.0], [16.0], [32.0], [64.0], [128.0]]

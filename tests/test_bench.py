@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from typer.testing import CliRunner
 
 from sadc.artefacts.postprocess import PostProcess
 from sadc.bench.flops import model_size
@@ -22,35 +21,8 @@ from sadc.bench.latency import LatencyStats, fixed_batch, measure, summarize, ti
 from sadc.bench.run import BenchReport, BenchResult, check_gates, parse_batches
 from sadc.errors import SadcError
 from sadc.models.detector import build_detector
-from sadc.models.spec import DetectorSpec
 from sadc.runtime.load import BACKENDS, backend_for, load_predictor
-from tests.conftest import pycocotools_stats
-
-CLASSES = ["circle", "square", "triangle", "cross", "ring"]  # the synthetic world's categories
-runner = CliRunner()
-
-
-def tiny_spec() -> DetectorSpec:
-    return DetectorSpec(
-        backbone="tiny",
-        fpn_channels=16,
-        class_names=CLASSES,
-        input_size=(64, 64),
-        anchor_sizes=[[8.0, 12.0], [16.0, 24.0], [32.0, 48.0], [64.0, 96.0], [128.0, 192.0]],
-    )
-
-
-def save_tiny_checkpoint(path: Path, *, bias: float = 0.5, seed: int = 0) -> Path:
-    """A random tiny detector whose classification bias makes it detect plenty (confident)."""
-    from sadc.artefacts.checkpoint import save_checkpoint
-
-    torch.manual_seed(seed)
-    detector = build_detector(tiny_spec()).eval()
-    with torch.no_grad():
-        detector.net.head.classification_head.cls_logits.bias.fill_(bias)
-    payload = {"spec": detector.spec.model_dump(mode="json"), "model": detector.state_dict(), "recipe": {}, "metrics": {}, "step": 1}
-    save_checkpoint(path, payload)
-    return path
+from tests.helpers import invoke, one_line, pycocotools_stats, save_tiny_checkpoint, tensorrt_runs_here, tiny_spec
 
 
 @pytest.fixture(scope="module")
@@ -62,18 +34,6 @@ def artefacts(tmp_path_factory) -> tuple[Path, Path]:
     ckpt = save_tiny_checkpoint(folder / "best.pt")
     onnx_path = export_onnx(ckpt, folder / "best.onnx", post=PostProcess(score_threshold=0.05, iou_threshold=0.5, max_detections=100, topk_candidates=1000))
     return ckpt, onnx_path
-
-
-def invoke(*args):
-    from sadc.cli.main import app
-
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line(output: str) -> str:
-    lines = [line for line in output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, output
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------ latency statistics
@@ -211,15 +171,7 @@ def _fake_engine(folder: Path, onnx_path: Path, *, sidecar: bool) -> Path:
     return engine
 
 
-def _tensorrt_runs_here() -> bool:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
-
-
-@pytest.mark.skipif(_tensorrt_runs_here(), reason="TensorRT and CUDA are present: the clean failure cannot happen")
+@pytest.mark.skipif(tensorrt_runs_here(), reason="TensorRT and CUDA are present: the clean failure cannot happen")
 def test_tensorrt_engine_fails_cleanly_via_cli(artefacts, tmp_path, tiny_world):
     _, onnx_path = artefacts
     engine = _fake_engine(tmp_path, onnx_path, sidecar=True)

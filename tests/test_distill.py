@@ -23,7 +23,7 @@ from sadc.engine.run import run_train
 from sadc.errors import Interrupted
 from sadc.models.detector import build_detector
 from sadc.recipe import recipe_from_dict
-from tests.conftest import tiny_recipe_dict
+from tests.helpers import InterruptAt, logged_losses, tiny_recipe_dict
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +136,7 @@ def test_dry_run_needs_no_data_or_weights(tmp_path, tiny_world, tiny_teacher):
     assert list(tmp_path.iterdir()) == []  # output= is tmp_path: nothing written
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes(tiny_world, tmp_path, tiny_teacher):
     """torchrun with 2 CPU processes: both ranks step, rank 0 alone writes."""
     recipe = tmp_path / "r.yaml"
@@ -159,17 +160,16 @@ def test_ddp_two_gloo_processes(tiny_world, tmp_path, tiny_teacher):
 def test_distill_interrupt_and_resume_match_an_uninterrupted_run(tiny_world, tmp_path, tiny_teacher, monkeypatch):
     import sadc.distill.run as run_mod
     from sadc.distill.objective import DistillObjective
-    from tests.test_train import _InterruptAt, _losses
 
     common = dict(train__steps=6, train__eval_every=3, train__deterministic=True)
     straight = run_distill(recipe_from_dict(distill_recipe(tiny_world, tmp_path / "a", tiny_teacher, **common)))
-    monkeypatch.setattr(run_mod, "DistillObjective", lambda *a: _InterruptAt(DistillObjective(*a), 4))
+    monkeypatch.setattr(run_mod, "DistillObjective", lambda *a: InterruptAt(DistillObjective(*a), 4))
     recipe = recipe_from_dict(distill_recipe(tiny_world, tmp_path / "b", tiny_teacher, **common))
     with pytest.raises(Interrupted):
         run_distill(recipe)
     monkeypatch.undo()
     resumed = run_distill(recipe, resume=True)
-    assert _losses(resumed) == _losses(straight)
+    assert logged_losses(resumed) == logged_losses(straight)
 
 
 def test_pseudo_label_writes_a_usable_coco_set(tiny_world, tmp_path, tiny_teacher):
@@ -186,6 +186,7 @@ def test_pseudo_label_writes_a_usable_coco_set(tiny_world, tmp_path, tiny_teache
     assert data.class_names == ["circle", "square", "triangle", "cross", "ring"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name", ["coco-retinanet-r101-to-r50", "coco-retinanet-x101-to-r101", "coco-retinanet-r50v2-to-mobilenetv3"]
 )

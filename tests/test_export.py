@@ -9,6 +9,7 @@ Runtime vs torch within 1e-4 (scores) and 1e-3 px (boxes).
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,6 @@ import torch
 import typer
 from onnx import numpy_helper
 from PIL import Image
-from typer.testing import CliRunner
 
 from sadc.artefacts.io import OUTPUT_NAMES
 from sadc.artefacts.postprocess import PostProcess
@@ -45,6 +45,7 @@ from sadc.export.quantize import (
 )
 from sadc.models.detector import build_detector
 from sadc.models.spec import DetectorSpec
+from tests.helpers import confident, invoke, save_detector, tiny_spec
 
 K = 20
 THRESHOLDS = PostProcess(max_detections=K, topk_candidates=200, iou_threshold=0.5, score_threshold=0.05)
@@ -52,13 +53,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tiny_spec() -> DetectorSpec:
+    """One anchor per location and 3 classes: A*C = 258 (anchor, class) pairs at 64 px (see the padding test)."""
     return DetectorSpec(backbone="tiny", fpn_channels=16, class_names=["a", "b", "c"], input_size=(64, 64))
-
-
-def _confident(detector, bias: float = 1.0):
-    with torch.no_grad():
-        detector.net.head.classification_head.cls_logits.bias.fill_(bias)
-    return detector.eval()
 
 
 def _images(n: int, seed: int = 0) -> torch.Tensor:
@@ -68,19 +64,12 @@ def _images(n: int, seed: int = 0) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def detector():
     torch.manual_seed(0)
-    return _confident(build_detector(_tiny_spec()))
+    return confident(build_detector(_tiny_spec()))
 
 
 @pytest.fixture(scope="module")
 def checkpoint(detector, tmp_path_factory) -> Path:
-    from sadc.artefacts.checkpoint import save_checkpoint
-
-    path = tmp_path_factory.mktemp("run") / "best.pt"
-    save_checkpoint(
-        path,
-        {"spec": detector.spec.model_dump(mode="json"), "model": detector.state_dict(), "recipe": {}, "metrics": {}, "step": 1},
-    )
-    return path
+    return save_detector(tmp_path_factory.mktemp("run") / "best.pt", detector)
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +251,7 @@ def test_parity_passes_on_the_export(exported, detector):
 def test_parity_catches_a_different_torch_model(exported, detector):
     from sadc.export.onnx import onnx_bytes
 
-    other = _confident(build_detector(_tiny_spec()))  # same architecture, other weights
+    other = confident(build_detector(_tiny_spec()))  # same architecture, other weights
     raw_session = ort_session(onnx_bytes(DeployModule(detector, raw=True)))
     report = check_parity(
         DeployModule(other, THRESHOLDS),
@@ -292,7 +281,7 @@ def test_parity_fcos_export(tmp_path):
     """FCOS ranks by sqrt(cls * centerness) and its random boxes are often zero-area."""
     torch.manual_seed(1)
     spec = DetectorSpec(arch="fcos", backbone="tiny", fpn_channels=64, class_names=["a", "b"], input_size=(64, 96))
-    fcos = _confident(build_detector(spec), bias=2.0)
+    fcos = confident(build_detector(spec), bias=2.0)
     path = export_onnx(fcos, tmp_path / "fcos.onnx", simplify=False, post=THRESHOLDS)
     report = run_parity(fcos, path, images=parity_images(spec, n=4))
     assert report.passed and report.n_torch > 0, report.summary()
@@ -304,7 +293,7 @@ def test_parity_batchnorm_detector_stays_in_eval(tmp_path):
 
     torch.manual_seed(2)
     spec = _tiny_spec().model_copy(update={"head_norm": "batch"})
-    model = _confident(build_detector(spec))
+    model = confident(build_detector(spec))
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial running statistics
@@ -571,9 +560,8 @@ def cli_app():
 
 
 @pytest.fixture(scope="module")
-def cli(cli_app):
-    runner = CliRunner()
-    return lambda *args: runner.invoke(cli_app, ["export", *map(str, args)])
+def cli():
+    return partial(invoke, "export")
 
 
 def test_cli_exports_onnx_with_parity(cli, checkpoint, tmp_path):
@@ -664,15 +652,12 @@ def test_cli_engine_without_tensorrt_exits_2(cli, checkpoint, tmp_path):
     assert not (tmp_path / "m.onnx").exists()  # failed before spending time on the ONNX export
 
 
-def test_cli_int8_with_val_reports_and_enforces_map_drop(cli, tiny_world, tiny_spec, tmp_path, monkeypatch):
+def test_cli_int8_with_val_reports_and_enforces_map_drop(cli, tiny_world, tmp_path, monkeypatch):
     """Real fp32/INT8 mAP on the synthetic val set, then a pretend 0.2 drop must fail --max-map-drop."""
-    from sadc.artefacts.checkpoint import save_checkpoint
     from sadc.export import quantize
 
     torch.manual_seed(0)
-    model = build_detector(tiny_spec)
-    ckpt = tmp_path / "best.pt"
-    save_checkpoint(ckpt, {"spec": tiny_spec.model_dump(mode="json"), "model": model.state_dict(), "recipe": {}, "metrics": {}, "step": 0})
+    ckpt = save_detector(tmp_path / "best.pt", build_detector(tiny_spec()), step=0)
     real = quantize.map_change
 
     def worse(*args, **kwargs):

@@ -87,6 +87,7 @@ def test_detect_matches_torchvision_postprocess():
         assert torch.equal(o["labels"], r["labels"])
 
 
+@pytest.mark.slow
 def test_torchvision_spec_and_state_dict_round_trip(tmp_path):
     """A torchvision COCO architecture loads from a plain state-dict file (no download)."""
     spec = torchvision_spec("torchvision:retinanet_resnet50_fpn_v2", (256, 256))

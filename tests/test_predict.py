@@ -10,34 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import typer
 from PIL import Image
-from typer.testing import CliRunner
 
-from sadc.cli.predict import predict
 from sadc.errors import SadcError
 from sadc.models.spec import DetectorSpec
 from sadc.runtime.annotate import draw_detections, expand_inputs
 from sadc.runtime.predict import predict_images
-from tests.test_bench import save_tiny_checkpoint
-
-runner = CliRunner()
-
-
-def cli_app() -> typer.Typer:
-    """The sadc app once `predict` is registered there; until then a one-command app around it."""
-    from sadc.cli.main import app
-
-    if any(c.name == "predict" for c in app.registered_commands):
-        return app
-    local = typer.Typer()
-    local.callback()(lambda: None)
-    local.command("predict")(predict)
-    return local
-
-
-def invoke(*args):
-    return runner.invoke(cli_app(), [str(a) for a in args])
+from tests.helpers import invoke, save_tiny_checkpoint, tensorrt_runs_here
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -155,9 +134,7 @@ def test_predict_errors_are_one_line(checkpoint, images, tmp_path):
 
 
 def test_predict_with_an_engine_fails_cleanly(checkpoint, images, tmp_path):
-    from tests.test_bench import _tensorrt_runs_here
-
-    if _tensorrt_runs_here():
+    if tensorrt_runs_here():
         pytest.skip("TensorRT and CUDA are present: the clean failure cannot happen")
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"x")

@@ -21,11 +21,12 @@ import torch
 
 from sadc.artefacts.checkpoint import load_checkpoint, save_checkpoint
 from sadc.errors import CheckpointError
-from tests.cli_helpers import fails_cleanly, invoke, tiny, write_recipe
+from tests.helpers import fails_cleanly, invoke, tiny, write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_last_pt_then_resume_completes(tiny_world, tmp_path):
     """A real `sadc train` process gets SIGTERM after its first metrics line: exit 130, last.pt, --resume finishes."""
     runs = tmp_path / "runs"
@@ -232,6 +233,7 @@ def test_a_second_writer_of_a_run_stops_with_one_line_and_the_lock_dies_with_its
     assert invoke("train", "--recipe", path, "--resume").exit_code == 0
 
 
+@pytest.mark.slow
 def test_ddp_rank_failure_ends_every_rank_then_resume_finishes(tiny_world, tmp_path):
     """torchrun, 2 gloo ranks: rank 1 fails at step 3; rank 0 stops with one line and keeps last.pt; --resume completes."""
     data = tiny(tiny_world, tmp_path / "runs", steps=5, warmup_steps=1, log_every=1, save_every=100)

@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from sadc.cli.data import app
 from sadc.data import CocoDataset, DataError, make_synthetic_world
 from sadc.data.synth import CLASSES, render_image
+from tests.helpers import invoke
 
 TINY = dict(train=8, val=4, test=3, unlabeled=6, size=64, seed=3)
 LUMA = np.array([0.299, 0.587, 0.114])
@@ -173,15 +172,14 @@ def test_interrupted_split_is_redone_and_foreign_folders_refused(tmp_path: Path,
 
 
 def test_cli_synth_and_preview(tmp_path: Path) -> None:
-    runner = CliRunner()
     out = tmp_path / "cli"
-    result = runner.invoke(app, ["synth", str(out), "--train", "3", "--val", "2", "--unlabeled", "0", "--size", "64"])
+    result = invoke("data", "synth", out, "--train", 3, "--val", 2, "--unlabeled", 0, "--size", 64)
     assert result.exit_code == 0, result.output
     assert "train 3 images" in result.output and "classes circle" in result.output
     result = runner.invoke(app, ["synth", str(out), "--train", "3", "--val", "2", "--unlabeled", "0", "--size", "64"])
     assert result.exit_code == 0 and "reusing train, val" in result.output, result.output
     grid = tmp_path / "grid.png"
-    result = runner.invoke(app, ["preview", str(out / "val.json"), "--out", str(grid), "--n", "2", "--cell", "64"])
+    result = invoke("data", "preview", out / "val.json", "--out", grid, "--n", 2, "--cell", 64)
     assert result.exit_code == 0, result.output
     with Image.open(grid) as img:
         assert img.size == (2 * 64 + 3 * 4, 64 + 2 * 4)

@@ -1,6 +1,3 @@
-import json
-import os
-import signal
 
 import pytest
 import torch
@@ -10,18 +7,13 @@ from sadc.engine.run import SupervisedObjective, run_train
 from sadc.errors import CheckpointError, Interrupted, SadcError
 from sadc.models.loading import detector_from_checkpoint
 from sadc.recipe import recipe_from_dict
-from tests.conftest import tiny_recipe_dict
-
-
-def _losses(run_dir):
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [(x["step"], x["loss"]) for x in lines if "loss" in x]
+from tests.helpers import InterruptAt, logged_losses, tiny_recipe_dict
 
 
 def test_short_training_run_learns(tiny_world, tmp_path):
     recipe = recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path, steps=30, eval_every=0, log_every=5, lr=0.005))
     run_dir = run_train(recipe)
-    losses = [loss for _, loss in _losses(run_dir)]
+    losses = [loss for _, loss in logged_losses(run_dir)]
     assert len(losses) == 6
     assert losses[-1] < 0.8 * losses[0]
     assert (run_dir / "recipe.resolved.yaml").is_file()
@@ -43,19 +35,6 @@ def test_checkpoint_round_trip_gives_same_detections(tiny_world, tmp_path):
     assert model.spec == again.spec
 
 
-class _InterruptAt:
-    """Wraps an objective and sends this process SIGINT during the given call."""
-
-    def __init__(self, inner, at):
-        self.inner, self.at, self.calls = inner, at, 0
-
-    def __call__(self, batch):
-        self.calls += 1
-        if self.calls == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
-        return self.inner(batch)
-
-
 def test_interrupt_then_resume_reproduces_uninterrupted_run(tiny_world, tmp_path, monkeypatch):
     """SIGINT saves last.pt; --resume continues to the same losses and weights, step for step."""
     common = dict(steps=8, eval_every=4, log_every=1, save_every=100, deterministic=True)
@@ -63,7 +42,7 @@ def test_interrupt_then_resume_reproduces_uninterrupted_run(tiny_world, tmp_path
 
     import sadc.engine.run as run_mod
 
-    monkeypatch.setattr(run_mod, "SupervisedObjective", lambda model, fwd: _InterruptAt(SupervisedObjective(model, fwd), 3))
+    monkeypatch.setattr(run_mod, "SupervisedObjective", lambda model, fwd: InterruptAt(SupervisedObjective(model, fwd), 3))
     recipe = recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path / "b", **common))
     with pytest.raises(Interrupted, match=r"interrupted at step 3/8.*--resume"):
         run_train(recipe)
@@ -71,7 +50,7 @@ def test_interrupt_then_resume_reproduces_uninterrupted_run(tiny_world, tmp_path
     monkeypatch.undo()
     resumed = run_train(recipe, resume=True)
 
-    assert _losses(resumed) == _losses(straight)
+    assert logged_losses(resumed) == logged_losses(straight)
     a = load_checkpoint(straight / "last.pt")["model"]
     b = load_checkpoint(resumed / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
