@@ -21,7 +21,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[cpu,dev]"
 	touch $(STAMP)
 
+# Lint, format check, types, then the suite (the `slow` tests included). FORMAT_CHECK=0 skips
+# `ruff format --check`.
+FORMAT_CHECK ?= 1
 test: $(STAMP)
+	$(BIN)/ruff check sadc tests benchmarks
+ifneq ($(FORMAT_CHECK),0)
+	$(BIN)/ruff format --check sadc tests benchmarks
+endif
+	$(BIN)/mypy sadc
 	$(BIN)/python -m pytest -n 2 -q
 
 # Every stage is idempotent: synth and export skip when their output is current, train
