@@ -72,10 +72,10 @@ def main() -> None:
     sadc = [sys.executable, "-m", "sadc"]
     with tempfile.TemporaryDirectory() as tmp:
         if (ROOT / "runs/quickstart-teacher/best.pt").is_file() and (ROOT / "data/synth/train.json").is_file():
-            rss = peak_rss(sadc + ["distill", "--recipe", "recipes/quickstart.yaml", f"output={tmp}",
+            rss = peak_rss([*sadc, "distill", "--recipe", "recipes/quickstart.yaml", f"output={tmp}",
                                    f"train.steps={args.steps}", "train.eval_every=0", "data.workers=0"])
             print(f"peak RSS sadc distill quickstart ({args.steps} steps, workers 0): {rss:.0f} MB")
-        rss = peak_rss(sadc + ["distill", "--recipe", "recipes/coco-retinanet-r101-to-r50.yaml", "--dry-run",
+        rss = peak_rss([*sadc, "distill", "--recipe", "recipes/coco-retinanet-r101-to-r50.yaml", "--dry-run",
                                f"output={tmp}", "data.batch_size=2"])
         print(f"peak RSS sadc distill coco-retinanet-r101-to-r50 --dry-run (batch 2 labeled + 2 unlabeled, 608 px): {rss:.0f} MB")
 

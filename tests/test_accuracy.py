@@ -47,7 +47,7 @@ def test_perfect_predictions_through_the_letterbox_score_one(tiny_world):
     _, first_targets = next(it)
     assert first_targets[0]["meta"].pad_x > 0
 
-    def oracle(images, _targets=iter(loader)):
+    def oracle(images, _targets=iter(loader)):  # noqa: B008 - one iterator shared by every call, on purpose
         _, targets = next(_targets)
         return [{"boxes": t["boxes"], "scores": torch.ones(len(t["labels"])), "labels": t["labels"]} for t in targets]
 

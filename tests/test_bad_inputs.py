@@ -302,7 +302,7 @@ def test_predict_with_nothing_readable_or_nothing_at_all(teacher, tmp_path):
 
 
 def test_distill_on_an_adversarial_unlabeled_folder(tiny_world, tmp_path, teacher):
-    readable, unreadable = adversarial_folder(tmp_path / "unl")
+    _readable, unreadable = adversarial_folder(tmp_path / "unl")
     data = distill_recipe(tiny_world, tmp_path / "runs", teacher, steps=3, warmup_steps=0)  # 12 draws: every file
     data["data"]["unlabeled"] = str(tmp_path / "unl")
     with pytest.warns(UserWarning, match="cut.jpg"):  # decodes badly mid-run: skipped then, and listed too

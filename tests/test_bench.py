@@ -129,7 +129,7 @@ def test_backend_table_picks_by_suffix(tmp_path):
     assert backend_for(Path("a/best.int8.onnx")).name == "onnxruntime"
     assert backend_for(Path("a/best.engine")).name == "tensorrt"
     assert len({b.name for b in BACKENDS}) == len(BACKENDS)
-    with pytest.raises(SadcError, match="unknown artefact type '.tflite'"):
+    with pytest.raises(SadcError, match=r"unknown artefact type '\.tflite'"):
         backend_for(Path("m.tflite"))
     with pytest.raises(SadcError, match="model not found"):
         load_predictor(tmp_path / "nope.onnx")
@@ -239,7 +239,7 @@ def test_gates():
     with pytest.raises(SadcError) as err:
         check_gates(_report([0.40, 0.37]), max_map_drop=0.02)
     assert "m1.onnx mAP 0.3700 is 0.0300 below m0.onnx's 0.4000 (--max-map-drop 0.0200)" in str(err.value)
-    with pytest.raises(SadcError, match="did you mean 0.35"):
+    with pytest.raises(SadcError, match=r"did you mean 0\.35"):
         check_gates(_report([0.4]), fail_under_map=35)
 
 

@@ -94,7 +94,7 @@ def test_mismatched_anchors_fail_at_start_naming_the_difference(tiny_spec):
     other = build_detector(tiny_spec.model_copy(update={"anchor_ratios": [0.5, 1.0]}))
     with pytest.raises(IncompatibleModels, match="teacher has 2 anchors per location, student 4"):
         check_distillable(teacher, other, (64, 64))
-    shifted = build_detector(tiny_spec.model_copy(update={"anchor_sizes": [[10.0, 12.0]] + tiny_spec.anchor_sizes[1:]}))
+    shifted = build_detector(tiny_spec.model_copy(update={"anchor_sizes": [[10.0, 12.0], *tiny_spec.anchor_sizes[1:]]}))
     with pytest.raises(IncompatibleModels, match="anchor boxes differ"):
         check_distillable(teacher, shifted, (64, 64))
     check_distillable(teacher, build_detector(tiny_spec.model_copy(update={"fpn_channels": 8})), (64, 64))

@@ -120,7 +120,7 @@ def test_deploy_eager_equals_detector_detect(detector):
 def test_deploy_pads_when_few_survive(detector, tmp_path):
     module = DeployModule(detector, PostProcess(max_detections=K, topk_candidates=K, score_threshold=0.99))
     with torch.no_grad():
-        num_dets, boxes, scores, labels = module(_images(2))
+        num_dets, boxes, scores, _labels = module(_images(2))
     assert (num_dets < K).all()
     for i in range(2):
         n = int(num_dets[i, 0])
@@ -466,9 +466,9 @@ def test_check_options_and_default_outputs():
     assert formats.sibling(Path("out/model.engine"), ".int8.onnx") == Path("out/model.int8.onnx")
     formats.check_output(int8, Path("m.int8.onnx"))
     formats.check_output(engine, Path("m.plan"))
-    with pytest.raises(SadcError, match="ends in .int8.onnx"):
+    with pytest.raises(SadcError, match=r"ends in \.int8\.onnx"):
         formats.check_output(int8, Path("m.onnx"))  # would overwrite its own fp32 graph
-    with pytest.raises(SadcError, match="an engine is not a .onnx file"):
+    with pytest.raises(SadcError, match=r"an engine is not a \.onnx file"):
         formats.check_output(engine, Path("m.onnx"))
 
 

@@ -56,14 +56,14 @@ def test_predict_draws_boxes_on_the_originals(checkpoint, images, tmp_path):
     for d in detections:  # every box lies inside its original image (xywh, original px)
         w, h = Image.open(images / d["file_name"]).size
         x, y, bw, bh = d["bbox"]
-        assert 0 <= x and 0 <= y and bw >= 0 and bh >= 0 and x + bw <= w + 1e-3 and y + bh <= h + 1e-3
+        assert x >= 0 and y >= 0 and bw >= 0 and bh >= 0 and x + bw <= w + 1e-3 and y + bh <= h + 1e-3
 
     # Pixels changed on the outline of a drawn box, in original coordinates.
     first = max(detections, key=lambda d: d["bbox"][2] * d["bbox"][3])
     before, after = pixels(images / first["file_name"]), pixels(out / first["file_name"])
     x, y, bw, bh = first["bbox"]
     x1, y1 = int(np.clip(round(x), 0, after.shape[1] - 1)), int(np.clip(round(y), 0, after.shape[0] - 1))
-    x2, y2 = int(np.clip(round(x + bw), 0, after.shape[1] - 1)), int(np.clip(round(y + bh), 0, after.shape[0] - 1))
+    y2 = int(np.clip(round(y + bh), 0, after.shape[0] - 1))  # the left edge, from y1 to y2
     left_edge = np.abs(after[y1 : y2 + 1, max(x1 - 1, 0) : x1 + 2] - before[y1 : y2 + 1, max(x1 - 1, 0) : x1 + 2])
     assert left_edge.sum(axis=-1).max() > 0
 

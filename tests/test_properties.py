@@ -131,7 +131,7 @@ def test_train_transform_boxes_stay_on_the_canvas_and_keep_matches(h, w, seed, b
     xy1, xy2 = np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])
     boxes = torch.from_numpy(np.concatenate([xy1, xy2], axis=1))
     transform = TrainTransform((64, 96), AugmentSection(hflip=0.5, scale_jitter=(0.5, 1.5)))
-    out, net_boxes, meta, keep = transform(torch.zeros(3, h, w, dtype=torch.uint8), boxes, torch.Generator().manual_seed(seed))
+    out, net_boxes, _meta, keep = transform(torch.zeros(3, h, w, dtype=torch.uint8), boxes, torch.Generator().manual_seed(seed))
     assert out.shape == (3, 64, 96) and keep.shape == (5,) and len(net_boxes) == int(keep.sum())
     assert (net_boxes[:, 0::2] >= 0).all() and (net_boxes[:, 0::2] <= 96).all()
     assert (net_boxes[:, 1::2] >= 0).all() and (net_boxes[:, 1::2] <= 64).all()

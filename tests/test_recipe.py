@@ -69,7 +69,7 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
 
 def test_override_syntax_errors():
     for text in ("train.steps", "=3", "train..steps=3"):
-        with pytest.raises(RecipeError, match="not of the form key.sub=value"):
+        with pytest.raises(RecipeError, match=r"not of the form key\.sub=value"):
             parse_override(text)
     with pytest.raises(RecipeError, match="is a value, not a section"):
         recipe_from_dict({}, overrides=["seed=1", "seed.x=2"])

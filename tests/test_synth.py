@@ -75,7 +75,7 @@ def test_boxes_inside_and_area_consistent(world: Path) -> None:
     for split in ("train", "val"):
         for ann in json.loads((world / f"{split}.json").read_text())["annotations"]:
             x, y, w, h = ann["bbox"]
-            assert 0 <= x and 0 <= y and x + w <= 64 and y + h <= 64 and w >= 1 and h >= 1
+            assert x >= 0 and y >= 0 and x + w <= 64 and y + h <= 64 and w >= 1 and h >= 1
             assert 0 < ann["area"] <= w * h and ann["iscrowd"] == 0
 
 

@@ -41,7 +41,7 @@ D = ExportOptions  # the defaults live in one place
 @handle_errors
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="sadc checkpoint, e.g. runs/quickstart/best.pt.", show_default=False)],
-    format: Annotated[Format, typer.Option("--format", "-f", help=f"What to write: {formats_help()}.")] = Format("onnx"),  # noqa: A002
+    format: Annotated[Format, typer.Option("--format", "-f", help=f"What to write: {formats_help()}.")] = Format["onnx"],
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output file (default: next to the checkpoint, best.onnx / best.int8.onnx / best.engine).")
     ] = None,

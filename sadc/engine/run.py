@@ -211,7 +211,7 @@ def run_train(recipe: Recipe, *, resume: bool = False, console: Console | None =
     fields = getattr(recipe.model, cfg.target)
     if fields is None:
         raise SadcError(f"recipe: model.{cfg.target} is not set, but train.target={cfg.target}")
-    check_paths(recipe, TRAIN_PATHS + (f"model.{cfg.target}.source",))  # seconds, not a failed run
+    check_paths(recipe, (*TRAIN_PATHS, f"model.{cfg.target}.source"))  # seconds, not a failed run
     if recipe.data.unlabeled is not None:
         log.info("data.unlabeled (%s) is not trained on by `sadc train`; `sadc distill` uses it", recipe.data.unlabeled)
     with session(recipe, resume, console) as s:

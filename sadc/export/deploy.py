@@ -49,7 +49,7 @@ class MultiClassNMS(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, boxes, scores, labels, max_output, iou_threshold, score_threshold, class_offset):  # noqa: ARG004
+    def forward(ctx, boxes, scores, labels, max_output, iou_threshold, score_threshold, class_offset):
         rows = []
         for b in range(boxes.shape[0]):
             cand = torch.nonzero(scores[b] > score_threshold).squeeze(1)

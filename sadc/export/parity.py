@@ -211,7 +211,7 @@ def check_parity(
     batch_size: int = 8,
     min_score: float = 0.3,
     match_iou: float = 0.99,
-    tolerance: ParityTolerance | None = ParityTolerance(),  # noqa: B008 - frozen
+    tolerance: ParityTolerance | None = ParityTolerance(),  # frozen: one shared default is safe
     label: str = "onnx",
 ) -> ParityReport:
     """Compare a torch callable with an ONNX Runtime session on ``images`` uint8 [N, 3, H, W].
@@ -291,7 +291,7 @@ def run_parity(
     onnx_path: Path,
     *,
     images: Tensor,
-    tolerance: ParityTolerance | None = ParityTolerance(),  # noqa: B008 - frozen
+    tolerance: ParityTolerance | None = ParityTolerance(),  # frozen: one shared default is safe
     compare_raw: bool = True,
     batch_size: int = 8,
     match_iou: float = 0.99,
