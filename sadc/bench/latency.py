@@ -18,6 +18,7 @@ and cold caches.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -140,6 +141,6 @@ def bench_latency(
                 progress(f"latency {predictor.name} batch {batch}: end to end")
             chosen = files_for_batch(files, batch)
             out["end_to_end"].append(
-                measure(lambda chosen=chosen: predict_files(predictor, chosen), batch=batch, warmup=warmup, iters=iters, clock=clock)
+                measure(functools.partial(predict_files, predictor, chosen), batch=batch, warmup=warmup, iters=iters, clock=clock)
             )
     return out

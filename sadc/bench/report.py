@@ -163,8 +163,7 @@ def plot_point(r: BenchResult) -> tuple[float, float, int] | None:
 
 def write_plot(report: BenchReport, path: Path) -> Path | None:
     """Scatter of model-only p50 latency vs mAP, one labelled point per artefact; None if nothing to plot."""
-    points = [(r, plot_point(r)) for r in report.results]
-    points = [(r, p) for r, p in points if p is not None]
+    points = [(r, p) for r in report.results if (p := plot_point(r)) is not None]
     if not points:
         return None
     try:
@@ -188,8 +187,8 @@ def write_plot(report: BenchReport, path: Path) -> Path | None:
     ax.set_ylim(max(0.0, min(ys) - pad), min(1.0, max(ys) + pad))
     ax.set_xlabel(f"model-only latency, p50 at batch {batch} (ms)")
     ax.set_ylabel("mAP@[.5:.95]")
-    m, s = report.machine, report.settings
-    ax.set_title(f"latency vs accuracy — {s['device']}, {s['threads']} threads\n{m.get('cpu')}", fontsize=9)
+    machine, s = report.machine, report.settings
+    ax.set_title(f"latency vs accuracy — {s['device']}, {s['threads']} threads\n{machine.get('cpu')}", fontsize=9)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,7 @@ def _int_id(entry: Any, what: str, where: str) -> int:
 
 
 def _parse_bbox(ann: dict, ann_id: Any, where: str) -> tuple[float, float, float, float]:
-    bbox = ann.get("bbox")
+    bbox: Any = ann.get("bbox")
     ok = isinstance(bbox, list) and len(bbox) == 4
     ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
     if not ok:

@@ -116,7 +116,7 @@ def build_loader(
     and ``drop_last`` are ignored and the last partial batch is kept.
     Memory is pinned only when CUDA is available.
     """
-    size = len(dataset)
+    size = len(dataset)  # type: ignore[arg-type]  # map-style datasets define __len__
     if infinite:
         sampler: Sampler[int] = InfiniteSampler(
             size, shuffle=shuffle, seed=seed, start=start_step * batch_size, rank=rank, world_size=world_size

@@ -124,7 +124,7 @@ def session(recipe: Recipe, resume: bool, console: Console | None) -> Iterator[S
 
 def wrap_for_training(model: Detector, s: Session) -> nn.Module:
     """The module the objective calls: DenseForward, wrapped in DDP when distributed."""
-    forward = DenseForward(model, channels_last=s.recipe.train.channels_last)
+    forward: nn.Module = DenseForward(model, channels_last=s.recipe.train.channels_last)
     if s.dist.enabled:
         ids = [s.device.index] if s.device.type == "cuda" else None
         forward = nn.parallel.DistributedDataParallel(forward, device_ids=ids)
@@ -218,6 +218,7 @@ def run_train(recipe: Recipe, *, resume: bool = False, console: Console | None =
         dist = s.dist
         size = tuple(fields.input_size)
         train_set = coco_split(recipe.data.train, size, recipe, train=True)
+        assert train_set is not None  # data.train was checked above
         val_set = coco_split(recipe.data.val, size, recipe, train=False)
         model = load_detector(spec_from_fields(fields), fields.source, weights=fields.weights).to(s.device)
         check_classes(model, train_set, "model." + cfg.target)

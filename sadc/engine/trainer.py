@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from rich.console import Console
@@ -213,7 +213,7 @@ class Trainer:
         net.train()
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             losses = self.objective(batch)
-        total = sum(self.loss_weights.get(k, 1.0) * v for k, v in losses.items())
+        total = cast(Tensor, sum(self.loss_weights.get(k, 1.0) * v for k, v in losses.items()))  # losses is never empty
         # One host sync per step (free on CPU): a non-finite loss must not reach the weights.
         if not torch.isfinite(total).item():
             self.optimizer.zero_grad(set_to_none=True)

@@ -89,6 +89,8 @@ class DeployModule(nn.Module):
     no-op), so the caller's module is untouched and BatchNorm uses running statistics.
     """
 
+    anchors: Tensor  # a buffer, registered in __init__
+
     def __init__(
         self,
         detector: Detector,

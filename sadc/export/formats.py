@@ -166,8 +166,8 @@ def docs_section(text: str) -> str:
 def write_docs(path: Path) -> bool:
     """Regenerate the formats section of ``path``; True when it changed."""
     text = Path(path).read_text()
-    before, rest = text.split(START, 1) if START in text else (None, None)
-    if before is None or END not in rest:
+    before, found, rest = text.partition(START)
+    if not found or END not in rest:
         raise SadcError(f"{path}: lacks the formats markers {START} ... {END}")
     after = rest.split(END, 1)[1]
     new = f"{before}{START}\n{formats_markdown()}{END}{after}"

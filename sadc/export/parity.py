@@ -234,7 +234,7 @@ def check_parity(
     diffs: list[float] = []
     with torch.no_grad():
         for batch in _batches(images, batch_size):
-            if report.compared_detections:
+            if reference is not None and session is not None:  # report.compared_detections
                 ref = detections_from_outputs(*reference(batch))
                 got = detections_from_outputs(*_run_session(session, batch))
                 for r, g in zip(ref, got, strict=True):
@@ -247,8 +247,8 @@ def check_parity(
                     report.matched_onnx += _match(g_hi, r, match_iou)[0]
             if raw_reference is not None and raw_session is not None:
                 names = [o.name for o in raw_session.get_outputs()]
-                for name, t, o in zip(names, raw_reference(batch), _run_session(raw_session, batch), strict=True):
-                    t, o = t.numpy().astype(np.float64), o.astype(np.float64)
+                for name, t_out, o_out in zip(names, raw_reference(batch), _run_session(raw_session, batch), strict=True):
+                    t, o = t_out.numpy().astype(np.float64), o_out.astype(np.float64)
                     if name == "boxes":  # as the deploy graph uses them; far-off boxes of dead anchors don't matter
                         limits = np.array([w, h, w, h], dtype=np.float64)
                         t, o = np.clip(t, 0, limits), np.clip(o, 0, limits)

@@ -101,7 +101,7 @@ class _StagesFPN(nn.Module):
         self.out_channels = fpn_channels
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        feats = OrderedDict()
+        feats: OrderedDict[str, torch.Tensor] = OrderedDict()
         for i, block in enumerate(self.trunk):
             x = block(x)
             if i in self.taps:

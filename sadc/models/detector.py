@@ -59,6 +59,9 @@ class Detector(nn.Module):
     ``decode``.
     """
 
+    mean: Tensor  # buffers, registered in __init__
+    std: Tensor
+
     def __init__(self, spec: DetectorSpec, net: RetinaNet | FCOS):
         super().__init__()
         self.spec = spec
