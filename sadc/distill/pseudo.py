@@ -37,7 +37,7 @@ def pseudo_label_folder(
     out.parent.mkdir(parents=True, exist_ok=True)  # an unwritable place fails now, not after the whole folder
     predictor = TorchPredictor(teacher, device=device, post=PostProcess(score_threshold=threshold))
     spec = predictor.spec
-    data = UnlabeledFolder(images, tuple(spec.input_size))
+    data = UnlabeledFolder(images, spec.input_size)
     loader = build_loader(data, batch_size=batch_size, workers=0, shuffle=False, seed=0, infinite=False)
     cat_ids = list(range(1, spec.num_classes + 1))
     annotations: list[dict] = []

@@ -224,6 +224,7 @@ def _quantize(detector, onnx_path: Path, final: Path, fmt: ExportFormat, options
     from sadc.export.quantize import quantize_int8
 
     int8_path = final if fmt.name == "int8" else sibling(final, ".int8.onnx")
+    assert options.calib is not None  # check_options requires --calib for int8 and engine
     quantize_int8(
         onnx_path,
         int8_path,

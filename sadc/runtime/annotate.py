@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from rich.console import Console
@@ -68,7 +69,8 @@ def expand_inputs(items: list[str]) -> tuple[list[ImageInput], bool]:
             raise SadcError(f"{item}: no such file or folder")
     if not found:
         raise SadcError(f"{' '.join(items)}: no images found")
-    inputs, used = [], set()
+    inputs: list[ImageInput] = []
+    used: set[str] = set()
     for path, name in found:
         unique, k = name, 1
         while unique in used:  # same file name from two places: x.png, x_1.png, ...
@@ -123,7 +125,7 @@ def save_image(image, path: Path) -> None:
     """uint8 [3, H, W] -> file (format from the suffix; JPEG at quality 95)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     array = image.permute(1, 2, 0).contiguous().numpy()
-    options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    options: dict[str, Any] = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
     Image.fromarray(array).save(path, **options)
 
 

@@ -28,7 +28,7 @@ from sadc.models.spec import DetectorSpec
 from sadc.runtime.base import Predictor
 
 
-def _load_torch(path: Path, device: str, threads: int | None) -> Predictor:  # noqa: ARG001 - torch threads are process-wide
+def _load_torch(path: Path, device: str, threads: int | None) -> Predictor:  # threads unused: torch threads are process-wide
     from sadc.runtime.torch_rt import TorchPredictor
 
     return TorchPredictor(path, device=device)
@@ -40,7 +40,7 @@ def _load_ort(path: Path, device: str, threads: int | None) -> Predictor:
     return OrtPredictor(path, device=device, threads=threads)
 
 
-def _load_trt(path: Path, device: str, threads: int | None) -> Predictor:  # noqa: ARG001 - the GPU does the work
+def _load_trt(path: Path, device: str, threads: int | None) -> Predictor:  # threads unused: the GPU does the work
     from sadc.runtime.trt_rt import TrtPredictor
 
     return TrtPredictor(path, device=device)

@@ -22,7 +22,7 @@ def letterbox_batch(images: Sequence[Tensor], input_size: tuple[int, int]) -> tu
 
     Returns (uint8 [B, 3, H, W], one :class:`LetterboxMeta` per image).
     """
-    placed = [letterbox(image, tuple(input_size)) for image in images]
+    placed = [letterbox(image, input_size) for image in images]
     return torch.stack([p[0] for p in placed]), [p[1] for p in placed]
 
 
@@ -32,7 +32,7 @@ def predict_images(predictor: Predictor, images: Sequence[Tensor]) -> list[dict[
     Returns per image ``{boxes [k, 4] float32 xyxy original px (clipped), scores [k],
     labels [k] int64}``.
     """
-    batch, metas = letterbox_batch(images, tuple(predictor.spec.input_size))
+    batch, metas = letterbox_batch(images, predictor.spec.input_size)
     return [
         {
             "boxes": boxes_from_letterbox(det["boxes"].float().cpu(), meta),
