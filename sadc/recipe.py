@@ -266,12 +266,12 @@ class Recipe(_Section):
                 "data.schedule=alternate alternates labeled and unlabeled steps: it needs data.train and "
                 "data.unlabeled (or use data.schedule=joint)"
             )
-        if data.schedule == "joint" and data.unlabeled is not None and data.train is not None and distill.unlabeled_ratio > 0:
-            if round(data.batch_size * distill.unlabeled_ratio) == 0:
-                raise ValueError(
-                    f"distill.unlabeled_ratio {distill.unlabeled_ratio} x data.batch_size {data.batch_size} rounds to 0 "
-                    "unlabeled images per step; raise one of them (or set data.unlabeled=null)"
-                )
+        joint = data.schedule == "joint" and data.unlabeled is not None and data.train is not None
+        if joint and distill.unlabeled_ratio > 0 and round(data.batch_size * distill.unlabeled_ratio) == 0:
+            raise ValueError(
+                f"distill.unlabeled_ratio {distill.unlabeled_ratio} x data.batch_size {data.batch_size} rounds to 0 "
+                "unlabeled images per step; raise one of them (or set data.unlabeled=null)"
+            )
         if data.train is None and data.unlabeled is not None and distill.loss == "none" and not distill.pseudo_labels:
             raise ValueError(
                 "distill.loss=none and distill.pseudo_labels=false leave nothing to learn from data.unlabeled "

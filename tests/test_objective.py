@@ -96,7 +96,7 @@ def test_a_skipped_image_contributes_zero_to_every_loss_term(tiny_spec):
     losses = objective(batch)
     assert float(losses.pop("skipped_empty")) == 1.0
     assert set(losses) == {"cls", "box", "cls_pseudo", "box_pseudo", "distill"}
-    for name, value in losses.items():
+    for name in losses:
         forward.out = None
         losses_again = objective(batch)  # a fresh graph per term
         losses_again[name].backward()
@@ -201,9 +201,9 @@ def test_concatenated_keeps_each_parts_encoding_and_flags_ground_truth():
 
 def test_recipe_rules_for_the_schedule_and_the_unlabeled_list():
     train = {"annotations": "a.json", "images": "a"}
-    with pytest.raises(Exception, match="data.schedule=alternate .* needs data.train and data.unlabeled"):
+    with pytest.raises(Exception, match=r"data\.schedule=alternate .* needs data\.train and data\.unlabeled"):
         recipe_from_dict({"data": {"train": train, "schedule": "alternate"}})
-    with pytest.raises(Exception, match="lists `labeled` .* data.train is not set"):
+    with pytest.raises(Exception, match=r"lists `labeled` .* data\.train is not set"):
         recipe_from_dict({"data": {"unlabeled": ["labeled", "u"]}})
     recipe = recipe_from_dict({"data": {"train": train, "unlabeled": ["labeled", "u", "v"]}})
     assert [str(s) for s in recipe.data.unlabeled_sources] == ["labeled", "u", "v"]

@@ -176,7 +176,7 @@ def test_cli_synth_and_preview(tmp_path: Path) -> None:
     result = invoke("data", "synth", out, "--train", 3, "--val", 2, "--unlabeled", 0, "--size", 64)
     assert result.exit_code == 0, result.output
     assert "train 3 images" in result.output and "classes circle" in result.output
-    result = runner.invoke(app, ["synth", str(out), "--train", "3", "--val", "2", "--unlabeled", "0", "--size", "64"])
+    result = invoke("data", "synth", out, "--train", 3, "--val", 2, "--unlabeled", 0, "--size", 64)
     assert result.exit_code == 0 and "reusing train, val" in result.output, result.output
     grid = tmp_path / "grid.png"
     result = invoke("data", "preview", out / "val.json", "--out", grid, "--n", 2, "--cell", 64)

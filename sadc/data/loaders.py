@@ -12,6 +12,7 @@ call, and both the data order and every augmentation are pure functions of
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -148,7 +149,8 @@ class Concatenated(Dataset):
     def __init__(self, parts: list[Dataset], ground_truth: list[bool]):
         if not parts or len(parts) != len(ground_truth):
             raise ValueError("Concatenated needs one ground_truth flag per part, and at least one part")
-        self.parts, self.ground_truth = list(parts), list(ground_truth)
+        self.parts: list[Any] = list(parts)  # map-style datasets: each has __len__
+        self.ground_truth = list(ground_truth)
         self.offsets = np.cumsum([0] + [len(p) for p in self.parts]).tolist()
 
     def __len__(self) -> int:

@@ -134,8 +134,8 @@ class DistillObjective:
             matches = None
             if cfg.anchors != "all" or cfg.normalizer == "positives":
                 matches = anchor_matches(self.student, out.anchors, boxes)
-            mask = None
-            if cfg.anchors == "positives":
+            mask: Tensor | None = None
+            if cfg.anchors == "positives" and matches is not None:  # matched above
                 mask = matches >= 0
             elif cfg.anchors == "not_ignored" and matches is not None:  # no ignore band without an IoU matcher
                 mask = matches != Matcher.BETWEEN_THRESHOLDS
@@ -156,7 +156,7 @@ class DistillObjective:
                     alpha=cfg.alpha,
                     normalizer=cfg.normalizer,
                     anchor_mask=mask,
-                    num_positives=(matches >= 0).sum() if cfg.normalizer == "positives" else None,
+                    num_positives=(matches >= 0).sum() if cfg.normalizer == "positives" and matches is not None else None,
                 )
             )
         return losses

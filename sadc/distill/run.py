@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -97,13 +98,14 @@ def unlabeled_stream(recipe: Recipe, size: tuple[int, int], labeled: CocoDataset
     sources = recipe.data.unlabeled_sources
     if not sources:
         return None
-    parts, truth = [], []
+    parts: list[Any] = []  # datasets; `labeled` is set when the recipe lists it (validated)
+    truth: list[bool] = []
     for source in sources:
         if source == "labeled":
             parts.append(labeled)
             truth.append(True)
         else:
-            parts.append(UnlabeledFolder(source, size, recipe.data.augment, recipe.seed))
+            parts.append(UnlabeledFolder(Path(source), size, recipe.data.augment, recipe.seed))
             truth.append(False)
     if len(parts) == 1 and not truth[0]:
         return parts[0]
@@ -114,7 +116,8 @@ def _random_batches(n_lab: int, n_unl: int, size: tuple[int, int]):
     def make(start_step: int):
         g = torch.Generator().manual_seed(start_step)
         while True:
-            lab = unl = None
+            lab: tuple | None = None
+            unl: tuple | None = None
             if n_lab:
                 images = noise_images(n_lab, size, g)
                 lab = (images, [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([0])}] * n_lab)
@@ -179,7 +182,7 @@ def _run(recipe: Recipe, teacher_src: ModelSource, resume: bool, console: Consol
         if dry_run:  # random weights everywhere: nothing is downloaded
             student_fields = student_fields.model_copy(update={"pretrained_backbone": False})
         student = load_detector(spec_from_fields(student_fields), student_fields.source, weights=student_fields.weights).to(s.device)
-        size = tuple(student.spec.input_size)
+        size = student.spec.input_size
         teacher = load_teacher(teacher_src, size, dry_run).to(s.device)
         check_distillable(teacher, student, size)
         targets = TeacherTargets(
@@ -205,9 +208,9 @@ def _run(recipe: Recipe, teacher_src: ModelSource, resume: bool, console: Consol
                 s.run_dir.mkdir(parents=True, exist_ok=True)
                 if hasattr(unlabeled, "write_skipped"):
                     unlabeled.write_skipped(s.run_dir / "skipped_images.txt")
-                if getattr(unlabeled, "skipped", None):
+                if skipped := getattr(unlabeled, "skipped", None):
                     s.console.print(
-                        f"[yellow]skipped {len(unlabeled.skipped)} unreadable images[/] (listed in {s.run_dir / 'skipped_images.txt'})"
+                        f"[yellow]skipped {len(skipped)} unreadable images[/] (listed in {s.run_dir / 'skipped_images.txt'})"
                     )
             n_lab = bs if labeled is not None else 0
             joint = data.schedule == "joint" and labeled is not None

@@ -36,7 +36,7 @@ def spec_from_fields(fields) -> DetectorSpec:
     spec = DetectorSpec(**fields.model_dump(exclude={"source", "weights"}))
     if not spec.builder:
         return spec
-    built = torchvision_spec(spec.builder, tuple(spec.input_size))
+    built = torchvision_spec(spec.builder, spec.input_size)
     if "class_names" in fields.model_fields_set:
         built = built.model_copy(update={"class_names": spec.class_names})
     return built
@@ -129,9 +129,9 @@ def _load_state(model: nn.Module, state: dict, where: str, anchors: int = 1, cla
         if k in own and hasattr(v, "shape") and v.shape != own[k].shape
     ]
     if shapes:
-        key, theirs, ours = shapes[0]
+        key, file_shape, model_shape = shapes[0]
         more = f" (+{len(shapes) - 1} more)" if len(shapes) > 1 else ""
-        raise SadcError(f"{where}: weights do not fit the architecture ({key}: {theirs} in the file, {ours} in the model{more}); {hint}")
+        raise SadcError(f"{where}: weights do not fit the architecture ({key}: {file_shape} in the file, {model_shape} in the model{more}); {hint}")
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # what the shape check above cannot see (a non-tensor value, ...)
@@ -157,7 +157,7 @@ def load_detector(spec: DetectorSpec, source: str | None = None, *, weights: str
     if source is None:
         model = build_detector(spec)
     elif source.startswith(PREFIX):
-        spec = torchvision_spec(source, tuple(spec.input_size))
+        spec = torchvision_spec(source, spec.input_size)
         model = Detector(spec, build_torchvision_net(spec, weights))
         log.info("teacher %s with weights %s", source, weights)
     else:
@@ -174,7 +174,7 @@ def load_detector(spec: DetectorSpec, source: str | None = None, *, weights: str
                 raise SadcError(f"{path}: neither a sadc checkpoint nor a state dict (no tensors in it)")
             model = build_detector(spec)
             target = model if not spec.builder else model.net  # torchvision state dicts have no "net." prefix
-            own = spec.builder and list(spec.class_names) == list(torchvision_spec(spec.builder, tuple(spec.input_size)).class_names)
+            own = spec.builder and list(spec.class_names) == list(torchvision_spec(spec.builder, spec.input_size).class_names)
             where = f"{spec.builder} has" if own else "the recipe names"
             _load_state(target, state, str(path), spec.anchors_per_location, where)
     return model.eval()

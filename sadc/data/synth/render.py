@@ -157,8 +157,8 @@ def render_image(seed: int, split: str, index: int, size: int) -> tuple[np.ndarr
             stretch = math.exp(rng.uniform(-0.145, 0.145))  # aspect w/h = stretch**2 in 0.75..1.33
             w, h = min(diameter * stretch, size - 4.0), min(diameter / stretch, size - 4.0)
             cx, cy = rng.uniform(w / 2 + 1, size - w / 2 - 1), rng.uniform(h / 2 + 1, size - h / 2 - 1)
-            x0, y0 = max(int(math.floor(cx - w / 2)), 0), max(int(math.floor(cy - h / 2)), 0)
-            x1, y1 = min(int(math.ceil(cx + w / 2)), size), min(int(math.ceil(cy + h / 2)), size)
+            x0, y0 = max(math.floor(cx - w / 2), 0), max(math.floor(cy - h / 2), 0)
+            x1, y1 = min(math.ceil(cx + w / 2), size), min(math.ceil(cy + h / 2), size)
             mask = _shape_mask(label, w, h, cx, cy, x0, y0, x1, y1)
             covered = owner[y0:y1, x0:x1][mask]
             lost = np.bincount(covered[covered >= 0], minlength=len(labels))

@@ -122,7 +122,7 @@ class _Serial:
         return None
 
     @staticmethod
-    def map(fn, jobs, chunksize: int = 1):  # noqa: ARG004 - same signature as Executor.map
+    def map(fn, jobs, chunksize: int = 1):  # chunksize unused: the signature of Executor.map
         return map(fn, jobs)
 
 
