@@ -5,6 +5,7 @@ import sys
 import pytest
 
 
+@pytest.mark.slow
 def test_ablation_quick_runs_every_row(monkeypatch, capsys):
     from benchmarks import ablation
 

@@ -20,8 +20,7 @@ from sadc.models.detector import build_detector
 from sadc.models.loading import load_detector, mismatch_line, spec_from_fields
 from sadc.models.torchvision_zoo import torchvision_spec
 from sadc.recipe import recipe_from_dict
-from tests.cli_helpers import fails_cleanly, invoke, write_recipe
-from tests.conftest import tiny_recipe_dict
+from tests.helpers import fails_cleanly, invoke, tiny_recipe_dict, write_recipe
 
 BUILDERS = ["retinanet_resnet50_fpn", "fcos_resnet50_fpn"]
 # The tiny world's classes, each mapped to a COCO class of the torchvision teacher.

@@ -1,0 +1,38 @@
+"""Habits that keep the test suite and the benchmarks tidy, checked by reading their source."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _imported_modules(path: Path) -> list[str]:
+    """Every module ``path`` imports (function-local imports included), as dotted names."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return names
+
+
+def test_no_test_module_imports_another_or_the_conftest():
+    """Shared helpers live in tests/helpers.py; a test module imports only that of the tests."""
+    offenders = [
+        f"{path.name} imports {name}"
+        for path in sorted((ROOT / "tests").glob("*.py"))
+        for name in _imported_modules(path)
+        if name.split(".")[-1].startswith("test_") or name in ("conftest", "tests.conftest")
+    ]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "benchmarks").glob("*.py")), ids=lambda p: p.name)
+def test_benchmarks_import_the_installed_package(path):
+    """Benchmarks run as ``python -m benchmarks.X`` against the installed sadc, with no sys.path edits."""
+    assert "sys.path" not in path.read_text()
