@@ -172,6 +172,26 @@ def pycocotools_stats(gt_json: Path, results: list[dict]) -> list[float]:
     return [float(v) for v in ev.stats]
 
 
+def noisy_detections(gt_json: Path, seed: int = 0) -> list[dict]:
+    """COCO results near the ground truth of ``gt_json``: 15% missed, jittered boxes, 10% wrong labels, false positives."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    data = json.loads(gt_json.read_text())
+    cats = [c["id"] for c in data["categories"]]
+    out = []
+    for ann in data["annotations"]:
+        x, y, w, h = ann["bbox"]
+        if rng.random() < 0.15:  # a miss
+            continue
+        jitter = rng.normal(0, 0.08, 4) * [w, h, w, h]
+        label = ann["category_id"] if rng.random() > 0.1 else int(rng.choice(cats))
+        out.append({"image_id": ann["image_id"], "category_id": label, "bbox": list(np.array([x, y, w, h]) + jitter), "score": float(rng.random())})
+    for img in data["images"][::3]:  # false positives
+        out.append({"image_id": img["id"], "category_id": cats[0], "bbox": [1.0, 1.0, 10.0, 12.0], "score": float(rng.random())})
+    return out
+
+
 def tensorrt_runs_here() -> bool:
     """TensorRT imports and a CUDA device is present (else its clean failures are what is tested)."""
     import torch

@@ -1,37 +1,18 @@
 """mAP equals pycocotools' COCOeval, and the letterbox inverse puts boxes back in place."""
 
-import json
 
-import numpy as np
 import pytest
 import torch
 
 from sadc.data.coco import CocoDataset
 from sadc.data.evaluate import coco_map, evaluate, to_coco_results
 from sadc.data.loaders import build_loader
-from tests.helpers import pycocotools_stats
-
-
-def _noisy_detections(gt_json, seed=0):
-    rng = np.random.default_rng(seed)
-    data = json.loads(gt_json.read_text())
-    cats = [c["id"] for c in data["categories"]]
-    out = []
-    for ann in data["annotations"]:
-        x, y, w, h = ann["bbox"]
-        if rng.random() < 0.15:  # a miss
-            continue
-        jitter = rng.normal(0, 0.08, 4) * [w, h, w, h]
-        label = ann["category_id"] if rng.random() > 0.1 else int(rng.choice(cats))
-        out.append({"image_id": ann["image_id"], "category_id": label, "bbox": list(np.array([x, y, w, h]) + jitter), "score": float(rng.random())})
-    for img in data["images"][::3]:  # false positives
-        out.append({"image_id": img["id"], "category_id": cats[0], "bbox": [1.0, 1.0, 10.0, 12.0], "score": float(rng.random())})
-    return out
+from tests.helpers import noisy_detections, pycocotools_stats
 
 
 def test_map_equals_pycocotools(tiny_world):
     gt = tiny_world / "val.json"
-    results = _noisy_detections(gt)
+    results = noisy_detections(gt)
     ours = coco_map(gt, results)
     ref = pycocotools_stats(gt, results)
     assert 0.1 < ours["mAP"] < 0.95

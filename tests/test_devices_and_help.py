@@ -13,8 +13,7 @@ from sadc.devices import parse_device
 from sadc.engine.machine import resolve_device
 from sadc.errors import SadcError
 from sadc.recipe import recipe_from_dict
-from tests.cli_helpers import fails_cleanly, invoke
-from tests.test_bench import save_tiny_checkpoint
+from tests.helpers import fails_cleanly, invoke, save_tiny_checkpoint
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,7 @@ from sadc.data.formats import detect_format, open_labeled, read_split, write_lay
 from sadc.data.images import DataError
 from sadc.data.loaders import build_loader
 from sadc.recipe import recipe_from_dict
-from tests.cli_helpers import distill_recipe, fails_cleanly, invoke
-from tests.conftest import pycocotools_stats
-from tests.test_bench import save_tiny_checkpoint
+from tests.helpers import distill_recipe, fails_cleanly, invoke, pycocotools_stats, save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +58,7 @@ def test_noisy_predictions_score_the_same_in_every_layout(world):
         loader = build_loader(data, batch_size=4, workers=0, shuffle=False, seed=0, infinite=False)
         gen = torch.Generator().manual_seed(0)
 
-        def noisy(images, _targets=iter(loader), gen=gen):
+        def noisy(images, _targets=iter(loader), gen=gen):  # noqa: B008 - one iterator shared by every call, on purpose
             _, targets = next(_targets)
             out = []
             for t in targets:
@@ -151,7 +149,7 @@ def test_data_yaml_problems_are_named(world, tmp_path):
     (root / "data.yaml").write_text("train: images/train\nval: images/val\n")
     with pytest.raises(DataError, match="'names' is missing"):
         read_split(root, split="val")
-    with pytest.raises(DataError, match="neither a data.yaml"):
+    with pytest.raises(DataError, match=r"neither a data\.yaml"):
         detect_format(tmp_path)
 
 

@@ -12,7 +12,7 @@ from sadc.bench.classes import class_drops, lost_lines
 from sadc.bench.report import markdown, write_reports
 from sadc.bench.run import BenchReport, BenchResult
 from sadc.data.evaluate import coco_map
-from tests.test_accuracy import _noisy_detections
+from tests.helpers import noisy_detections
 
 
 def _one_class_stats(gt_json, results, cat_id) -> list[float]:
@@ -32,7 +32,7 @@ def _one_class_stats(gt_json, results, cat_id) -> list[float]:
 
 def test_per_class_ap_equals_cocoeval_on_that_class_alone(tiny_world):
     gt_json = tiny_world / "val.json"
-    results = _noisy_detections(gt_json, seed=1)
+    results = noisy_detections(gt_json, seed=1)
     metrics = coco_map(gt_json, results)
     data = json.loads(gt_json.read_text())
     per_class = metrics["per_class"]
@@ -81,7 +81,7 @@ def test_bench_md_names_the_three_classes_that_lost_most(tmp_path):
 def test_training_evaluation_logs_per_class(tiny_world, tmp_path):
     from sadc.engine.run import run_train
     from sadc.recipe import recipe_from_dict
-    from tests.conftest import tiny_recipe_dict
+    from tests.helpers import tiny_recipe_dict
 
     run_dir = run_train(recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path, steps=2, eval_every=2, log_every=1)))
     evals = [json.loads(line)["eval"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]

@@ -55,8 +55,10 @@ def class_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
 
 def lost_lines(report: BenchReport) -> list[str]:
     """One markdown bullet per non-reference artefact naming the classes whose AP fell most."""
-    lines = []
-    ref = report.results[0] if report.results else None
+    lines: list[str] = []
+    if not report.results:
+        return lines
+    ref = report.results[0]
     for r in report.results[1:]:
         if not r.per_class or not ref.per_class:
             continue

@@ -178,6 +178,7 @@ def run_bench(models: Sequence[Path], settings: BenchSettings, *, console: Conso
                 input_size=size.input_size,
             )
             if settings.accuracy:
+                assert settings.data is not None  # settings.check() saw to it
                 accuracy = predictor_accuracy(
                     predictor,
                     settings.data,
@@ -236,7 +237,9 @@ def check_gates(report: BenchReport, *, fail_under_map: float | None = None, max
     """
     check_gate_values(fail_under_map, max_map_drop)
     failures = []
-    ref = report.results[0] if report.results else None
+    if not report.results:
+        return
+    ref = report.results[0]
     for r in report.results:
         if r.map is None:
             continue

@@ -41,13 +41,15 @@ def synth(
     ] = "coco",
 ) -> None:
     """Write a synthetic shapes world: OUT/train(.json), OUT/val(.json), OUT/test(.json), OUT/unlabeled; with --layouts also OUT/yolo/data.yaml and OUT/voc/."""
+    from rich.progress import TaskID
+
     from sadc.data.formats import parse_layouts, write_layouts
     from sadc.data.synth import make_synthetic_world
     from sadc.progress import progress_bar
 
     wanted = parse_layouts(layouts)
     bar = progress_bar(console, transient=False)
-    tasks: dict[str, object] = {}
+    tasks: dict[str, TaskID] = {}
 
     def progress(split: str, done: int, total: int) -> None:
         if split not in tasks:

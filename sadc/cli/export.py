@@ -27,7 +27,7 @@ from sadc.export.quantize import METHODS, TARGETS
 
 
 def _choices(name: str, values: tuple[str, ...], doc: str) -> type[enum.Enum]:
-    choices = enum.Enum(name, [(v, v) for v in values], type=str)  # choices from the one table
+    choices = enum.Enum(name, [(v, v) for v in values], type=str)  # type: ignore[misc]  # choices from the one table
     choices.__doc__ = doc
     return choices
 
@@ -41,7 +41,7 @@ D = ExportOptions  # the defaults live in one place
 @handle_errors
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="sadc checkpoint, e.g. runs/quickstart/best.pt.", show_default=False)],
-    format: Annotated[Format, typer.Option("--format", "-f", help=f"What to write: {formats_help()}.")] = Format["onnx"],
+    format: Annotated[Format, typer.Option("--format", "-f", help=f"What to write: {formats_help()}.")] = Format["onnx"],  # type: ignore[valid-type]  # Enums built from the tables
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output file (default: next to the checkpoint, best.onnx / best.int8.onnx / best.engine).")
     ] = None,
@@ -59,11 +59,11 @@ def export(
     calib: Annotated[Path | None, typer.Option("--calib", help="int8/engine: folder of unlabeled images to calibrate on.")] = None,
     calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images used.")] = D.calib_images,
     calib_batch: Annotated[int, typer.Option("--calib-batch", help="Calibration batch size.")] = D.calib_batch,
-    method: Annotated[Method, typer.Option("--method", help="Calibration method.")] = Method(D.method),
+    method: Annotated[Method, typer.Option("--method", help="Calibration method.")] = Method[D.method],  # type: ignore[valid-type]
     int8_target: Annotated[
-        Int8Target,
+        Int8Target,  # type: ignore[valid-type]
         typer.Option("--int8-target", help="int8: tensorrt (symmetric S8S8) or cpu (U8S8, fast in ONNX Runtime on CPUs)."),
-    ] = Int8Target(D.int8_target),
+    ] = Int8Target[D.int8_target],
     val: Annotated[Path | None, typer.Option("--val", help="int8: a labeled set (COCO json, YOLO data.yaml or VOC folder); report fp32 vs INT8 mAP.")] = None,
     max_map_drop: Annotated[float | None, typer.Option("--max-map-drop", help="int8 with --val: fail when mAP drops by more.")] = None,
     half: Annotated[bool, typer.Option("--half", help="engine: fp16.")] = False,

@@ -79,7 +79,8 @@ def per_class_metrics(precision: np.ndarray | None, gt, cat_ids: list[int], imag
             counts[ann["category_id"]] += 1
     out = {}
     for k, cid in enumerate(cat_ids):
-        ap = ap50 = 0.0
+        ap: float | None = 0.0
+        ap50: float | None = 0.0
         if precision is not None:
             p = precision[:, :, k, 0, -1]
             ap = float(p[p > -1].mean()) if (p > -1).any() else None

@@ -68,7 +68,8 @@ class LabeledSplit:
 
 def to_coco(names: list[str], records: list[ImageRecord], description: str) -> dict:
     """Records -> COCO dict: category ids 1..C in ``names`` order, image ids 1..N in record order."""
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for image_id, rec in enumerate(records, start=1):
         images.append({"id": image_id, "file_name": rec.file_name, "width": rec.width, "height": rec.height})
         for label, x1, y1, x2, y2, crowd in rec.boxes:

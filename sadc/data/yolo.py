@@ -233,7 +233,7 @@ def write_yolo(splits: dict[str, LabeledSplit], out: Path) -> Path:
             label.parent.mkdir(parents=True, exist_ok=True)
             label.write_text("".join(r + "\n" for r in rows[img["id"]]), encoding="utf-8")
     index = out / "data.yaml"
-    body = {s: f"images/{s}" for s in splits}
+    body: dict[str, Any] = {s: f"images/{s}" for s in splits}
     body["names"] = dict(enumerate(names or []))
     tmp = index.with_name(".tmp-data.yaml")
     tmp.write_text(yaml.safe_dump(body, sort_keys=False), encoding="utf-8")

@@ -56,6 +56,12 @@ class ExportSource:
         return next((p for p in self.image_folders if p.is_dir()), None)
 
 
+def _mapping(d: dict, key: str) -> dict:
+    """``d[key]`` when it is a dict, else {} (old checkpoints lack the recipe or its sections)."""
+    value = d.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def load_export_source(source: Path | Detector) -> ExportSource:
     """A checkpoint path or a detector -> :class:`ExportSource` (detector in eval mode)."""
     if isinstance(source, Detector):
@@ -65,9 +71,9 @@ def load_export_source(source: Path | Detector) -> ExportSource:
     path = Path(source)
     ckpt = load_checkpoint(path)
     detector = detector_from_checkpoint(ckpt, str(path)).eval()
-    recipe = ckpt.get("recipe") if isinstance(ckpt.get("recipe"), dict) else {}
-    section = recipe.get("export") if isinstance(recipe.get("export"), dict) else {}
-    data = recipe.get("data") if isinstance(recipe.get("data"), dict) else {}
+    recipe = _mapping(ckpt, "recipe")
+    section = _mapping(recipe, "export")
+    data = _mapping(recipe, "data")
     folders = [_val_images(data.get("val")), data.get("unlabeled")]
     return ExportSource(
         detector,
@@ -128,7 +134,7 @@ def _trace(module: DeployModule, example: torch.Tensor, buffer: io.BytesIO, opse
     torch.onnx.export(
         module,
         (example,),
-        buffer,
+        buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes to file objects too
         dynamo=False,
         opset_version=opset,
         input_names=[INPUT_NAME],

@@ -30,7 +30,7 @@ def predictor_accuracy(
     ``annotations`` is a COCO json (``images``: its folder), a YOLO data.yaml or a VOC
     folder, whose ``val`` split is scored.
     """
-    data = open_labeled(annotations, tuple(predictor.spec.input_size), split="val", fmt=fmt, images=images)
+    data = open_labeled(annotations, predictor.spec.input_size, split="val", fmt=fmt, images=images)
     if list(data.class_names) != list(predictor.spec.class_names):
         raise SadcError(
             f"{annotations}: categories {data.class_names} differ from {predictor.path}'s classes "
