@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"errors", "progress", "devices", "__init__"},
     {"artefacts"},
     {"models"},
-    {"recipe", "recipe_docs"},
+    {"recipe"},
     {"data"},
     {"engine"},
     {"runtime"},
@@ -34,7 +34,7 @@ LAYERS: list[set[str]] = [
 
 
 def _unit(path: Path, root: Path) -> str:
-    """``sadc/export/onnx.py`` -> ``export``; ``sadc/recipe.py`` -> ``recipe``."""
+    """``sadc/export/onnx.py`` -> ``export``; ``sadc/recipe/load.py`` -> ``recipe``."""
     rel = path.relative_to(root)
     return rel.parts[0] if len(rel.parts) > 1 else rel.stem
 

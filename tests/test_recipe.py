@@ -97,7 +97,7 @@ def test_recipe_does_not_mutate_input():
 
 
 def test_docs_reference_is_current():
-    from sadc.recipe_docs import recipe_reference
+    from sadc.recipe.docs import recipe_reference
 
     docs = Path(__file__).parents[1] / "docs" / "recipes.md"
-    assert docs.read_text() == recipe_reference(), "regenerate: python -m sadc.recipe_docs > docs/recipes.md"
+    assert docs.read_text() == recipe_reference(), "regenerate: python -m sadc.recipe.docs > docs/recipes.md"

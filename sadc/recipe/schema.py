@@ -1,14 +1,12 @@
-"""Recipes: pydantic models of a YAML recipe, dotted overrides and friendly errors.
+"""The recipe schema: pydantic models of every section, with their ranges and cross-field checks.
 
-``load_recipe(path, overrides)`` is the only entry point commands use. Every error a
-user can cause is raised as :class:`RecipeError` with one line that names the file and
-key, and says what would fix it.
+Validation errors raised here are turned into one-line :class:`RecipeError` messages by
+:mod:`sadc.recipe.load`.
 """
 
 from __future__ import annotations
 
 import difflib
-import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +15,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -26,8 +23,6 @@ from sadc.artefacts.postprocess import PostProcess
 from sadc.devices import DEVICE_HELP, parse_device
 from sadc.errors import SadcError
 from sadc.models.spec import DetectorSpec
-
-log = logging.getLogger(__name__)
 
 
 class RecipeError(SadcError):
@@ -293,196 +288,3 @@ def _check_names(given: list[str], names: list[str], what: str, where: str) -> N
         close = difflib.get_close_matches(unknown[0], names, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"{where}: {names}"
         raise ValueError(f"distill.class_map {what} {unknown[0]!r}, which is not in {where} ({hint})")
-
-
-# --------------------------------------------------------------------------- paths
-
-
-def recipe_paths(recipe: Recipe, keys: list[str] | tuple[str, ...] | None = None) -> list[tuple[str, Path, str]]:
-    """(key, path, kind) of the recipe's local paths that are set, kind ``file``, ``folder`` or ``path`` (either).
-
-    ``keys`` restricts to those dotted keys (e.g. ``data.train.annotations``); model
-    sources that are ``torchvision:NAME`` are not paths and are left out.
-    """
-    found: list[tuple[str, Path, str]] = []
-    for name in ("train", "val"):
-        split = getattr(recipe.data, name)
-        if split is not None:
-            found.append((f"data.{name}.annotations", split.annotations, "path"))
-            if split.images is not None:
-                found.append((f"data.{name}.images", split.images, "folder"))
-    for source in recipe.data.unlabeled_sources:
-        if isinstance(source, Path):
-            found.append(("data.unlabeled", source, "folder"))
-    for name in ("teacher", "student"):
-        fields = getattr(recipe.model, name)
-        if fields is not None and fields.source and not fields.source.startswith("torchvision:"):
-            found.append((f"model.{name}.source", Path(fields.source), "file"))
-    return [item for item in found if keys is None or item[0] in keys]
-
-
-_PATH_HINTS = {
-    "data.train.annotations": "the labeled training set (a COCO json, a YOLO data.yaml or a VOC folder)",
-    "data.val.annotations": "the labeled validation set (a COCO json, a YOLO data.yaml or a VOC folder)",
-    "data.train.images": "the folder the json's file_name entries are relative to",
-    "data.val.images": "the folder the json's file_name entries are relative to",
-    "data.unlabeled": "a folder of unlabeled images, searched recursively",
-    "model.teacher.source": "a sadc checkpoint, a state-dict file or torchvision:NAME",
-    "model.student.source": "a sadc checkpoint, a state-dict file or torchvision:NAME",
-}
-
-
-def check_paths(recipe: Recipe, keys: list[str] | tuple[str, ...] | None = None, where: str = "recipe") -> None:
-    """Raise :class:`RecipeError` for the first path (of ``keys``, default all) that does not exist here.
-
-    Called by commands before any work starts, so a typo in a path costs seconds, not a
-    failed run. Relative paths are relative to the current directory.
-    """
-    for key, path, kind in recipe_paths(recipe, keys):
-        ok = path.exists() if kind == "path" else path.is_file() if kind == "file" else path.is_dir()
-        if not ok:
-            problem = "not found" if not path.exists() else f"is not a {kind}"
-            kind = "file" if kind == "path" else kind
-            relative = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
-            raise RecipeError(f"{where}: {key}: {kind} {path} {problem}{relative}; set it to {_PATH_HINTS[key]}")
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.steps=200"`` -> (["train", "steps"], 200); the value is parsed as YAML."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise RecipeError(f"override {text!r} is not of the form key.sub=value (e.g. train.steps=200)")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except (yaml.YAMLError, RecursionError):  # not YAML (or absurdly nested): the text itself
-        value = raw
-    return key.split("."), value
-
-
-def _known_keys(model: type[BaseModel]) -> list[str]:
-    return list(model.model_fields)
-
-
-def _field_model(model: type[BaseModel], key: str) -> type[BaseModel] | None:
-    """The pydantic model nested under ``key`` of ``model``, if any."""
-    ann = model.model_fields[key].annotation
-    for cand in getattr(ann, "__args__", ()) or (ann,):
-        if isinstance(cand, type) and issubclass(cand, BaseModel):
-            return cand
-    return None
-
-
-def _unknown_key_error(where: str, dotted: str, model: type[BaseModel], bad: str) -> RecipeError:
-    known = _known_keys(model)
-    close = difflib.get_close_matches(bad, known, n=1, cutoff=0.6)
-    hint = f"did you mean {dotted.rsplit('.', 1)[0] + '.' if '.' in dotted else ''}{close[0]}?" if close else (
-        "known keys: " + ", ".join(known)
-    )
-    shown = dotted if dotted.isprintable() and dotted.strip() == dotted and dotted else repr(dotted)  # keep one line
-    return RecipeError(f"{where}: unknown key {shown} ({hint})")
-
-
-def _check_keys(data: Any, model: type[BaseModel], prefix: str, where: str) -> None:
-    """Walk raw recipe data and reject unknown keys with a close-match suggestion."""
-    if not isinstance(data, dict):
-        return
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if not isinstance(key, str) or key not in model.model_fields:
-            raise _unknown_key_error(where, dotted, model, str(key))
-        sub = _field_model(model, key)
-        if sub is not None:
-            _check_keys(value, sub, dotted + ".", where)
-
-
-def _apply_override(data: dict, path: list[str], value: Any, text: str) -> None:
-    node = data
-    for part in path[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise RecipeError(f"override {text!r}: {part} is a value, not a section")
-        node = child
-    node[path[-1]] = value
-
-
-def _format_validation_error(err: ValidationError, where: str) -> RecipeError:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
-    msg = first["msg"].removeprefix("Value error, ")
-    if msg.startswith("Input should be a valid dictionary"):
-        msg = "must be a section of key: value lines"
-    value = first.get("input")
-    # Cross-field checks name their keys themselves; plain type/range errors get the key and value here.
-    named = not loc or msg.startswith(loc + ".") or msg.startswith(f"{loc.rsplit('.', 1)[0]}.")
-    echoed = isinstance(value, (list, tuple, str)) and (repr(value) in msg or str(value) in msg)
-    shown = "" if isinstance(value, dict) or echoed else f" (got {value!r})"
-    more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
-    return RecipeError(f"{where}: {'' if named else loc + ': '}{msg}{shown}{more}")
-
-
-def recipe_from_dict(data: Any, where: str = "recipe", overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Validate raw recipe data (plus dotted overrides) into a :class:`Recipe`."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise RecipeError(f"{where}: a recipe is a mapping of sections (model, data, train, ...), got {type(data).__name__}")
-    try:
-        data = yaml.safe_load(yaml.safe_dump(data))  # deep copy; never mutate the caller's dict
-    except (RecursionError, yaml.YAMLError):
-        raise RecipeError(f"{where}: nested too deeply (or not plain data); a recipe is a few levels of sections") from None
-    if "bench" in data and isinstance(data["bench"], dict | None):
-        # Recipes before 0.2 had a bench: section that nothing read; `sadc bench` takes flags.
-        del data["bench"]
-        log.warning("%s: the bench section is no longer part of a recipe (sadc bench takes flags); delete it", where)
-    _check_keys(data, Recipe, "", where)
-    for text in overrides:
-        path, value = parse_override(text)
-        _check_keys(_nest(path, value), Recipe, "", f"override {text!r}")
-        _apply_override(data, path, value, text)
-    try:
-        return Recipe.model_validate(data)
-    except ValidationError as err:
-        raise _format_validation_error(err, where) from None
-
-
-def _nest(path: list[str], value: Any) -> dict:
-    out: Any = value if not isinstance(value, dict) else {}
-    for part in reversed(path):
-        out = {part: out}
-    return out
-
-
-def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read a YAML recipe, apply ``key.sub=value`` overrides and validate.
-
-    ``path=None`` starts from the defaults. Raises :class:`RecipeError` with one line.
-    """
-    if path is None:
-        return recipe_from_dict({}, "defaults", overrides)
-    path = Path(path)
-    if not path.is_file():
-        what = "is a folder, not a recipe file" if path.is_dir() else "recipe not found"
-        raise RecipeError(f"{path}: {what} (see recipes/ for examples)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise RecipeError(f"{path}: not a UTF-8 text file (byte {err.start}); a recipe is YAML text") from None
-    except RecursionError:
-        raise RecipeError(f"{path}: nested too deeply; a recipe is a few levels of sections") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or (str(err).strip().splitlines() or ["invalid YAML"])[0]
-        raise RecipeError(f"{path}: malformed YAML{at}: {problem}") from None
-    return recipe_from_dict(data, str(path), overrides)
-
-
-def save_recipe(recipe: Recipe, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(recipe.to_yaml())
