@@ -30,7 +30,8 @@ from sadc.engine.distributed import (
     process_group,
 )
 from sadc.engine.rundir import MetricsLog, hold_run_dir, prepare_run_dir
-from sadc.engine.trainer import Objective, Trainer, graceful_interrupt, resolve_device
+from sadc.engine.signals import graceful_interrupt
+from sadc.engine.trainer import Objective, Trainer, resolve_device
 from sadc.errors import SadcError
 from sadc.models.detector import DenseForward, Detector
 from sadc.models.loading import load_detector, mismatch_line, spec_from_fields

@@ -1,17 +1,15 @@
 """The training loop shared by `sadc train` and `sadc distill`.
 
 Read it top to bottom: ``Trainer.fit`` pulls a batch, asks the objective for named loss
-terms, sums them with the recipe's weights, steps, logs, evaluates and checkpoints.
+terms, sums them with the recipe's weights and steps; logging, progress, evaluation,
+checkpoints and interrupts are hooks (:mod:`sadc.engine.hooks`) called after each step.
 Everything specific to supervised training or distillation lives in the objective.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
-import signal
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +20,9 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from sadc.artefacts.checkpoint import load_checkpoint, save_checkpoint
+from sadc.engine.hooks import HookBase, default_hooks
 from sadc.engine.rundir import MetricsLog
-from sadc.errors import Interrupted, SadcError, one_line
-from sadc.progress import progress_bar
+from sadc.errors import SadcError, one_line
 from sadc.recipe import TrainSection
 
 
@@ -79,31 +77,6 @@ def to_device(obj: Any, device: torch.device) -> Any:
     return obj
 
 
-@contextlib.contextmanager
-def graceful_interrupt():
-    """Turn the first SIGINT/SIGTERM into a flag the loop checks between steps.
-
-    A second signal interrupts at once. Outside the main thread (e.g. some test
-    runners) signals cannot be caught and the flag simply never sets.
-    """
-    state: dict[str, int | None] = {"signal": None}
-
-    def handler(signum, frame):
-        if state["signal"] is not None:
-            raise KeyboardInterrupt
-        state["signal"] = signum
-
-    try:
-        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:
-        old = {}
-    try:
-        yield state
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -155,6 +128,8 @@ class Trainer:
         self.best = -1.0
         self.metrics: dict[str, float] = {}
         self.skipped_steps = 0
+        self.last_logged: dict[str, float] | None = None  # this step's scalars; None = skipped (non-finite)
+        self.last_record: dict[str, float] | None = None  # the metrics.jsonl line written this step, if any
 
     def _amp_dtype(self) -> torch.dtype | None:
         amp = self.cfg.amp
@@ -232,7 +207,7 @@ class Trainer:
         logged["grad_norm"] = float(grad_norm)
         return logged
 
-    def _evaluate(self) -> bool:
+    def run_evaluation(self) -> bool:
         """Evaluate (if there is a val set); returns True when this is the best so far."""
         if self.evaluate is None:
             return True
@@ -243,33 +218,41 @@ class Trainer:
         self.best = max(self.best, self.metrics.get("mAP", 0.0))
         return better
 
-    def fit(self, log: MetricsLog) -> dict[str, float]:
+    def _next_batch(self, batches: Iterator) -> Any:
+        try:
+            return to_device(next(batches), self.device)
+        except SadcError as err:  # a bad image or annotation met mid-run: keep the steps done so far
+            if self.step == 0:
+                raise
+            self.save()
+            raise SadcError(
+                f"{one_line(err)}; {self.run_dir / 'last.pt'} saved at step {self.step}: fix the data and "
+                "continue with --resume"
+            ) from err
+
+    def fit(self, log: MetricsLog, hooks: list[HookBase] | None = None) -> dict[str, float]:
+        """Step until ``cfg.steps``; returns the last evaluation's metrics.
+
+        ``hooks`` default to :func:`~sadc.engine.hooks.default_hooks` (metrics.jsonl,
+        progress, eval + checkpoints, SIGINT/SIGTERM -> last.pt).
+        """
         cfg = self.cfg
         if self.step >= cfg.steps:
             return self.metrics
+        hooks = default_hooks(log) if hooks is None else hooks
         batches = self.batches(self.step)
         bad_in_a_row = 0
-        t_start = time.time()
-        window: dict[str, float] = {}
-        seen: dict[str, int] = {}
-        t_window, n_window = time.perf_counter(), 0
-        progress = progress_bar(self.console, transient=False, disable=not self.is_main, info=True)
-        with graceful_interrupt() as interrupt, progress:
-            task = progress.add_task("step", total=cfg.steps, completed=self.step, info="")
+        for hook in hooks:
+            hook.trainer = self
+        started: list[HookBase] = []
+        try:
+            for hook in hooks:
+                hook.before_train()
+                started.append(hook)
             while self.step < cfg.steps:
-                try:
-                    batch = to_device(next(batches), self.device)
-                except SadcError as err:  # a bad image or annotation met mid-run: keep the steps done so far
-                    if self.step == 0:
-                        raise
-                    self.save()
-                    raise SadcError(
-                        f"{one_line(err)}; {self.run_dir / 'last.pt'} saved at step {self.step}: fix the data and "
-                        "continue with --resume"
-                    ) from err
-                logged = self.train_step(batch)
+                self.last_logged = self.train_step(self._next_batch(batches))
                 self.step += 1
-                if logged is None:
+                if self.last_logged is None:
                     bad_in_a_row += 1
                     self.skipped_steps += 1
                     if bad_in_a_row >= cfg.max_bad_steps:
@@ -277,45 +260,11 @@ class Trainer:
                             f"{bad_in_a_row} consecutive steps with a non-finite loss up to step {self.step}; stopped. "
                             f"{self.run_dir / 'last.pt'} holds the last good state: lower train.lr or set train.grad_clip"
                         )
-                    progress.update(task, completed=self.step)
-                    continue
-                bad_in_a_row = 0
-                n_window += self.batch_size
-                for k, v in logged.items():
-                    window[k] = window.get(k, 0.0) + v
-                    seen[k] = seen.get(k, 0) + 1
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    elapsed = time.perf_counter() - t_window
-                    # Each term's mean over the steps that had it (alternating steps carry different terms).
-                    record = {k: v / seen[k] for k, v in window.items()}
-                    record.update(
-                        step=self.step,
-                        lr=self.optimizer.param_groups[0]["lr"],
-                        img_s=n_window / elapsed,
-                        time=round(time.time() - t_start, 1),
-                    )
-                    log.write(record)
-                    info = " ".join(
-                        f"{k} {v:.3f}" for k, v in record.items() if k not in ("step", "lr", "img_s", "grad_norm", "time")
-                    )
-                    progress.update(task, info=f"{info} lr {record['lr']:.1e} {record['img_s']:.1f} img/s")
-                    window, seen, t_window, n_window = {}, {}, time.perf_counter(), 0
-                progress.update(task, completed=self.step)
-                at_eval = cfg.eval_every and self.step % cfg.eval_every == 0
-                if at_eval or self.step == cfg.steps:
-                    best = self._evaluate()
-                    if self.metrics:
-                        log.write({"step": self.step, "eval": self.metrics})
-                        progress.console.print(
-                            f"step {self.step}: " + " ".join(f"{k} {self.metrics[k]:.4f}" for k in ("mAP", "AP50", "AP75"))
-                        )
-                    self.save(best=best)
-                elif self.step % cfg.save_every == 0:
-                    self.save()
-                if interrupt["signal"] is not None:
-                    self.save()
-                    raise Interrupted(
-                        f"interrupted at step {self.step}/{cfg.steps}; {self.run_dir / 'last.pt'} saved, "
-                        "continue with --resume"
-                    )
+                else:
+                    bad_in_a_row = 0
+                for hook in hooks:
+                    hook.after_step()
+        finally:
+            for hook in reversed(started):
+                hook.after_train()
         return self.metrics
