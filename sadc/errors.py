@@ -64,4 +64,4 @@ class ExportError(SadcError):
 
 
 class Interrupted(SadcError):
-    """SIGINT/SIGTERM arrived; last.pt was saved. Exit code 130."""
+    """SIGINT/SIGTERM/SIGUSR1 arrived; last.pt was saved. Exit code 130."""

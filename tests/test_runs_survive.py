@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -264,3 +265,33 @@ def test_ddp_rank_failure_ends_every_rank_then_resume_finishes(tiny_world, tmp_p
     assert "resuming" in out and "x 2 ranks" in out
     last = load_checkpoint(tmp_path / "runs" / "tiny" / "last.pt")
     assert last["step"] == 5 and last["finished"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_signal_to_the_process_group_with_loader_workers_saves_last_pt(sig, tiny_world, tmp_path):
+    """`timeout`, systemd and Slurm signal the whole process group, DataLoader workers included (Slurm's
+    pre-emption: SIGUSR1): the workers ignore it, the main process saves last.pt at the reported step, exit 130."""
+    runs = tmp_path / "runs"
+    path = write_recipe(tmp_path / "r.yaml", tiny(tiny_world, runs, steps=500, log_every=1, save_every=1000))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(tmp_path / "err.txt", "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sadc", "train", "--recipe", str(path), "data.workers=2"],
+            stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=ROOT, start_new_session=True,
+        )  # fmt: skip
+    metrics = runs / "tiny" / "metrics.jsonl"
+    try:
+        deadline = time.monotonic() + 120
+        while not (metrics.is_file() and metrics.read_text().strip()):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "err.txt").read_text()
+            time.sleep(0.05)
+        os.killpg(proc.pid, sig)  # the group: main process and its workers
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    stderr = (tmp_path / "err.txt").read_text()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "killed by signal" not in stderr, stderr
+    reported = int(re.search(r"interrupted at step (\d+)/500", stderr).group(1))
+    assert load_checkpoint(runs / "tiny" / "last.pt")["step"] == reported >= 1

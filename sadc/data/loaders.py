@@ -11,6 +11,7 @@ call, and both the data order and every augmentation are pure functions of
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,24 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name)
+)
+"""Signals that stop a training run with a checkpoint: Ctrl-C, SIGTERM (timeout, systemd, Slurm,
+torchrun), SIGUSR1 (Slurm's ``--signal`` pre-emption warning)."""
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: workers ignore :data:`STOP_SIGNALS`.
+
+    ``timeout``, systemd, Slurm and a terminal's Ctrl-C signal the whole process group;
+    a worker killed by it would take the main process's DataLoader down before the main
+    process could save. Ignoring them leaves the decision to the main process, which
+    shuts its workers down itself (and workers exit when it dies).
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def decode_index(k: int, size: int) -> tuple[int, int]:
@@ -115,7 +134,7 @@ def build_loader(
     ``start_step`` batches of this rank; workers are persistent. ``infinite=False``
     (evaluation): one ordered pass over this rank's shard ``rank::world_size``; ``shuffle``
     and ``drop_last`` are ignored and the last partial batch is kept.
-    Memory is pinned only when CUDA is available.
+    Memory is pinned only when CUDA is available. Workers ignore :data:`STOP_SIGNALS`.
     """
     size = len(dataset)  # type: ignore[arg-type]  # map-style datasets define __len__
     if infinite:
@@ -133,6 +152,7 @@ def build_loader(
         pin_memory=torch.cuda.is_available(),
         drop_last=drop_last,
         persistent_workers=workers > 0 and infinite,
+        worker_init_fn=ignore_stop_signals if workers > 0 else None,
     )
 
 

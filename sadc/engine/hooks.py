@@ -126,7 +126,7 @@ class EvalAndCheckpoint(HookBase):
 
 
 class InterruptToCheckpoint(HookBase):
-    """The first SIGINT/SIGTERM finishes the step in progress, saves last.pt and raises :class:`Interrupted`."""
+    """The first SIGINT/SIGTERM/SIGUSR1 finishes the step in progress, saves last.pt and raises :class:`Interrupted`."""
 
     def before_train(self) -> None:
         self._scope = ExitStack()

@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import signal
 
+from sadc.data.loaders import STOP_SIGNALS
+
 
 @contextlib.contextmanager
 def graceful_interrupt():
-    """Turn the first SIGINT/SIGTERM into a flag the loop checks between steps.
+    """Turn the first of :data:`~sadc.data.loaders.STOP_SIGNALS` (SIGINT, SIGTERM, SIGUSR1)
+    into a flag the loop checks between steps.
 
     Yields a dict whose ``"signal"`` is None until a signal arrives. A second signal
     interrupts at once. Outside the main thread (e.g. some test runners) signals cannot
@@ -22,7 +25,7 @@ def graceful_interrupt():
         state["signal"] = signum
 
     try:
-        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     except ValueError:
         old = {}
     try:
