@@ -120,3 +120,59 @@ def test_lr_schedule_warmup_cosine_and_a_warmup_longer_than_the_run():
     assert lr_factor(3, short) == pytest.approx(1.0) and lr_factor(19, short) < 0.05
     step = TrainSection(steps=100, warmup_steps=0, schedule="step", step_milestones=[0.5, 0.9])
     assert [lr_factor(s, step) for s in (0, 49, 50, 89, 90)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+
+
+def _records(run_dir):
+    """metrics.jsonl training lines without the wall-clock fields."""
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in x.items() if k not in ("img_s", "time")} for x in lines if "loss" in x]
+
+
+def test_logs_after_a_resume_between_log_lines_equal_the_uninterrupted_run(tiny_world, tmp_path, monkeypatch):
+    """Resumed at step 3 with log_every 4: the step-4 line averages steps 1-4 as in one straight run."""
+    common = dict(steps=8, eval_every=0, log_every=4, save_every=100, deterministic=True)
+    straight = run_train(recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path / "a", **common)))
+
+    import sadc.engine.run as run_mod
+
+    monkeypatch.setattr(run_mod, "SupervisedObjective", lambda model, fwd: _InterruptAt(SupervisedObjective(model, fwd), 3))
+    recipe = recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path / "b", **common))
+    with pytest.raises(Interrupted, match="interrupted at step 3/8"):
+        run_train(recipe)
+    monkeypatch.undo()
+    resumed = run_train(recipe, resume=True)
+    a, b = _records(straight), _records(resumed)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [4, 8]
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        assert all(x[k] == pytest.approx(y[k], rel=1e-6) for k in x), (x, y)
+
+
+def test_a_line_over_skipped_steps_averages_the_steps_it_has(tiny_world, tmp_path, monkeypatch):
+    """Steps skipped as non-finite are not in the average: the line's loss is the mean of the finite steps."""
+    import sadc.engine.run as run_mod
+
+    monkeypatch.setattr(run_mod, "SupervisedObjective", lambda model, fwd: _NaNAt(SupervisedObjective(model, fwd), {2, 3}))
+    run_dir = run_train(recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path, steps=4, eval_every=0, log_every=4)))
+    (line,) = _records(run_dir)
+    finite = [v for v in _NaNAt.seen if v == v]
+    assert len(finite) == 2
+    assert line["loss"] == pytest.approx(sum(finite) / 2, rel=1e-5)
+
+
+class _NaNAt:
+    """An objective whose loss is NaN at the given calls (1-based); records every total it returns."""
+
+    seen: list[float] = []
+
+    def __init__(self, inner, calls):
+        self.inner, self.calls, self.n = inner, calls, 0
+        _NaNAt.seen = []
+
+    def __call__(self, batch):
+        self.n += 1
+        losses = self.inner(batch)
+        if self.n in self.calls:
+            losses["cls"] = losses["cls"] * float("nan")
+        _NaNAt.seen.append(float(sum(v.detach() for v in losses.values())))
+        return losses

@@ -41,8 +41,11 @@ class MetricsWriter(HookBase):
     """Averages the logged scalars over ``train.log_every`` steps into one metrics.jsonl line.
 
     The line has every loss term, ``loss``, ``grad_norm``, ``step``, ``lr``, ``img_s``
-    (images per second over the window) and ``time`` (seconds since this process began
-    training). The latest line is kept in ``trainer.last_record`` for the progress bar.
+    (images per second over the window, in this process) and ``time`` (seconds since
+    this process began training). The average is over the finite steps of the window,
+    whose running sums live in ``trainer.log_window`` (saved in last.pt): a run resumed
+    between two lines writes the same lines as one that never stopped. The latest line
+    is kept in ``trainer.last_record`` for the progress bar.
     """
 
     def __init__(self, log: MetricsLog):
@@ -50,25 +53,21 @@ class MetricsWriter(HookBase):
 
     def before_train(self) -> None:
         self.t_start = time.time()
-        self._reset()
-
-    def _reset(self) -> None:
-        self.window: dict[str, float] = {}
-        self.seen: dict[str, int] = {}
         self.t_window, self.n_images = time.perf_counter(), 0
 
     def after_step(self) -> None:
         t, cfg, logged = self.trainer, self.trainer.cfg, self.trainer.last_logged
         t.last_record = None
-        if logged is None:
-            return
-        self.n_images += t.batch_size
-        for k, v in logged.items():
-            self.window[k] = self.window.get(k, 0.0) + v
-            self.seen[k] = self.seen.get(k, 0) + 1
-        if t.step % cfg.log_every == 0 or t.step == cfg.steps:
-            # Each term's mean over the steps that had it (alternating steps carry different terms).
-            record = {k: v / self.seen[k] for k, v in self.window.items()}
+        window = t.log_window
+        if logged is not None:
+            self.n_images += t.batch_size
+            sums, seen = window.setdefault("sums", {}), window.setdefault("steps", {})
+            for k, v in logged.items():
+                sums[k] = sums.get(k, 0.0) + v
+                seen[k] = seen.get(k, 0) + 1
+        if (t.step % cfg.log_every == 0 or t.step == cfg.steps) and window.get("sums"):
+            # Each term's mean over the finite steps that had it (alternating steps carry different terms).
+            record = {k: v / window["steps"][k] for k, v in window["sums"].items()}
             record.update(
                 step=t.step,
                 lr=t.optimizer.param_groups[0]["lr"],
@@ -77,7 +76,8 @@ class MetricsWriter(HookBase):
             )
             self.log.write(record)
             t.last_record = record
-            self._reset()
+            window.clear()
+            self.t_window, self.n_images = time.perf_counter(), 0
 
 
 class ProgressBar(HookBase):

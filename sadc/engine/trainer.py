@@ -130,6 +130,7 @@ class Trainer:
         self.skipped_steps = 0
         self.last_logged: dict[str, float] | None = None  # this step's scalars; None = skipped (non-finite)
         self.last_record: dict[str, float] | None = None  # the metrics.jsonl line written this step, if any
+        self.log_window: dict[str, Any] = {}  # {"sums": {name: sum}, "steps": {name: n}} since the last metrics line
 
     def _amp_dtype(self) -> torch.dtype | None:
         amp = self.cfg.amp
@@ -155,6 +156,7 @@ class Trainer:
                 "rng": _rng_state(),
                 "best": self.best,
                 "skipped_steps": self.skipped_steps,
+                "log_window": self.log_window,
             }
         return payload
 
@@ -177,6 +179,7 @@ class Trainer:
         _set_rng_state(state["rng"])
         self.best = state["best"]
         self.skipped_steps = state.get("skipped_steps", 0)
+        self.log_window = state.get("log_window", {})
         self.step = int(ckpt["step"])
         self.metrics = ckpt.get("metrics", {})
 
