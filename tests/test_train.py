@@ -176,3 +176,23 @@ class _NaNAt:
             losses["cls"] = losses["cls"] * float("nan")
         _NaNAt.seen.append(float(sum(v.detach() for v in losses.values())))
         return losses
+
+
+def test_a_run_whose_every_step_is_non_finite_fails(tiny_world, tmp_path, monkeypatch):
+    """Fewer steps than train.max_bad_steps, all non-finite: not a success (exit 0 before)."""
+    import sadc.engine.run as run_mod
+
+    monkeypatch.setattr(run_mod, "SupervisedObjective", lambda model, fwd: _NaNAt(SupervisedObjective(model, fwd), {1, 2, 3}))
+    recipe = recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path, steps=3, eval_every=0, max_bad_steps=20))
+    with pytest.raises(SadcError, match=r"all 3 steps .* non-finite loss.*nothing was learnt"):
+        run_train(recipe)
+
+
+def test_a_non_finite_last_step_still_ends_the_run_with_its_checkpoints(tiny_world, tmp_path, monkeypatch):
+    import sadc.engine.run as run_mod
+
+    monkeypatch.setattr(run_mod, "SupervisedObjective", lambda model, fwd: _NaNAt(SupervisedObjective(model, fwd), {4}))
+    run_dir = run_train(recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path, steps=4, eval_every=0, save_every=100)))
+    for name in ("last.pt", "best.pt"):
+        ckpt = load_checkpoint(run_dir / name)
+        assert ckpt["step"] == 4 and ckpt["finished"] and "mAP" in ckpt["metrics"]

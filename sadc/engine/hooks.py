@@ -104,7 +104,9 @@ class ProgressBar(HookBase):
 
 class EvalAndCheckpoint(HookBase):
     """Every ``train.eval_every`` steps and at the end: evaluate, log, save last.pt (and best.pt);
-    otherwise every ``train.save_every`` steps: save last.pt. Skipped (non-finite) steps save nothing.
+    otherwise every ``train.save_every`` steps: save last.pt. A step skipped as non-finite
+    saves nothing (last.pt keeps the step of the last good state), except the last step:
+    the run still ends evaluated and saved.
     """
 
     def __init__(self, log: MetricsLog):
@@ -112,10 +114,11 @@ class EvalAndCheckpoint(HookBase):
 
     def after_step(self) -> None:
         t, cfg = self.trainer, self.trainer.cfg
-        if t.last_logged is None:
+        final = t.step == cfg.steps
+        if t.last_logged is None and not (final and t.finite_steps):
             return
         at_eval = cfg.eval_every and t.step % cfg.eval_every == 0
-        if at_eval or t.step == cfg.steps:
+        if at_eval or final:
             best = t.run_evaluation()
             if t.metrics:
                 self.log.write({"step": t.step, "eval": t.metrics})

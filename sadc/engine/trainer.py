@@ -128,6 +128,7 @@ class Trainer:
         self.best = -1.0
         self.metrics: dict[str, float] = {}
         self.skipped_steps = 0
+        self.finite_steps = 0  # steps with a finite loss in this process's fit
         self.last_logged: dict[str, float] | None = None  # this step's scalars; None = skipped (non-finite)
         self.last_record: dict[str, float] | None = None  # the metrics.jsonl line written this step, if any
         self.log_window: dict[str, Any] = {}  # {"sums": {name: sum}, "steps": {name: n}} since the last metrics line
@@ -244,7 +245,8 @@ class Trainer:
             return self.metrics
         hooks = default_hooks(log) if hooks is None else hooks
         batches = self.batches(self.step)
-        bad_in_a_row = 0
+        bad_in_a_row, first = 0, self.step
+        self.finite_steps = 0  # a run resumed into only non-finite steps has learnt nothing either
         for hook in hooks:
             hook.trainer = self
         started: list[HookBase] = []
@@ -265,6 +267,13 @@ class Trainer:
                         )
                 else:
                     bad_in_a_row = 0
+                    self.finite_steps += 1
+                if self.step == cfg.steps and not self.finite_steps:
+                    raise SadcError(
+                        f"all {self.step - first} steps of this run had a non-finite loss (train.max_bad_steps "
+                        f"{cfg.max_bad_steps} was not reached); nothing was learnt: lower train.lr or distill.weight, "
+                        "or set train.grad_clip"
+                    )
                 for hook in hooks:
                     hook.after_step()
         finally:

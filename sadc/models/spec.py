@@ -27,7 +27,7 @@ class DetectorSpec(BaseModel):
     ``mean``/``std`` apply to images scaled to [0, 1].
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # nan and inf are never a setting
 
     arch: Literal["retinanet", "fcos"] = Field("retinanet", description="Detector family.")
     backbone: str = Field("resnet18", description="Backbone name from the backbone registry.")
