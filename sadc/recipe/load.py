@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from sadc.recipe.schema import Recipe, RecipeError
+from sadc.recipe.yamltext import YamlLimitError, load_yaml, short_repr
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise RecipeError(f"override {text!r} is not of the form key.sub=value (e.g. train.steps=200)")
+        raise RecipeError(f"override {short_repr(text)} is not of the form key.sub=value (e.g. train.steps=200)")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
+    except YamlLimitError as err:
+        raise RecipeError(f"override {short_repr(text)}: {err}") from None
     except (yaml.YAMLError, RecursionError):  # not YAML (or absurdly nested): the text itself
         value = raw
     return key.split("."), value
@@ -76,7 +79,7 @@ def _apply_override(data: dict, path: list[str], value: Any, text: str) -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise RecipeError(f"override {text!r}: {part} is a value, not a section")
+            raise RecipeError(f"override {short_repr(text)}: {part} is a value, not a section")
         node = child
     node[path[-1]] = value
 
@@ -90,8 +93,9 @@ def _format_validation_error(err: ValidationError, where: str) -> RecipeError:
     value = first.get("input")
     # Cross-field checks name their keys themselves; plain type/range errors get the key and value here.
     named = not loc or msg.startswith(loc + ".") or msg.startswith(f"{loc.rsplit('.', 1)[0]}.")
-    echoed = isinstance(value, (list, tuple, str)) and (repr(value) in msg or str(value) in msg)
-    shown = "" if isinstance(value, dict) or echoed else f" (got {value!r})"
+    shown = short_repr(value)  # abbreviated: a value can be huge (aliases, a long override)
+    echoed = isinstance(value, (list, tuple, str)) and (shown in msg or (isinstance(value, str) and value in msg))
+    shown = "" if isinstance(value, dict) or echoed else f" (got {shown})"
     more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
     return RecipeError(f"{where}: {'' if named else loc + ': '}{msg}{shown}{more}")
 
@@ -113,7 +117,7 @@ def recipe_from_dict(data: Any, where: str = "recipe", overrides: list[str] | tu
     _check_keys(data, Recipe, "", where)
     for text in overrides:
         path, value = parse_override(text)
-        _check_keys(_nest(path, value), Recipe, "", f"override {text!r}")
+        _check_keys(_nest(path, value), Recipe, "", f"override {short_repr(text)}")
         _apply_override(data, path, value, text)
     try:
         return Recipe.model_validate(data)
@@ -140,7 +144,9 @@ def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         what = "is a folder, not a recipe file" if path.is_dir() else "recipe not found"
         raise RecipeError(f"{path}: {what} (see recipes/ for examples)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except YamlLimitError as err:  # duplicate keys, alias bombs: one line naming the key
+        raise RecipeError(f"{path}: {err}") from None
     except UnicodeDecodeError as err:
         raise RecipeError(f"{path}: not a UTF-8 text file (byte {err.start}); a recipe is YAML text") from None
     except RecursionError:
