@@ -1,9 +1,10 @@
-"""Recipes that are valid YAML but not sane input: non-finite numbers, duplicate keys, alias bombs."""
+"""Recipes that are valid YAML but not sane input: non-finite numbers, duplicate keys, alias bombs, huge batches."""
 
 from __future__ import annotations
 
 import re
 import typing
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
@@ -115,3 +116,64 @@ def test_yaml_merge_keys_are_not_duplicates(tmp_path):
     path.write_text("bench:\n  <<: {warmup: 3, iters: 7}\n  iters: 9\n")
     recipe = load_recipe(path)
     assert (recipe.bench.warmup, recipe.bench.iters) == (3, 9)
+
+
+# ------------------------------------------------------------------------------ batch size
+
+
+def test_a_batch_larger_than_the_dataset_is_one_line_before_any_step(tiny_world, tmp_path):
+    from tests.cli_helpers import fails_cleanly, invoke, tiny, write_recipe
+
+    path = write_recipe(tmp_path / "r.yaml", tiny(tiny_world, tmp_path / "runs"))
+    line = fails_cleanly(invoke("train", "--recipe", path, "data.batch_size=1000000000"), "1000000000 images per step from data.train, which has 48")
+    assert "lower data.batch_size (at most 48)" in line
+    assert not (tmp_path / "runs" / "tiny" / "last.pt").exists()
+
+
+def test_a_batch_whose_activations_exceed_the_memory_here_is_refused(tiny_world, tmp_path, monkeypatch):
+    import sadc.engine.budget as budget
+    from sadc.engine.run import run_train
+    from sadc.errors import SadcError
+    from tests.conftest import tiny_recipe_dict
+
+    per_image = budget.activation_bytes(_tiny_forward(), (64, 64))
+    monkeypatch.setattr(budget, "available_memory", lambda device: 3 * per_image + 1)
+    recipe = recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path, steps=1))  # batch 8
+    with pytest.raises(SadcError, match=r"data\.batch_size: 8 images per step need about .* MiB of activations .*\(about 3 fit\)"):
+        run_train(recipe)
+    monkeypatch.setattr(budget, "available_memory", lambda device: 8 * per_image + 1)
+    run_train(recipe)
+
+
+def test_the_activation_estimate_counts_the_feature_maps():
+    """Against a hand count: one 3x3 conv (8 channels) + ReLU(inplace) on a 1x3x32x32 float input."""
+    import torch
+    from torch import nn
+
+    from sadc.engine.budget import activation_bytes
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.act, self.pool = nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)
+
+        def forward(self, x):
+            return self.pool(self.act(self.conv(x.float())))
+
+    assert activation_bytes(Net(), (32, 32)) == (8 * 32 * 32 + 8 * 16 * 16) * 4
+    net = Net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    activation_bytes(net, (32, 32))
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the real weights are untouched
+    detector = _tiny_forward()
+    activation_bytes(detector, (64, 64))
+    out = detector(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))  # still runs on real tensors (anchor caches too)
+    assert out.cls_logits.device.type == "cpu"
+
+
+def _tiny_forward():
+    from sadc.models.detector import DenseForward, build_detector
+    from tests.conftest import tiny_recipe_dict
+
+    spec = recipe_from_dict(tiny_recipe_dict(Path("."), Path("."))).model.student
+    return DenseForward(build_detector(spec))

@@ -19,10 +19,11 @@ from sadc.data.loaders import Concatenated, build_loader
 from sadc.distill.objective import DistillObjective
 from sadc.distill.teacher import TeacherTargets, check_distillable, class_index
 from sadc.distill.teachers import load_teacher, teacher_fields
+from sadc.engine.budget import check_batch_size
 from sadc.engine.distributed import dist_info_from_env
 from sadc.engine.run import check_classes, coco_split, fit, session, wrap_for_training
 from sadc.errors import SadcError
-from sadc.models.detector import Detector
+from sadc.models.detector import DenseForward, Detector
 from sadc.models.loading import load_detector, spec_from_fields
 from sadc.recipe import ModelSource, Recipe, check_paths
 
@@ -216,6 +217,8 @@ def _run(recipe: Recipe, teacher_src: ModelSource, resume: bool, console: Consol
             joint = data.schedule == "joint" and labeled is not None
             n_unl = (round(bs * dcfg.unlabeled_ratio) if joint else bs) if unlabeled is not None else 0
             batches = _batches(recipe, labeled, unlabeled, n_lab, n_unl, dist)
+            sets = [("data.train", n_lab, len(labeled or ())), ("data.unlabeled", n_unl, len(unlabeled or ()))]
+            check_batch_size([x for x in sets if x[1]], DenseForward(student), size, s.device, together=data.schedule == "joint")
         if dist.is_main:
             what = (
                 f"{n_lab} labeled + {n_unl} unlabeled images per step"

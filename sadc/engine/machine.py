@@ -79,3 +79,33 @@ def check_device(name: str, flag: str = "--device", *, available: bool = True) -
             seen = f"torch sees {count} GPU{'s' if count != 1 else ''}"
             raise SadcError(f"{flag} {name}: no such CUDA device here ({seen}); use {flag} cpu" + ("" if count else " or a CUDA machine"))
     return name
+
+
+def available_memory(device: str = "cpu") -> int | None:
+    """Bytes this process can still allocate on ``device`` (cpu, cuda, cuda:N), or None if unknown.
+
+    CPU: ``MemAvailable`` of /proc/meminfo, capped by a cgroup v2 limit (containers, Slurm
+    jobs) when one is set. CUDA: free memory as the driver reports it.
+    """
+    if str(device).startswith("cuda"):
+        import torch
+
+        try:
+            return int(torch.cuda.mem_get_info(torch.device(device))[0])
+        except (RuntimeError, AssertionError):
+            return None
+    found: list[int] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+            found.append(max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None

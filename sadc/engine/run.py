@@ -20,6 +20,7 @@ from sadc.data.coco import CocoDataset
 from sadc.data.evaluate import evaluate
 from sadc.data.formats import open_labeled
 from sadc.data.loaders import build_loader
+from sadc.engine.budget import check_batch_size
 from sadc.engine.distributed import (
     DistInfo,
     broadcast_object,
@@ -245,6 +246,7 @@ def run_train(recipe: Recipe, *, resume: bool = False, console: Console | None =
                 + (f" x {dist.world_size} ranks = {bs * dist.world_size}" if dist.enabled else "")
                 + f", {cfg.steps} steps, device {s.device} -> {s.run_dir}"
             )
+        check_batch_size([("data.train", bs, len(train_set))], DenseForward(model), size, s.device)
         objective = SupervisedObjective(model, wrap_for_training(model, s))
         metrics = fit(s, model, objective, batches, bs, val_set)
         if metrics and dist.is_main:
