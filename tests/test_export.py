@@ -685,5 +685,5 @@ def test_calibration_skips_unreadable_images_and_fails_when_none_read(exported, 
     bad.mkdir()
     for i in range(3):
         (bad / f"{i}.png").write_bytes(b"junk")
-    with pytest.raises(SadcError, match="calibration: none of the 3 images could be read"):
+    with pytest.raises(SadcError, match=r"--calib .*bad: none of the 3 image files can be read"):
         quantize_int8(exported, tmp_path / "b.int8.onnx", bad, n=3, batch=2, method="minmax")

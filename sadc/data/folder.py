@@ -7,118 +7,87 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
-from sadc.data.images import (
-    IMAGE_SUFFIXES,
-    DataError,
-    ImageReadError,
-    find_images,
-    load_image,
-)
+from sadc.data.images import DataError, ImageReadError, load_image
 from sadc.data.loaders import decode_index, item_generator
+from sadc.data.reader import SkipList, scan_images, text_name
 from sadc.data.transforms import TrainTransform
 
 if TYPE_CHECKING:
     from sadc.recipe import AugmentSection
 
 
-def _check_header(path: Path) -> str | None:
-    """None if Pillow can identify and verify ``path`` (cheap: no pixel decode), else the reason."""
-    try:
-        with Image.open(path) as img:
-            img.verify()
-    except Exception as err:  # Pillow raises many types for bad files
-        return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-    return None
-
-
-def skip_line(path: Path, reason: str) -> str:
-    """One line of a skipped-images list: ``path<TAB>reason``."""
-    return f"{path}\t{reason}\n"
-
-
-def write_skip_list(skipped: list[tuple[Path, str]], path: Path) -> Path:
-    """Write ``skipped`` (path, reason) pairs to ``path``, one :func:`skip_line` each (an empty file if none)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(skip_line(p, reason) for p, reason in skipped), encoding="utf-8")
-    return path
-
-
 class UnlabeledFolder(Dataset):
     """Every readable image under ``root``, for distillation on unlabeled data.
 
-    Construction runs ``find_images`` and a header check (``PIL.Image.verify``) per file:
-    readable files go to ``paths``, the rest to ``skipped`` as (path, reason). A file that
-    passes the check but fails to decode later (e.g. truncated pixel data) is replaced by
-    the next readable index (deterministic) and appended to ``skipped`` with a warning;
-    in DataLoader worker processes that append stays in the worker, but the line
-    reaches the list file of :meth:`write_skipped` from any process.
+    Construction runs :func:`~sadc.data.reader.scan_images` (the one reader of image
+    folders): readable files go to ``paths``, the rest to ``skipped`` as (path, reason).
+    A file that passes the check but fails to decode later (e.g. truncated pixel data)
+    is replaced by the next readable index (deterministic; a training batch stays full)
+    and reported: in the item's ``target["skipped"]`` (a DataLoader worker cannot write
+    the main process's list) and, in the main process, straight to :meth:`record`. The
+    main process passes each batch's targets to :meth:`record`, which lists every file
+    once however many workers met it.
 
     Items follow the encoded-index convention of :mod:`sadc.data.loaders`:
     ``dataset[epoch * len + i]`` -> ``(image uint8 [3, H, W], target)`` with empty
-    ``boxes`` float32 [0, 4] and ``labels`` int64 [0], ``image_id = i``, ``meta`` and
-    ``path`` (str).
+    ``boxes`` float32 [0, 4] and ``labels`` int64 [0], ``image_id = i``, ``meta``,
+    ``path`` (str) and ``skipped`` (list of (path str, reason), usually empty).
     """
 
     def __init__(self, root: Path, input_size: tuple[int, int], augment: AugmentSection | None = None, seed: int = 0):
         self.root = Path(root)
         self.seed = seed
         self.transform = TrainTransform(input_size, augment)
-        found = find_images(self.root)
-        if not found:
-            suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
-            raise DataError(f"{self.root}: no images found (looked for {suffixes}, recursively)")
-        self.paths: list[Path] = []
-        self.skipped: list[tuple[Path, str]] = []
-        for path in found:
-            reason = _check_header(path)
-            if reason is None:
-                self.paths.append(path)
-            else:
-                self.skipped.append((path, reason))
-        self._bad: set[int] = set()  # indices that passed the header check but failed to decode
-        self.skip_log: Path | None = None  # see write_skipped
-        if not self.paths:
-            raise DataError(f"{self.root}: none of the {len(found)} image files can be read (first: {self.skipped[0][1]})")
+        scan = scan_images(self.root)
+        self.paths: list[Path] = scan.paths
+        self.skipped: list[tuple[Path, str]] = list(scan.skipped)  # grows as decode failures are recorded
+        self.skip_list = SkipList(None, self.skipped)
+        self._bad: set[int] = set()  # indices that passed the header check but failed to decode (this process)
 
     def write_skipped(self, path: Path) -> None:
         """Write one ``path<TAB>reason`` line per skipped file (an empty file if none).
 
-        Files that fail to decode later are appended to the same list as they are met,
-        from whichever process (DataLoader worker) meets them.
+        Files that fail to decode later are appended to the same list as the main
+        process :meth:`record`\ s them, each once.
         """
-        self.skip_log = write_skip_list(self.skipped, path)
+        self.skip_list = SkipList(path, self.skip_list.entries)
+
+    def record(self, targets: list[dict]) -> None:
+        """Main process: list the decode failures reported in a batch's targets (each file once, with a warning)."""
+        for target in targets:
+            for path, reason in target.get("skipped", ()):
+                self._note(path, reason)
+
+    def _note(self, path: Path | str, reason: str) -> None:
+        if self.skip_list.add(path, reason):
+            self.skipped.append((Path(path), reason))
+            warnings.warn(f"skipping unreadable image: {text_name(reason)}", stacklevel=3)
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def _load(self, i: int) -> tuple[int, Tensor]:
-        """Decode item ``i``, falling forward to the next index that decodes."""
+    def _load(self, i: int) -> tuple[int, Tensor, list[tuple[str, str]]]:
+        """Decode item ``i``, falling forward to the next index that decodes; also the failures met."""
+        failures: list[tuple[str, str]] = []
         for step in range(len(self.paths)):
             j = (i + step) % len(self.paths)
             if j in self._bad:
                 continue
             try:
-                return j, load_image(self.paths[j])
+                return j, load_image(self.paths[j]), failures
             except ImageReadError as err:
                 self._bad.add(j)
-                self.skipped.append((self.paths[j], str(err)))
-                if self.skip_log is not None:  # short appends: whole lines even from several workers
-                    try:
-                        with open(self.skip_log, "a", encoding="utf-8") as f:
-                            f.write(skip_line(self.paths[j], str(err)))
-                    except OSError:  # the list is a courtesy; the warning below still says it
-                        pass
-                warnings.warn(f"skipping unreadable image: {err}", stacklevel=2)
-        raise DataError(f"{self.root}: no image in the folder can be decoded")
+                failures.append((str(self.paths[j]), str(err)))
+                if get_worker_info() is None:  # the main process: list it now
+                    self._note(self.paths[j], str(err))
+        raise DataError(f"{text_name(self.root)}: no image in the folder can be decoded")
 
     def __getitem__(self, k: int) -> tuple[Tensor, dict[str, Any]]:
         epoch, i = decode_index(k, len(self))
-        j, image = self._load(i)
+        j, image, failures = self._load(i)
         out, boxes, meta, _ = self.transform(image, torch.zeros(0, 4), item_generator(self.seed, epoch, i))
         target = {
             "boxes": boxes,
@@ -126,5 +95,7 @@ class UnlabeledFolder(Dataset):
             "image_id": j,
             "meta": meta,
             "path": str(self.paths[j]),
+            "skipped": failures,
         }
         return out, target
+

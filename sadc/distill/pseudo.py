@@ -10,8 +10,8 @@ from rich.console import Console
 from sadc.artefacts.postprocess import PostProcess
 from sadc.data.cocojson import coco_dataset, write_json
 from sadc.data.evaluate import to_coco_results
-from sadc.data.folder import UnlabeledFolder
-from sadc.data.loaders import build_loader
+from sadc.data.reader import SkipList, batched, decoded, scan_images, text_name
+from sadc.data.transforms import letterbox
 from sadc.errors import SadcError
 from sadc.progress import progress_bar
 from sadc.runtime.torch_rt import TorchPredictor
@@ -37,34 +37,38 @@ def pseudo_label_folder(
     out.parent.mkdir(parents=True, exist_ok=True)  # an unwritable place fails now, not after the whole folder
     predictor = TorchPredictor(teacher, device=device, post=PostProcess(score_threshold=threshold))
     spec = predictor.spec
-    data = UnlabeledFolder(images, spec.input_size)
-    loader = build_loader(data, batch_size=batch_size, workers=0, shuffle=False, seed=0, infinite=False)
+    size = spec.input_size
+    scan = scan_images(images)
+    skips = SkipList(None, scan.skipped)
     cat_ids = list(range(1, spec.num_classes + 1))
     annotations: list[dict] = []
-    image_entries: dict[int, dict] = {}
+    image_entries: list[dict] = []
+    # Image ids are positions in the scan (from 1): stable, and each file is read once, so no
+    # image (and none of its boxes) can appear twice.
+    numbered = list(enumerate(scan.paths, start=1))
     with progress_bar(console) as progress:
-        task = progress.add_task("pseudo-label", total=len(data))
-        for batch, targets in loader:
+        task = progress.add_task("pseudo-label", total=len(numbered))
+        for chunk in batched(decoded(numbered, skips, path=lambda item: item[1]), batch_size):
+            boxed = [letterbox(image, size) for _, image in chunk]
+            targets = [{"image_id": image_id, "meta": meta} for ((image_id, _), _), (_, meta) in zip(chunk, boxed, strict=True)]
             with torch.inference_mode():
-                dets = predictor.predict(batch)
-            for t in targets:
-                t["image_id"] = int(t["image_id"]) + 1  # COCO ids start at 1
-                meta = t["meta"]
-                rel = Path(t["path"]).resolve().relative_to(Path(images).resolve())
-                image_entries[t["image_id"]] = {
-                    "id": t["image_id"], "file_name": rel.as_posix(), "width": meta.orig_w, "height": meta.orig_h,
-                }
+                dets = predictor.predict(torch.stack([canvas for canvas, _ in boxed]))
+            for ((image_id, path), _), (_, meta) in zip(chunk, boxed, strict=True):
+                image_entries.append(
+                    {"id": image_id, "file_name": scan.name(path), "width": meta.orig_w, "height": meta.orig_h}
+                )
             annotations += [r for r in to_coco_results(dets, targets, cat_ids) if r["bbox"][2] > 0 and r["bbox"][3] > 0]
-            progress.advance(task, len(targets))
+            progress.update(task, completed=chunk[-1][0][0])
+    if not image_entries:
+        raise SadcError(f"{text_name(images)}: none of the {len(scan.paths) + len(scan.skipped)} image files can be decoded")
     coco = coco_dataset(
-        [image_entries[k] for k in sorted(image_entries)],
+        image_entries,
         annotations,
         spec.class_names,
         description=f"pseudo labels from {teacher} at score >= {threshold}",
     )
     write_json(out, coco)
     skipped_list = None
-    if data.skipped:  # unreadable files: not in the json, listed beside it with the reason
-        skipped_list = out.with_name(out.stem + ".skipped.txt")
-        data.write_skipped(skipped_list)
-    return {"images": len(image_entries), "boxes": len(annotations), "skipped": len(data.skipped), "skipped_list": skipped_list}
+    if skips:  # unreadable files: not in the json, listed beside it with the reason
+        skipped_list = SkipList(out.with_name(out.stem + ".skipped.txt"), skips.entries).path
+    return {"images": len(image_entries), "boxes": len(annotations), "skipped": len(skips), "skipped_list": skipped_list}

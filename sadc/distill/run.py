@@ -84,8 +84,13 @@ def _batches(recipe: Recipe, labeled, unlabeled, n_lab: int, n_unl: int, dist):
 
         lab = loader(labeled, n_lab, 0, lab_done) if labeled is not None and n_lab else None
         unl = loader(unlabeled, n_unl, 1, unl_done) if unlabeled is not None and n_unl else None
+        record = getattr(unlabeled, "record", None)  # an UnlabeledFolder lists decode failures met by workers, once
         for take_lab, take_unl in kinds:
-            yield (next(lab) if take_lab and lab is not None else None, next(unl) if take_unl and unl is not None else None)
+            lab_batch = next(lab) if take_lab and lab is not None else None
+            unl_batch = next(unl) if take_unl and unl is not None else None
+            if unl_batch is not None and record is not None:
+                record(unl_batch[1])
+            yield lab_batch, unl_batch
 
     return make
 

@@ -20,6 +20,7 @@ test can feed a deliberately broken model and see the failure.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from sadc.artefacts.postprocess import PostProcess
 from sadc.data.images import noise_images
 from sadc.errors import SadcError
 from sadc.export.deploy import DeployModule
+
+log = logging.getLogger(__name__)
 
 TorchFn = Callable[[Tensor], Sequence[Tensor]]
 SAME_BOX_PX = 0.01
@@ -262,21 +265,33 @@ def check_parity(
 
 
 def parity_images(spec, folder: Path | None = None, *, n: int = 8, seed: int = 0) -> Tensor:
-    """uint8 [n, 3, H, W]: the first ``n`` images of ``folder`` letterboxed, or random noise.
+    """uint8 [k, 3, H, W]: the first ``k <= n`` images of ``folder`` that decode, letterboxed, or ``n`` of noise.
 
+    The folder is read by :mod:`sadc.data.reader` as every command reads one: files that
+    cannot be read are skipped (logged), so a folder distill accepted is accepted here.
     Noise exercises the numerics but rarely gives a trained detector confident boxes;
     pass a folder of real images to check the detections too.
     """
     h, w = spec.input_size
     if folder is None:
         return noise_images(n, (h, w), seed)
-    from sadc.data.images import find_images, load_image
+    from itertools import islice
+
+    from sadc.data.images import DataError
+    from sadc.data.reader import SkipList, decoded, scan_images, text_name
     from sadc.data.transforms import letterbox
 
-    paths = find_images(Path(folder))
-    if not paths:
-        raise SadcError(f"--parity-images {folder}: no images found (jpg/png/bmp/webp/tif)")
-    return torch.stack([letterbox(load_image(p), (h, w))[0] for p in paths[:n]])
+    try:
+        scan = scan_images(Path(folder), what=f"parity images {text_name(folder)}")
+    except DataError as err:
+        raise SadcError(f"{err}; pass --parity-images DIR with readable images, or --no-parity") from None
+    skips = SkipList(None, scan.skipped)
+    images = [letterbox(image, (h, w))[0] for _, image in islice(decoded(scan.paths, skips), n)]
+    if skips:
+        log.warning("parity: skipped %d unreadable images in %s (first: %s)", len(skips), text_name(folder), text_name(skips.entries[0][1]))
+    if not images:
+        raise SadcError(f"parity images {text_name(folder)}: none of the images decode; pass --parity-images DIR or --no-parity")
+    return torch.stack(images)
 
 
 def ort_session(model: Path | bytes, *, threads: int | None = None):

@@ -32,12 +32,15 @@ import math
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sadc.artefacts.io import INPUT_NAME
 from sadc.errors import SadcError
+
+if TYPE_CHECKING:
+    from sadc.data.reader import SkipList
 
 log = logging.getLogger(__name__)
 
@@ -105,26 +108,47 @@ class CalibrationImages:
             yield item
 
 
-def select_calibration_images(source: Path | Sequence[Path], n: int) -> list[Path]:
-    """``n`` images spread evenly over a folder (sorted) or a list of paths."""
+def select_calibration_images(source: Path | Sequence[Path], n: int, skips: SkipList | None = None) -> list[Path]:
+    """``n`` images that decode, spread evenly over a folder (sorted) or a list of paths.
+
+    The folder is read by :mod:`sadc.data.reader` as every command reads one. Each
+    chosen image is decoded once here; one that does not decode is replaced by the next
+    candidate, so every calibration batch holds real images (ONNX Runtime fails a
+    calibration pass that collects nothing). Unreadable files go to ``skips``.
+    """
+    from itertools import islice
+
+    from sadc.data.reader import SkipList, check_header, decoded, scan_images, text_name
+
     if n < 1:
         raise SadcError(f"--calib-images {n}: must be at least 1")
+    skips = SkipList() if skips is None else skips
     if isinstance(source, (str, Path)):
-        from sadc.data.images import find_images
-
-        paths = find_images(Path(source))
-        where = f"--calib {source}"
+        where = f"--calib {text_name(source)}"
+        scan = scan_images(Path(source), what=where)
+        paths = scan.paths
+        for path, reason in scan.skipped:
+            skips.add(path, reason)
     else:
-        paths = [Path(p) for p in source]
         where = "calibration image list"
+        paths = []
+        for path in map(Path, source):
+            reason = check_header(path)
+            if reason is None:
+                paths.append(path)
+            else:
+                skips.add(path, reason)
     if not paths:
-        raise SadcError(f"{where}: no images found; pass a folder of unlabeled images like the deployment data")
-    if len(paths) <= n:
-        if len(paths) < n:
-            log.warning("%s: %d images, fewer than the %d asked for; calibrating on all of them", where, len(paths), n)
-        return paths
-    step = len(paths) / n
-    return [paths[int(i * step)] for i in range(n)]
+        first = f" (first: {text_name(skips.entries[0][1])})" if skips else ""
+        raise SadcError(f"{where}: no readable images found{first}; pass a folder of unlabeled images like the deployment data")
+    if len(paths) < n:
+        log.warning("%s: %d images, fewer than the %d asked for; calibrating on all of them", where, len(paths), n)
+    spread = sorted({int(i * len(paths) / n) for i in range(min(n, len(paths)))})
+    rest = sorted(set(range(len(paths))) - set(spread))
+    chosen = sorted(i for i, _ in islice(decoded(spread + rest, skips, path=lambda i: paths[i]), n))
+    if not chosen:
+        raise SadcError(f"{where}: none of the {len(paths)} images can be decoded (first: {text_name(skips.entries[0][1])})")
+    return [paths[i] for i in chosen]
 
 
 def postprocess_nodes(model) -> list[str]:
@@ -195,7 +219,10 @@ def quantize_int8(
     sidecar = read_sidecar(onnx_in)
     if sidecar["format"] != "onnx":
         raise SadcError(f"{onnx_in}: format {sidecar['format']!r}; INT8 quantization needs an fp32 deploy graph (format 'onnx')")
-    paths = select_calibration_images(calib_images, n)
+    from sadc.data.reader import SkipList
+
+    skips = SkipList()
+    paths = select_calibration_images(calib_images, n, skips)
     reader = CalibrationImages(paths, tuple(sidecar["input_size"]), batch)
     calibrate = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax}
     settings = {
@@ -257,7 +284,7 @@ def quantize_int8(
             "method": method,
             "calibration_images": len(paths),
             "calibration_batch": reader.batch,
-            "calibration_skipped": sorted({str(p) for p, _ in reader.skipped}),
+            "calibration_skipped": sorted({str(p) for p, _ in [*skips.entries, *reader.skipped]}),
             "calibration_source": str(calib_images) if isinstance(calib_images, (str, Path)) else "list",
             "onnxruntime": _ort_version(),
         },

@@ -1,9 +1,10 @@
 """``sadc predict``'s pipeline: image files -> detections drawn on the originals + COCO results.
 
 :func:`expand_inputs` turns files, folders and glob patterns into :class:`ImageInput` items;
-:func:`annotate_images` reads them in batches, runs :func:`~sadc.runtime.predict.predict_images`,
-draws the boxes kept at ``conf`` and writes ``detections.json`` (COCO results, see
-:func:`sadc.data.cocojson.result_rows`) and the list of unreadable files.
+:func:`annotate_images` reads them in batches of images that decode (:mod:`sadc.data.reader`),
+runs :func:`~sadc.runtime.predict.predict_images`, draws the boxes kept at ``conf`` and writes
+``detections.json`` (COCO results, see :func:`sadc.data.cocojson.result_rows`) and the list
+of unreadable files.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from rich.console import Console
 from torchvision.utils import draw_bounding_boxes
 
 from sadc.data.cocojson import result_rows, write_json
-from sadc.data.folder import write_skip_list
-from sadc.data.images import ImageReadError, find_images, is_image_file, load_image
+from sadc.data.images import find_images, is_image_file
+from sadc.data.reader import SkipList, batched, decoded, text_name
 from sadc.errors import SadcError
 from sadc.progress import progress_bar
 from sadc.runtime.base import Predictor
@@ -80,22 +81,6 @@ def expand_inputs(items: list[str]) -> tuple[list[ImageInput], bool]:
         used.add(unique)
         inputs.append(ImageInput(path, unique, len(inputs) + 1))
     return inputs, many
-
-
-def read_images(items: list[ImageInput], skipped: list[tuple[Path, str]]) -> tuple[list[ImageInput], list]:
-    """Decode ``items`` (uint8 [3, H, W] each); unreadable files are appended to ``skipped`` as (path, reason).
-
-    Returns the readable items and their images, in order.
-    """
-    kept, images = [], []
-    for item in items:
-        try:
-            images.append(load_image(item.path))
-        except ImageReadError as err:
-            skipped.append((item.path, str(err)))
-            continue
-        kept.append(item)
-    return kept, images
 
 
 def draw_detections(image, det: dict, class_names: list[str]):
@@ -172,22 +157,24 @@ def annotate_images(
     out.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     summary = AnnotateSummary()
+    skips = SkipList()
     with progress_bar(console, disable=not progress) as bar:
         task = bar.add_task(f"predict {predictor.name}", total=len(inputs))
-        for start in range(0, len(inputs), batch):
-            chunk, originals = read_images(inputs[start : start + batch], summary.skipped)
-            detections = predict_images(predictor, originals) if originals else []
-            for item, image, det in zip(chunk, originals, detections, strict=True):
+        # Batches are filled from the images that decode: an unreadable file never empties one.
+        for chunk in batched(decoded(inputs, skips, path=lambda item: item.path), batch):
+            originals = [image for _, image in chunk]
+            for (item, image), det in zip(chunk, predict_images(predictor, originals), strict=True):
                 det = filter_score(det, conf)
                 summary.detections += len(det["scores"])
                 save_image(draw_detections(image, det, class_names), out / item.name)
                 results += result_rows(det, item.image_id, cat_ids, file_name=item.name, class_names=class_names)
-            bar.advance(task, min(batch, len(inputs) - start))
-    if summary.skipped:
-        summary.skip_list = write_skip_list(summary.skipped, out / "skipped_images.txt")
-        if len(summary.skipped) == len(inputs):
+            bar.update(task, completed=chunk[-1][0].image_id)
+    summary.skipped = skips.entries
+    if skips:
+        summary.skip_list = SkipList(out / "skipped_images.txt", skips.entries).path
+        if len(skips) == len(inputs):
             raise SadcError(
-                f"none of the {len(inputs)} images can be read (first: {summary.skipped[0][1]}); "
+                f"none of the {len(inputs)} images can be read (first: {text_name(skips.entries[0][1])}); "
                 f"reasons per file in {summary.skip_list}"
             )
     summary.results = write_json(out / "detections.json", results)
