@@ -26,9 +26,9 @@ def distill(
     ] = False,
 ) -> None:
     """Distil the teacher into the student with SAD (ADL + pseudo boxes on unlabeled images)."""
+    loaded = load_recipe(recipe, overrides_list(overrides))  # a bad recipe is one line before torch is imported
     from sadc.distill.run import run_distill
 
-    loaded = load_recipe(recipe, overrides_list(overrides))
     run_distill(loaded, resume=resume, console=console, dry_run=dry_run, recipe_file=recipe)
 
 

@@ -18,6 +18,7 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue the run in output/name from its last.pt (no-op if finished).")] = False,
 ) -> None:
     """Train a detector on labeled data (teachers and baseline students)."""
+    loaded = load_recipe(recipe, overrides_list(overrides))  # a bad recipe is one line before torch is imported
     from sadc.engine.run import run_train
 
-    run_train(load_recipe(recipe, overrides_list(overrides)), resume=resume, console=console)
+    run_train(loaded, resume=resume, console=console)

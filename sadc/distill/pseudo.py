@@ -1,20 +1,19 @@
-"""Offline pseudo-labelling: a teacher's detections on a folder, written as a COCO set."""
+"""Offline pseudo-labelling: a teacher's detections on a folder, written as a COCO set.
+
+torch and the data modules are imported after the arguments are checked, so a wrong
+path is one line in a fraction of a second (``sadc pseudo-label``).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from sadc.artefacts.postprocess import PostProcess
-from sadc.data.cocojson import coco_dataset, write_json
-from sadc.data.evaluate import to_coco_results
-from sadc.data.reader import SkipList, batched, decoded, scan_images, text_name
-from sadc.data.transforms import letterbox
 from sadc.errors import SadcError
-from sadc.progress import progress_bar
-from sadc.runtime.torch_rt import TorchPredictor
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def pseudo_label_folder(
@@ -34,7 +33,20 @@ def pseudo_label_folder(
     out = Path(out)
     if out.is_dir():
         raise SadcError(f"--out {out}: a folder; pass the COCO json file to write, e.g. {out / 'pseudo.json'}")
+    if not Path(teacher).is_file():  # load_checkpoint's line, before torch is imported
+        raise SadcError(f"{teacher}: checkpoint not found")
+    if not Path(images).is_dir():
+        raise SadcError(f"{images}: image folder not found (pass an existing folder of images)")
     out.parent.mkdir(parents=True, exist_ok=True)  # an unwritable place fails now, not after the whole folder
+    import torch
+
+    from sadc.data.cocojson import coco_dataset, write_json
+    from sadc.data.evaluate import to_coco_results
+    from sadc.data.reader import SkipList, batched, decoded, scan_images, text_name
+    from sadc.data.transforms import letterbox
+    from sadc.progress import progress_bar
+    from sadc.runtime.torch_rt import TorchPredictor
+
     predictor = TorchPredictor(teacher, device=device, post=PostProcess(score_threshold=threshold))
     spec = predictor.spec
     size = spec.input_size
