@@ -240,13 +240,13 @@ def run_train(recipe: Recipe, *, resume: bool = False, console: Console | None =
                 )
             )
 
+        check_batch_size([("data.train", bs, len(train_set))], DenseForward(model), size, s.device)
         if dist.is_main:
             s.console.print(
                 f"[bold]train[/] {fields.arch}/{fields.backbone} on {len(train_set)} images, batch {bs}"
                 + (f" x {dist.world_size} ranks = {bs * dist.world_size}" if dist.enabled else "")
                 + f", {cfg.steps} steps, device {s.device} -> {s.run_dir}"
             )
-        check_batch_size([("data.train", bs, len(train_set))], DenseForward(model), size, s.device)
         objective = SupervisedObjective(model, wrap_for_training(model, s))
         metrics = fit(s, model, objective, batches, bs, val_set)
         if metrics and dist.is_main:
