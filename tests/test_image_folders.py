@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.cli_helpers import distill_recipe, invoke, write_recipe
-from tests.test_bench import save_tiny_checkpoint
+from tests.helpers import distill_recipe, invoke, save_tiny_checkpoint, write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 LATIN1 = b"caf\xe9.png"  # not UTF-8: os.listdir gives 'caf\udce9.png'
@@ -141,7 +140,7 @@ def test_pseudo_label_writes_every_readable_image_once_and_no_duplicate_boxes(fo
 
 
 def test_distill_with_loader_workers_lists_each_unreadable_image_once(folder, teacher, tiny_world, tmp_path):
-    root, readable, unreadable = folder
+    root, _, unreadable = folder
     data = distill_recipe(tiny_world, tmp_path / "runs", teacher, steps=6, warmup_steps=0)  # 24 draws: every file
     data["data"].update(unlabeled=str(root), workers=2)
     result = invoke("distill", "--recipe", write_recipe(tmp_path / "r.yaml", data))

@@ -113,16 +113,16 @@ def test_duplicate_keys_are_refused_with_their_lines(text, key, lines, tmp_path)
 def test_yaml_merge_keys_are_not_duplicates(tmp_path):
     """`<<: *base` then an explicit key is YAML's override, not a duplicate."""
     path = tmp_path / "r.yaml"
-    path.write_text("bench:\n  <<: {warmup: 3, iters: 7}\n  iters: 9\n")
+    path.write_text("export:\n  <<: {opset: 18, max_detections: 50}\n  max_detections: 60\n")
     recipe = load_recipe(path)
-    assert (recipe.bench.warmup, recipe.bench.iters) == (3, 9)
+    assert (recipe.export.opset, recipe.export.max_detections) == (18, 60)
 
 
 # ------------------------------------------------------------------------------ batch size
 
 
 def test_a_batch_larger_than_the_dataset_is_one_line_before_any_step(tiny_world, tmp_path):
-    from tests.cli_helpers import fails_cleanly, invoke, tiny, write_recipe
+    from tests.helpers import fails_cleanly, invoke, tiny, write_recipe
 
     path = write_recipe(tmp_path / "r.yaml", tiny(tiny_world, tmp_path / "runs"))
     line = fails_cleanly(invoke("train", "--recipe", path, "data.batch_size=1000000000"), "1000000000 images per step from data.train, which has 48")
@@ -134,7 +134,7 @@ def test_a_batch_whose_activations_exceed_the_memory_here_is_refused(tiny_world,
     import sadc.engine.budget as budget
     from sadc.engine.run import run_train
     from sadc.errors import SadcError
-    from tests.conftest import tiny_recipe_dict
+    from tests.helpers import tiny_recipe_dict
 
     per_image = budget.activation_bytes(_tiny_forward(), (64, 64))
     monkeypatch.setattr(budget, "available_memory", lambda device: 3 * per_image + 1)
@@ -173,7 +173,7 @@ def test_the_activation_estimate_counts_the_feature_maps():
 
 def _tiny_forward():
     from sadc.models.detector import DenseForward, build_detector
-    from tests.conftest import tiny_recipe_dict
+    from tests.helpers import tiny_recipe_dict
 
     spec = recipe_from_dict(tiny_recipe_dict(Path("."), Path("."))).model.student
     return DenseForward(build_detector(spec))

@@ -1,3 +1,5 @@
+import json
+from typing import ClassVar
 
 import pytest
 import torch
@@ -135,7 +137,7 @@ def test_logs_after_a_resume_between_log_lines_equal_the_uninterrupted_run(tiny_
 
     import sadc.engine.run as run_mod
 
-    monkeypatch.setattr(run_mod, "SupervisedObjective", lambda model, fwd: _InterruptAt(SupervisedObjective(model, fwd), 3))
+    monkeypatch.setattr(run_mod, "SupervisedObjective", lambda model, fwd: InterruptAt(SupervisedObjective(model, fwd), 3))
     recipe = recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path / "b", **common))
     with pytest.raises(Interrupted, match="interrupted at step 3/8"):
         run_train(recipe)
@@ -163,7 +165,7 @@ def test_a_line_over_skipped_steps_averages_the_steps_it_has(tiny_world, tmp_pat
 class _NaNAt:
     """An objective whose loss is NaN at the given calls (1-based); records every total it returns."""
 
-    seen: list[float] = []
+    seen: ClassVar[list[float]] = []
 
     def __init__(self, inner, calls):
         self.inner, self.calls, self.n = inner, calls, 0

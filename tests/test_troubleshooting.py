@@ -56,18 +56,32 @@ REPRODUCTIONS: dict[str, tuple[str | bytes, list[str]]] = {
         "data: {unlabeled: u}\ndistill: {loss: none, pseudo_labels: false}\n", []
     ),
     "export.topk_candidates K1 < export.max_detections K2": ("export: {topk_candidates: 50}\n", []),
+    "data.schedule=alternate alternates labeled and unlabeled steps: it needs data.train and data.unlabeled": (
+        "data: {unlabeled: u, schedule: alternate}\n", []
+    ),
+    "data.unlabeled lists `labeled` (the labeled train images) but data.train is not set": (
+        "data: {unlabeled: [labeled, u]}\n", []
+    ),
     "override 'x' is not of the form key.sub=value": ("", ["x"]),
 }
 
 
+CODE = re.compile(r"``(.+?)``|`([^`]+)`")
+
+
 def documented_recipe_lines() -> list[str]:
-    """The backticked lines of the Recipes table's first column (notes excluded)."""
+    """The printed lines of the Recipes table's first column: cells that are only code spans (`a` / `b`).
+
+    Rows whose first cell also holds prose (a note, a symptom in metrics.jsonl) are not lines sadc prints.
+    """
     text = PAGE.read_text()
     table = text.split("## Recipes", 1)[1].split("\n## ", 1)[0]
     lines = []
     for row in table.splitlines():
-        if row.startswith("| `") and "(a note, not an error)" not in row:
-            lines += re.findall(r"`([^`]+)`", row.split(" | ")[0])
+        cell = row.split(" | ")[0].removeprefix("| ")
+        if not cell.startswith("`") or CODE.sub("", cell).replace("/", "").strip():
+            continue
+        lines += [a or b for a, b in CODE.findall(cell)]
     return lines
 
 

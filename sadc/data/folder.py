@@ -51,7 +51,7 @@ class UnlabeledFolder(Dataset):
         """Write one ``path<TAB>reason`` line per skipped file (an empty file if none).
 
         Files that fail to decode later are appended to the same list as the main
-        process :meth:`record`\ s them, each once.
+        process records them (:meth:`record`), each once.
         """
         self.skip_list = SkipList(path, self.skip_list.entries)
 

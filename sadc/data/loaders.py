@@ -182,13 +182,19 @@ class Concatenated(Dataset):
         return [s for p in self.parts for s in getattr(p, "skipped", [])]
 
     def write_skipped(self, path) -> None:
-        """One skipped-images list for every image-folder part (later decode failures append to it)."""
-        from sadc.data.folder import write_skip_list
+        """One skipped-images list for every image-folder part (later decode failures append to it, once each)."""
+        from sadc.data.reader import SkipList
 
-        log = write_skip_list(self.skipped, path)
+        shared = SkipList(path, self.skipped)
         for p in self.parts:
-            if hasattr(p, "skip_log"):
-                p.skip_log = log
+            if hasattr(p, "skip_list"):
+                p.skip_list = shared
+
+    def record(self, targets: list[dict]) -> None:
+        """Main process: list the decode failures that image-folder parts reported in a batch's targets."""
+        recorder = next((p for p in self.parts if hasattr(p, "record")), None)
+        if recorder is not None:
+            recorder.record(targets)
 
     def __getitem__(self, k: int):
         epoch, i = decode_index(k, len(self))

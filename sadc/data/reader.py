@@ -64,7 +64,7 @@ class SkipList:
     """Unreadable files and their reasons, each file once; mirrored to ``path`` when one is given.
 
     Only the main process writes: DataLoader workers put what they meet in their items
-    and the main process :meth:`add`\\ s it, so a file met by several workers is listed once.
+    and the main process adds it (:meth:`add`), so a file met by several workers is listed once.
     """
 
     def __init__(self, path: Path | None = None, entries: Iterable[tuple[Path, str]] = ()):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from rich.console import Console
@@ -222,8 +222,9 @@ def _run(recipe: Recipe, teacher_src: ModelSource, resume: bool, console: Consol
             joint = data.schedule == "joint" and labeled is not None
             n_unl = (round(bs * dcfg.unlabeled_ratio) if joint else bs) if unlabeled is not None else 0
             batches = _batches(recipe, labeled, unlabeled, n_lab, n_unl, dist)
-            sets = [("data.train", n_lab, len(labeled or ())), ("data.unlabeled", n_unl, len(unlabeled or ()))]
-            check_batch_size([x for x in sets if x[1]], DenseForward(student), size, s.device, together=data.schedule == "joint")
+            sizes = {"data.train": labeled, "data.unlabeled": unlabeled}
+            sets = [(key, n, len(cast(Any, ds))) for (key, ds), n in zip(sizes.items(), (n_lab, n_unl), strict=True) if n]
+            check_batch_size(sets, DenseForward(student), size, s.device, together=data.schedule == "joint")
         if dist.is_main:
             what = (
                 f"{n_lab} labeled + {n_unl} unlabeled images per step"

@@ -77,7 +77,7 @@ def check_batch_size(
         return
     try:
         per_image = activation_bytes(forward, input_size)
-    except Exception:  # noqa: BLE001 - an estimate; the step itself will say what is wrong
+    except Exception:  # an estimate; the step itself will say what is wrong
         return
     if per_image * images > free:
         fits = free // max(per_image, 1)

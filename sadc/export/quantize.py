@@ -133,11 +133,11 @@ def select_calibration_images(source: Path | Sequence[Path], n: int, skips: Skip
         where = "calibration image list"
         paths = []
         for path in map(Path, source):
-            reason = check_header(path)
-            if reason is None:
+            problem = check_header(path)
+            if problem is None:
                 paths.append(path)
             else:
-                skips.add(path, reason)
+                skips.add(path, problem)
     if not paths:
         first = f" (first: {text_name(skips.entries[0][1])})" if skips else ""
         raise SadcError(f"{where}: no readable images found{first}; pass a folder of unlabeled images like the deployment data")

@@ -99,4 +99,4 @@ class StrictLoader(yaml.SafeLoader):
 
 def load_yaml(text: str) -> Any:
     """``yaml.safe_load(text)`` with the checks above; raises ``yaml.YAMLError`` (incl. :class:`YamlLimitError`)."""
-    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass: no arbitrary objects
