@@ -222,7 +222,7 @@ def test_sidecar_content(exported, checkpoint, detector):
 def test_read_sidecar_errors(tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(b"")
-    with pytest.raises(SadcError, match=r"m\.onnx\.json not found: not a sadc export\? re-export with sadc export"):
+    with pytest.raises(SadcError, match=r"m\.onnx\.json not found and the file holds no sadc metadata: not a sadc export\? re-export with sadc export"):
         read_sidecar(model)
     sidecar_path(model).write_text("{not json")
     with pytest.raises(SadcError, match="unreadable sidecar"):
@@ -420,9 +420,9 @@ def test_calibration_reader_and_selection(calib_dir, tmp_path):
         select_calibration_images(tmp_path, 4)
 
 
-def test_quantize_refuses_bad_inputs(exported_raw, exported, calib_dir, tmp_path):
-    with pytest.raises(SadcError, match="needs an fp32 deploy graph"):
-        quantize_int8(exported_raw, tmp_path / "x.int8.onnx", calib_dir)
+def test_quantize_refuses_bad_inputs(quantized, exported, calib_dir, tmp_path):
+    with pytest.raises(SadcError, match="needs an fp32 graph"):
+        quantize_int8(quantized, tmp_path / "x.int8.onnx", calib_dir)
     with pytest.raises(SadcError, match="--method magic"):
         quantize_int8(exported, tmp_path / "x.int8.onnx", calib_dir, method="magic")
 
@@ -653,24 +653,28 @@ def test_cli_engine_without_tensorrt_exits_2(cli, checkpoint, tmp_path):
 
 
 def test_cli_int8_with_val_reports_and_enforces_map_drop(cli, tiny_world, tmp_path, monkeypatch):
-    """Real fp32/INT8 mAP on the synthetic val set, then a pretend 0.2 drop must fail --max-map-drop."""
-    from sadc.export import quantize
+    """Real fp32/INT8 mAP on the synthetic val set, then a pretend 0.2 drop must fail --max-map-drop
+    and leave the INT8 file marked unverified in its sidecar."""
+    from sadc.export import gate
 
     torch.manual_seed(0)
     ckpt = save_detector(tmp_path / "best.pt", build_detector(tiny_spec()), step=0)
-    real = quantize.map_change
+    real = gate.map_scores
 
     def worse(*args, **kwargs):
         scores = real(*args, **kwargs)
-        assert set(scores) == {"fp32", "int8"} and "mAP" in scores["int8"]
-        return {**scores, "int8": {**scores["int8"], "mAP": scores["fp32"]["mAP"] - 0.2}}
+        assert set(scores) == {"reference", "artefact"} and "mAP" in scores["artefact"]
+        return {**scores, "artefact": {**scores["artefact"], "mAP": scores["reference"]["mAP"] - 0.2}}
 
-    monkeypatch.setattr(quantize, "map_change", worse)
+    monkeypatch.setattr(gate, "map_scores", worse)
     args = ["-f", "int8", "--calib", tiny_world / "unlabeled", "--calib-images", 8, "--val", tiny_world / "val.json"]
     result = cli(ckpt, *args, "--max-map-drop", 0.1, "--no-simplify", "--no-parity")
     assert result.exit_code == 2, result.output
-    assert "INT8 accuracy on" in result.output and "(--max-map-drop 0.1)" in result.output
-    assert (tmp_path / "best.int8.onnx").is_file() and read_sidecar(tmp_path / "best.int8.onnx")["format"] == "onnx-int8"
+    assert "INT8 ONNX accuracy on" in result.output and "(--max-map-drop 0.1)" in result.output
+    side = read_sidecar(tmp_path / "best.int8.onnx")
+    assert side["format"] == "onnx-int8" and side["verification"]["status"] == "failed"
+    assert side["verification"]["map"]["change"] == pytest.approx(-0.2)
+    assert read_sidecar(tmp_path / "best.onnx")["verification"]["status"] == "not checked"
 
 
 def test_calibration_skips_unreadable_images_and_fails_when_none_read(exported, calib_dir, tmp_path):

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from sadc.cli.common import console, given_flags, handle_errors
+from sadc.export.efficient_nms import NMS_CHOICES
 from sadc.export.formats import (
     FORMAT_NAMES,
     check_options,
@@ -23,7 +24,7 @@ from sadc.export.formats import (
     get_format,
 )
 from sadc.export.pipeline import PARITY_IMAGES, ExportOptions
-from sadc.export.quantize import METHODS, TARGETS
+from sadc.export.quantize import METHODS, TARGET_CHOICES
 
 
 def _choices(name: str, values: tuple[str, ...], doc: str) -> type[enum.Enum]:
@@ -34,13 +35,16 @@ def _choices(name: str, values: tuple[str, ...], doc: str) -> type[enum.Enum]:
 
 Format = _choices("Format", FORMAT_NAMES, "Export formats (sadc.export.formats.FORMATS).")
 Method = _choices("Method", METHODS, "Calibration methods of ONNX Runtime's static quantization (sadc.export.quantize.METHODS).")
-Int8Target = _choices("Int8Target", TARGETS, "Which runtime the INT8 graph is shaped for (sadc.export.quantize.TARGETS).")
+Int8Target = _choices("Int8Target", TARGET_CHOICES, "Which runtime the INT8 graph is shaped for (sadc.export.quantize.TARGET_CHOICES).")
+Nms = _choices("Nms", NMS_CHOICES, "NMS of an engine's graph (sadc.export.efficient_nms.NMS_CHOICES).")
 D = ExportOptions  # the defaults live in one place
 
 
 @handle_errors
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="sadc checkpoint, e.g. runs/quickstart/best.pt.", show_default=False)],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="sadc checkpoint, e.g. runs/quickstart/best.pt, or torchvision:NAME with --input-size.", show_default=False)
+    ],
     format: Annotated[Format, typer.Option("--format", "-f", help=f"What to write: {formats_help()}.")] = Format["onnx"],  # type: ignore[valid-type]  # Enums built from the tables
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output file (default: next to the checkpoint, best.onnx / best.int8.onnx / best.engine).")
@@ -62,10 +66,15 @@ def export(
     method: Annotated[Method, typer.Option("--method", help="Calibration method.")] = Method[D.method],  # type: ignore[valid-type]
     int8_target: Annotated[
         Int8Target,  # type: ignore[valid-type]
-        typer.Option("--int8-target", help="int8: tensorrt (symmetric S8S8) or cpu (U8S8, fast in ONNX Runtime on CPUs)."),
+        typer.Option(
+            "--int8-target",
+            help="int8: auto (tensorrt where CUDA + TensorRT are present, else cpu), tensorrt (symmetric S8S8) or cpu (U8S8, fast in ONNX Runtime on CPUs).",
+        ),
     ] = Int8Target[D.int8_target],
-    val: Annotated[Path | None, typer.Option("--val", help="int8: a labeled set (COCO json, YOLO data.yaml or VOC folder); report fp32 vs INT8 mAP.")] = None,
-    max_map_drop: Annotated[float | None, typer.Option("--max-map-drop", help="int8 with --val: fail when mAP drops by more.")] = None,
+    val: Annotated[Path | None, typer.Option("--val", help="int8/engine: a labeled set (COCO json, YOLO data.yaml or VOC folder); mAP of the artefact vs the fp32 ONNX graph.")] = None,
+    max_map_drop: Annotated[float | None, typer.Option("--max-map-drop", help="int8/engine with --val: fail when mAP drops by more.")] = None,
+    nms: Annotated[Nms, typer.Option("--nms", help="engine: onnx (NonMaxSuppression) or efficient (TensorRT's EfficientNMS_TRT plugin).")] = Nms[D.nms],  # type: ignore[valid-type]
+    input_size: Annotated[str | None, typer.Option("--input-size", help="torchvision:NAME sources: letterbox size N or H,W.")] = None,
     half: Annotated[bool, typer.Option("--half", help="engine: fp16.")] = False,
     min_batch: Annotated[int, typer.Option("--min-batch", help="engine: smallest batch.")] = D.min_batch,
     opt_batch: Annotated[int, typer.Option("--opt-batch", help="engine: batch TensorRT tunes for.")] = D.opt_batch,
@@ -101,6 +110,8 @@ def export(
         max_batch=max_batch,
         workspace=workspace,
         timing_cache=timing_cache,
+        nms=Nms(nms).value,
+        input_size=input_size,
     )
     export_checkpoint(checkpoint, fmt, options, console=console)
 

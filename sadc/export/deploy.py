@@ -81,6 +81,9 @@ class DeployModule(nn.Module):
 
     ``post`` holds the graph's thresholds and K (constants of the exported graph).
 
+    ``half=True`` runs backbone, FPN and head in fp16 (normalisation, decode and NMS in
+    fp32): the fp16 graph of TensorRT 11's strongly typed fp16 engines.
+
     ``raw=True`` stops after decode: outputs ``scores`` [B, A, C] (after sigmoid; FCOS:
     sqrt(cls * centerness)) and ``boxes`` [B, A, 4] exactly as :meth:`Detector.decode`
     gives them (unclipped), for parity checks and custom post-processing.
@@ -97,12 +100,14 @@ class DeployModule(nn.Module):
         post: PostProcess = PostProcess(),
         *,
         raw: bool = False,
+        half: bool = False,
     ):
         super().__init__()
         self.detector = copy.deepcopy(detector).eval()
         self.spec = detector.spec
         self.post = post
         self.raw = raw
+        self.half = half
         h, w = self.spec.input_size
         with torch.no_grad():
             probe = torch.zeros(1, 3, h, w, dtype=torch.uint8)
@@ -111,6 +116,8 @@ class DeployModule(nn.Module):
         self.register_buffer("anchors", anchors.clone(), persistent=False)
         self.num_classes = self.spec.num_classes
         self.class_offset = float(max(h, w) + 1)
+        if half:  # the network only: mean/std (Detector buffers) and anchors stay fp32
+            self.detector.net.half()
 
     def train(self, mode: bool = True) -> DeployModule:
         """Stay in eval mode whatever ``mode`` says: a deploy graph has no training mode.
@@ -129,7 +136,19 @@ class DeployModule(nn.Module):
         """images uint8 [B, 3, H, W] -> (num_dets, boxes, scores, labels) or raw (scores, boxes)."""
         if not torch.jit.is_tracing():
             self._check_input(images)
-        out = self.detector.dense(self.detector.preprocess(images))
+        x = self.detector.preprocess(images)
+        if self.half:
+            # fp16 backbone/FPN/head, back to fp32 for decode and NMS: box coordinates in
+            # pixels need more than fp16's 11 bits, and TensorRT keeps the graph's types.
+            out = self.detector.dense(x.half())
+            out = dataclasses.replace(
+                out,
+                cls_logits=out.cls_logits.float(),
+                bbox_regression=out.bbox_regression.float(),
+                bbox_ctrness=None if out.bbox_ctrness is None else out.bbox_ctrness.float(),
+            )
+        else:
+            out = self.detector.dense(x)
         out = dataclasses.replace(out, anchors=self.anchors)
         scores, boxes = self.detector.decode(out)  # [B, A, C] in 0..1, [B, A, 4] xyxy
         if self.raw:

@@ -39,6 +39,7 @@ COMMON_OPTIONS: tuple[str, ...] = (
     "--no-simplify",
     "--no-parity",
     "--parity-images",
+    "--input-size",
 )
 """Flags every format takes: each format starts with the fp32 ONNX deploy graph."""
 
@@ -59,17 +60,23 @@ FORMATS: tuple[ExportFormat, ...] = (
         needs_cuda=False,
         options=(*_CALIB, "--int8-target", "--val", "--max-map-drop"),
         description="INT8 QDQ ONNX: static post-training quantization of the network part (ONNX Runtime), "
-        "calibrated on unlabeled images (--calib, required); decode and NMS stay fp32. "
-        "--int8-target tensorrt (default: symmetric S8S8, TensorRT's explicit quantization) or cpu "
-        "(U8S8, ONNX Runtime's fast CPU path). --val scores fp32 and INT8 mAP side by side.",
+        "calibrated on unlabeled images (--calib, required; ranges kept in best.calib.json for the next export); "
+        "decode and NMS stay fp32. --int8-target auto (default: tensorrt where CUDA + TensorRT are present, "
+        "else cpu), tensorrt (symmetric S8S8, TensorRT's explicit quantization) or cpu (U8S8, ONNX Runtime's "
+        "fast CPU path). --val scores fp32 and INT8 mAP side by side; --max-map-drop gates on it.",
     ),
     ExportFormat(
         name="engine",
         suffix=".engine",
         needs_cuda=True,
-        options=("--half", *_CALIB, "--min-batch", "--opt-batch", "--max-batch", "--workspace", "--timing-cache"),
-        description="TensorRT engine (TensorRT >= 10, CUDA GPU): fp32, fp16 (--half) or INT8 from the QDQ graph "
-        "(--calib). Tied to the GPU model and TensorRT version that built it.",
+        options=(
+            "--half", *_CALIB, "--nms", "--val", "--max-map-drop",
+            "--min-batch", "--opt-batch", "--max-batch", "--workspace", "--timing-cache",
+        ),  # fmt: skip
+        description="TensorRT engine (TensorRT >= 10, CUDA GPU): fp32, fp16 (--half; TensorRT 11: from the fp16 graph, "
+        "strongly typed) or INT8 from the QDQ graph (--calib). --nms onnx (default: ONNX NonMaxSuppression) or "
+        "efficient (TensorRT's EfficientNMS_TRT plugin). Checked like every artefact: parity vs torch, and mAP "
+        "with --val. Tied to the GPU model and TensorRT version that built it.",
     ),
 )
 

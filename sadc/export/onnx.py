@@ -26,10 +26,10 @@ import torch
 
 from sadc import __version__
 from sadc.artefacts.checkpoint import load_checkpoint
-from sadc.artefacts.files import atomic_write, file_sha256
+from sadc.artefacts.files import file_sha256
 from sadc.artefacts.io import INPUT_NAME
 from sadc.artefacts.postprocess import PostProcess
-from sadc.artefacts.sidecar import SIDECAR_VERSION, write_sidecar
+from sadc.artefacts.sidecar import SIDECAR_VERSION, write_onnx_artefact
 from sadc.data.images import noise_images
 from sadc.errors import ExportError, SadcError, first_line
 from sadc.export.deploy import DeployModule
@@ -62,10 +62,20 @@ def _mapping(d: dict, key: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def load_export_source(source: Path | Detector) -> ExportSource:
-    """A checkpoint path or a detector -> :class:`ExportSource` (detector in eval mode)."""
+def load_export_source(source: Path | str | Detector, input_size: tuple[int, int] | None = None) -> ExportSource:
+    """A checkpoint path, ``torchvision:NAME`` (with ``input_size``) or a detector -> :class:`ExportSource` (eval mode)."""
     if isinstance(source, Detector):
         return ExportSource(source)
+    from sadc.models.torchvision_zoo import PREFIX
+
+    if str(source).startswith(PREFIX):
+        from sadc.models.torchvision_zoo import (
+            load_torchvision_detector,
+            parse_input_size,
+        )
+
+        detector, weights = load_torchvision_detector(str(source), parse_input_size(input_size, str(source)))
+        return ExportSource(detector, {"checkpoint": str(source), "sha256": None, "weights": weights})
     from sadc.models.loading import detector_from_checkpoint
 
     path = Path(source)
@@ -151,6 +161,7 @@ def export_onnx(
     opset: int = MIN_OPSET,
     post: PostProcess = PostProcess(),
     raw: bool = False,
+    half: bool = False,
     simplify: bool = True,
     provenance: dict[str, Any] | None = None,
 ) -> Path:
@@ -162,13 +173,19 @@ def export_onnx(
     :mod:`sadc.export.deploy`), or with ``raw=True`` ``scores`` [B, A, C] and ``boxes``
     [B, A, 4] before NMS. Writes ``<out_path>.json`` (see :func:`write_sidecar`);
     ``provenance`` (``{"checkpoint", "sha256"}``) is recorded as its ``source`` when
-    ``source`` is a detector loaded elsewhere. Returns ``out_path``.
+    ``source`` is a detector loaded elsewhere. The sidecar's content is also embedded in
+    the file (``metadata_props``), so the file works without its ``.json``.
+
+    ``half=True``: the fp16 graph (sidecar format ``onnx-fp16``): backbone, FPN and head
+    in fp16, normalisation, decode and post-processing in fp32; what a strongly typed
+    TensorRT 11 network builds fp16 engines from. ONNX Runtime runs it too (on CPUs by
+    casting, slowly). Returns ``out_path``.
     """
     import onnx
 
     loaded = load_export_source(source)
     provenance = loaded.provenance or provenance
-    module = DeployModule(loaded.detector, post, raw=raw)
+    module = DeployModule(loaded.detector, post, raw=raw, half=half)
     model = onnx.load_from_string(onnx_bytes(module, opset=opset))
     if simplify:
         model = simplify_model(model)
@@ -177,20 +194,9 @@ def export_onnx(
         onnx.checker.check_model(model, full_check=True)
     except Exception as err:  # checker raises ValidationError / InferenceError
         raise ExportError(f"{out_path}: exported graph fails onnx.checker ({first_line(err)})") from None
-    out_path = Path(out_path)
-    atomic_write(out_path, lambda f: f.write(model.SerializeToString()))
-    write_sidecar(
-        out_path,
-        sidecar_payload(
-            module,
-            fmt="onnx-raw" if raw else "onnx",
-            opset=opset,
-            source=provenance,
-            artefact=out_path,
-            extra={"simplified": simplify},
-        ),
-    )
-    return out_path
+    fmt = "onnx-raw" if raw else ("onnx-fp16" if half else "onnx")
+    payload = sidecar_payload(module, fmt=fmt, opset=opset, source=provenance, artefact=Path(out_path), extra={"simplified": simplify})
+    return write_onnx_artefact(Path(out_path), model, payload)
 
 
 def simplify_model(model):
@@ -260,7 +266,7 @@ def sidecar_payload(
         "format": fmt,
         "sadc_version": __version__,
         "file": Path(artefact).name,
-        "sha256": file_sha256(artefact),
+        "sha256": None,  # set once the file is written (write_onnx_artefact)
         "source": source,
         "spec": spec.model_dump(mode="json"),
         "class_names": list(spec.class_names),
@@ -272,6 +278,8 @@ def sidecar_payload(
         "output_names": list(module.output_names),
         "outputs": {name: {"dtype": dtype_names[t], "shape": shape} for name, (shape, t) in shapes.items()},
         "thresholds": module.post.to_json(),
+        "precision": "fp16 network, fp32 decode and NMS" if module.half else "fp32",
+        "nms": {"kind": "onnx", "op": "NonMaxSuppression"} if not module.raw else None,
         "box_format": "xyxy, input pixels, clipped to the image" if not module.raw else "xyxy, input pixels, unclipped",
         **(extra or {}),
     }

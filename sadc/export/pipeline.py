@@ -1,8 +1,12 @@
 """The export pipeline behind ``sadc export``, callable from Python with the same result.
 
-    checkpoint -> fp32 ONNX deploy graph (+ sidecar) -> parity vs torch
-               -> [int8]   QDQ graph calibrated on --calib -> parity report, fp32 vs INT8 mAP (--val)
-               -> [engine] TensorRT engine from the fp32 or QDQ graph
+    checkpoint or torchvision:NAME -> fp32 ONNX deploy graph (+ sidecar) -> gate (parity vs torch)
+       -> [int8]   QDQ graph calibrated on --calib (ranges cached) -> gate (parity report, mAP with --val)
+       -> [engine] the graph for the engine (fp32, fp16, QDQ; ONNX NMS or EfficientNMS)
+                   -> TensorRT engine -> gate (parity vs torch, mAP with --val)
+
+Every artefact goes through :func:`sadc.export.gate.gate_artefact`, which records the
+outcome in its sidecar (``verification``) and fails the export when a check fails.
 
 :func:`export_checkpoint` takes the checkpoint, a format of :data:`~sadc.export.formats.FORMATS`
 and one :class:`ExportOptions`; every stage is one call into :mod:`sadc.export`. Heavy
@@ -63,7 +67,7 @@ class ExportOptions:
     calib_images: int = _flag("--calib-images", default=64)
     calib_batch: int = _flag("--calib-batch", default=8)
     method: str = _flag("--method", default="entropy")
-    int8_target: str = _flag("--int8-target", default="tensorrt")
+    int8_target: str = _flag("--int8-target", default="auto")
     val: Path | None = _flag("--val", default=None)
     max_map_drop: float | None = _flag("--max-map-drop", default=None)
     half: bool = _flag("--half", default=False)
@@ -72,6 +76,8 @@ class ExportOptions:
     max_batch: int = _flag("--max-batch", default=16)
     workspace: float = _flag("--workspace", default=4.0)
     timing_cache: Path | None = _flag("--timing-cache", default=None)
+    nms: str = _flag("--nms", default="onnx")
+    input_size: str | None = _flag("--input-size", default=None)  # torchvision:NAME sources: N or H,W
 
     def __post_init__(self) -> None:
         for name in ("out", "parity_images", "calib", "val", "timing_cache"):  # str paths from Python callers
@@ -92,7 +98,18 @@ class ExportOptions:
             raise SadcError("--half and --calib: an engine is fp16 or INT8 (from the QDQ graph), not both")
         if self.max_map_drop is not None and self.val is None:
             raise SadcError("--max-map-drop needs --val VAL.json to measure the mAP change")
-        if not Path(checkpoint).is_file():
+        from sadc.export.efficient_nms import NMS_CHOICES
+        from sadc.export.quantize import TARGET_CHOICES
+
+        if self.nms not in NMS_CHOICES:
+            raise SadcError(f"--nms {self.nms}: choose one of {', '.join(NMS_CHOICES)}")
+        if self.int8_target not in TARGET_CHOICES:
+            raise SadcError(f"--int8-target {self.int8_target}: choose one of {', '.join(TARGET_CHOICES)}")
+        if is_torchvision(checkpoint):
+            from sadc.models.torchvision_zoo import parse_input_size, torchvision_spec
+
+            torchvision_spec(str(checkpoint), parse_input_size(self.input_size, str(checkpoint)))  # name and size, now
+        elif not Path(checkpoint).is_file():
             raise SadcError(f"{checkpoint}: checkpoint not found")
         if self.calib is not None and not self.calib.is_dir():
             raise SadcError(f"--calib {self.calib}: folder not found (unlabeled images to calibrate on)")
@@ -115,81 +132,97 @@ class ExportOptions:
 
 @dataclass
 class ExportResult:
-    """What an export wrote (fp32 ONNX first, then INT8 ONNX, then the engine) and what it measured."""
+    """What an export wrote (fp32 ONNX first, then intermediates, then the final artefact) and what it measured."""
 
     written: list[Path] = field(default_factory=list)
-    parity: list[ParityReport] = field(default_factory=list)  # fp32 (enforced), then INT8 (reported)
-    map_scores: dict[str, dict[str, float]] | None = None  # {"fp32": {...}, "int8": {...}} with --val
+    parity: list[ParityReport] = field(default_factory=list)  # in the order of the gated artefacts
+    map_scores: dict[str, dict[str, float]] | None = None  # {"reference": fp32 ONNX, "artefact": final} with --val
+    int8_target: str | None = None  # the resolved --int8-target, with an INT8 graph
+
+
+def is_torchvision(source) -> bool:
+    return str(source).startswith("torchvision:")
 
 
 def export_checkpoint(
-    checkpoint: Path, fmt: str | ExportFormat, options: ExportOptions = ExportOptions(), *, console: Console | None = None
+    checkpoint: Path | str, fmt: str | ExportFormat, options: ExportOptions = ExportOptions(), *, console: Console | None = None
 ) -> ExportResult:
-    """Export ``checkpoint`` (a sadc .pt) as ``fmt`` (onnx, int8 or engine) with ``options``.
+    """Export ``checkpoint`` (a sadc .pt, or ``torchvision:NAME`` with ``options.input_size``) as ``fmt``.
 
-    Every file gets a JSON sidecar. The fp32 graph is checked against torch (parity;
-    an error when it fails) unless ``options.parity`` is False; INT8 parity is reported
-    and INT8 judged by mAP (``options.val``, ``options.max_map_drop``). ``console``
-    receives progress, tables and the written files (None: silent). Raises
-    :class:`SadcError` in one line for bad options before any work.
+    Every file gets a JSON sidecar (and ONNX files the same content inside) and goes
+    through the gate (:mod:`sadc.export.gate`): parity against torch unless
+    ``options.parity`` is False, mAP against the fp32 ONNX graph with ``options.val``.
+    A failed gate raises :class:`~sadc.export.gate.GateError` after marking the file's
+    sidecar ``verification.status = "failed"``. ``console`` receives progress, tables and
+    the written files (None: silent). Raises :class:`SadcError` in one line for bad
+    options before any work.
     """
     from rich.console import Console
 
     console = console or Console(quiet=True)
     fmt = get_format(fmt) if isinstance(fmt, str) else fmt
-    checkpoint = Path(checkpoint)
     options.check(fmt, checkpoint)
-    profile = None
+    profile = host = None
     if fmt.needs_cuda:  # fail in seconds, not after the ONNX export
         from sadc.export import tensorrt as trt_export
 
         profile = trt_export.BatchProfile(options.min_batch, options.opt_batch, options.max_batch)
         trt_export.check_workspace(options.workspace)
-        trt_export.import_tensorrt()
+        host = trt_export.import_tensorrt()
 
+    from sadc.export.gate import RULES, gate_artefact, not_checked
     from sadc.export.onnx import export_onnx, load_export_source
 
-    source = load_export_source(checkpoint)
+    source = load_export_source(checkpoint if is_torchvision(checkpoint) else Path(checkpoint), options.input_size)
     recipe = _recipe_export(source.recipe_export)
     post = options.postprocess(recipe.postprocess())
-    final = options.out or default_output(checkpoint, fmt, raw=options.raw)
+    opset = _or(options.opset, recipe.opset)
+    anchor = Path(str(checkpoint).split(":", 1)[1]) if is_torchvision(checkpoint) else Path(checkpoint)
+    final = options.out or default_output(anchor, fmt, raw=options.raw)
     onnx_path = final if fmt.name == "onnx" else sibling(final, ".onnx")
     result = ExportResult()
-    result.written.append(
-        export_onnx(
-            source.detector,
-            onnx_path,
-            opset=_or(options.opset, recipe.opset),
-            post=post,
-            raw=options.raw,
-            simplify=options.simplify,
-            provenance=source.provenance,
-        )
-    )
+
+    def onnx_graph(path: Path, **kw) -> Path:
+        out = export_onnx(source.detector, path, opset=opset, post=post, simplify=options.simplify, provenance=source.provenance, **kw)
+        result.written.append(out)
+        return out
+
+    def gate(artefact: Path, rule, **kw) -> None:
+        if images is None and "val" not in kw:
+            not_checked(artefact, "--no-parity")
+            return
+        report, scores = gate_artefact(source.detector, artefact, rule, images=images, console=console, **kw)
+        if report is not None:
+            result.parity.append(report)
+        if scores is not None:
+            result.map_scores = scores
+
+    onnx_graph(onnx_path, raw=options.raw)
     images = None
     if options.parity:
-        from sadc.export.parity import parity_images, run_parity
+        from sadc.export.parity import parity_images
 
         folder = options.parity_images or source.default_parity_folder()
         console.print(f"parity: torch vs ONNX Runtime on {PARITY_IMAGES} {'images from ' + str(folder) if folder else 'random images'}")
         images = parity_images(source.detector.spec, folder, n=PARITY_IMAGES)
-        report = run_parity(source.detector, onnx_path, images=images)
-        result.parity.append(report)
-        console.print(report.table())
-        report.raise_if_failed()
+    gate(onnx_path, RULES[("onnx", "fp32")])
+    val = {"val": options.val, "reference": onnx_path, "max_map_drop": options.max_map_drop} if options.val else {}
 
-    engine_onnx = onnx_path
-    if options.calib is not None:
-        engine_onnx = _quantize(source.detector, onnx_path, final, fmt, options, images, result, console)
-
-    if profile is not None:
+    if fmt.name == "int8":
+        int8_path = _quantize(onnx_path, final, options, result, console, to_engine=False)
+        gate(int8_path, RULES[("onnx", "int8")], **val)
+    elif fmt.name == "engine":
         from sadc.export import tensorrt as trt_export
+        from sadc.runtime.trt_rt import TrtPredictor
 
+        precision = "int8" if options.calib is not None else ("fp16" if options.half else "fp32")
+        graph = _engine_graph(precision, onnx_path, final, options, host, result, console, onnx_graph, gate, post)
+        console.print(f"TensorRT {host.version} on {host.gpu}: building a {precision} engine from {graph.name} (NMS: {options.nms})")
         result.written.append(
             trt_export.build_engine(
-                engine_onnx,
+                graph,
                 final,
-                precision="int8" if options.calib is not None else ("fp16" if options.half else "fp32"),
+                precision=precision,
                 min_batch=profile.min,
                 opt_batch=profile.opt,
                 max_batch=profile.max,
@@ -197,9 +230,44 @@ def export_checkpoint(
                 timing_cache=options.timing_cache,
             )
         )
+        engine = TrtPredictor(final, device=str(host.device) if host.device.type == "cuda" else "cuda")
+        gate(final, RULES[("engine", precision)], predictor=engine, **val)
     for path in result.written:
         console.print(f"[green]wrote[/] {path} ({path.stat().st_size / 1e6:.1f} MB) + {path.name}.json")
     return result
+
+
+def _engine_graph(precision, onnx_path: Path, final: Path, options: ExportOptions, host, result, console, onnx_graph, gate, post) -> Path:
+    """The ONNX graph the engine is built from, written and gated on the way.
+
+    --nms onnx: the fp32 deploy graph (fp32; fp16 on TensorRT 10 with its FP16 flag),
+    the fp16 graph (fp16 on TensorRT 11), or the QDQ graph (int8). --nms efficient: the
+    raw graph in the same precision with EfficientNMS_TRT appended.
+    """
+    from sadc.export.efficient_nms import export_efficient_nms
+    from sadc.export.gate import RULES
+
+    fp16_graph = precision == "fp16" and not host.has_fp16_flag()
+    if fp16_graph:
+        console.print(f"fp16: TensorRT {host.version} has no FP16 builder flag: strongly typed network from the fp16 graph")
+    if options.nms == "onnx":
+        if precision == "int8":
+            return _quantize(onnx_path, final, options, result, console, to_engine=True)
+        if fp16_graph:
+            fp16 = onnx_graph(sibling(final, ".fp16.onnx"), half=True)
+            gate(fp16, RULES[("onnx", "fp16")])
+            return fp16
+        return onnx_path
+    if precision == "int8":
+        raw = onnx_graph(sibling(final, ".raw.onnx"), raw=True)
+        raw = _quantize(raw, sibling(final, ".int8.raw.onnx"), options, result, console, to_engine=True)
+        tag = ".int8"
+    else:
+        raw = onnx_graph(sibling(final, ".fp16.raw.onnx" if fp16_graph else ".raw.onnx"), raw=True, half=fp16_graph)
+        tag = ".fp16" if fp16_graph else ""
+    graph = export_efficient_nms(raw, sibling(final, f"{tag}.efficientnms.onnx"), post)
+    result.written.append(graph)
+    return graph
 
 
 def _or(value, default):
@@ -219,51 +287,36 @@ def _recipe_export(section: dict[str, Any]):
         return ExportSection()
 
 
-def _quantize(detector, onnx_path: Path, final: Path, fmt: ExportFormat, options: ExportOptions, images, result: ExportResult, console) -> Path:
-    """The INT8 stage: QDQ graph, its parity report, and fp32 vs INT8 mAP with ``options.val``."""
-    from sadc.export.quantize import quantize_int8
+def _quantize(fp32_graph: Path, out: Path, options: ExportOptions, result: ExportResult, console, *, to_engine: bool) -> Path:
+    """The INT8 QDQ graph of ``fp32_graph`` at ``out`` (``final`` for -f int8, else ``.int8.onnx`` beside it).
 
-    int8_path = final if fmt.name == "int8" else sibling(final, ".int8.onnx")
+    The calibration cache is ``<stem>.calib.json`` beside the final artefact, shared by
+    every INT8 export of the same stem.
+    """
+    from sadc.export.quantize import quantize_int8, resolve_target
+
+    target, why = resolve_target(str(options.int8_target), to_engine=to_engine)
+    result.int8_target = target
+    console.print(f"int8 target: {target} ({why})")
+    int8_path = out if Path(out).name.endswith(".int8.onnx") or Path(out).name.endswith(".int8.raw.onnx") else sibling(out, ".int8.onnx")
+    stem_of = out if not Path(out).name.endswith(".int8.raw.onnx") else Path(str(out).removesuffix(".int8.raw.onnx"))
     assert options.calib is not None  # check_options requires --calib for int8 and engine
     quantize_int8(
-        onnx_path,
+        fp32_graph,
         int8_path,
         options.calib,
         n=options.calib_images,
         method=str(options.method),
         batch=options.calib_batch,
-        target=str(options.int8_target),
+        target=target,
+        cache=sibling(stem_of, ".calib.json"),
     )
+    from sadc.artefacts.sidecar import read_sidecar, update_sidecar
+
+    quant = read_sidecar(int8_path)["quantization"]
+    update_sidecar(int8_path, {"quantization": {**quant, "target_choice": why}})
+    cache = quant.get("calibration_cache") or {}
+    if cache.get("file"):
+        console.print(f"calibration: {'ranges reused from' if cache.get('reused') else 'ranges computed, kept in'} {cache['file']}")
     result.written.append(int8_path)
-    if images is not None:  # INT8 is judged by mAP; its parity is reported, not enforced
-        from sadc.export.parity import run_parity
-
-        report = run_parity(detector, int8_path, images=images, tolerance=None, compare_raw=False, match_iou=0.5)
-        result.parity.append(report)
-        console.print(report.table())
-    if options.val is not None:
-        result.map_scores = _report_map_change(onnx_path, int8_path, options.val, options.max_map_drop, console)
     return int8_path
-
-
-def _report_map_change(fp32: Path, int8: Path, val: Path, max_map_drop: float | None, console) -> dict[str, dict[str, float]]:
-    from rich.table import Table
-
-    from sadc.export.quantize import map_change
-
-    scores = map_change(fp32, int8, val, console=console)
-    table = Table(title=f"INT8 accuracy on {val}")
-    for col in ("model", "mAP", "AP50", "AP75"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for name, s in scores.items():
-        table.add_row(name, *(f"{s[k]:.4f}" for k in ("mAP", "AP50", "AP75")))
-    drop = scores["fp32"]["mAP"] - scores["int8"]["mAP"]
-    table.caption = f"mAP change {scores['int8']['mAP'] - scores['fp32']['mAP']:+.4f}"
-    console.print(table)
-    if max_map_drop is not None and drop > max_map_drop:
-        raise SadcError(
-            f"INT8 mAP {scores['int8']['mAP']:.4f} is {drop:.4f} below fp32 {scores['fp32']['mAP']:.4f} "
-            f"(--max-map-drop {max_map_drop}): calibrate on more or more representative images (--calib, "
-            "--calib-images), try --method percentile, or ship fp32/fp16"
-        )
-    return scores

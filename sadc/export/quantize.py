@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import math
 import tempfile
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 METHODS = ("entropy", "percentile", "minmax")
 TARGETS = ("tensorrt", "cpu")
+TARGET_CHOICES = ("auto", *TARGETS)
+"""``--int8-target`` values: ``auto`` resolves to one of :data:`TARGETS` (:func:`resolve_target`)."""
 QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 POSTPROCESS_START = "TopK"  # the first node of post-processing; it and all downstream stay float
 
@@ -106,6 +109,23 @@ class CalibrationImages:
     def __iter__(self):
         while (item := self.get_next()) is not None:
             yield item
+
+
+def resolve_target(choice: str, *, to_engine: bool) -> tuple[str, str]:
+    """``--int8-target`` -> (tensorrt or cpu, why): ``auto`` is tensorrt when the export goes on
+    to an engine or CUDA + TensorRT are usable here, cpu otherwise (ONNX Runtime's fast CPU form)."""
+    if choice not in TARGET_CHOICES:
+        raise SadcError(f"--int8-target {choice}: choose one of {', '.join(TARGET_CHOICES)}")
+    if choice != "auto":
+        return choice, f"--int8-target {choice}"
+    if to_engine:
+        return "tensorrt", "auto: the graph goes on to a TensorRT engine"
+    from sadc.runtime.trt_host import tensorrt_available
+
+    ready, why = tensorrt_available()
+    if ready:
+        return "tensorrt", f"auto: {why} is here"
+    return "cpu", f"auto: no CUDA + TensorRT here ({why.split(' (')[0]}); --int8-target tensorrt for engines"
 
 
 def select_calibration_images(source: Path | Sequence[Path], n: int, skips: SkipList | None = None) -> list[Path]:
@@ -179,8 +199,9 @@ def quantize_int8(
     method: str = "entropy",
     batch: int = 8,
     target: str = "tensorrt",
+    cache: Path | None = None,
 ) -> Path:
-    """Quantize the fp32 deploy graph ``onnx_in`` (with its sidecar) to ``onnx_out``.
+    """Quantize the fp32 deploy (or raw) graph ``onnx_in`` (with its sidecar) to ``onnx_out``.
 
     ``target`` picks the QDQ flavour (both keep decode and NMS in float):
 
@@ -195,6 +216,10 @@ def quantize_int8(
     them (evenly spaced) are letterboxed to the sidecar's input size and fed in
     batches of ``batch`` (the calibration batch; the graph's batch stays dynamic).
     Writes ``<onnx_out>.json`` with format ``onnx-int8`` and the calibration settings.
+
+    ``cache``: the calibration cache (default ``<stem>.calib.json`` beside ``onnx_out``,
+    see :mod:`sadc.export.calib_cache`): its ranges are used when they were made from the
+    same network layers, images and method, and written after a calibration otherwise.
     """
     try:
         from onnxruntime.quantization import (
@@ -208,8 +233,8 @@ def quantize_int8(
         raise SadcError("onnxruntime is not installed: pip install 'sadc[cpu]'") from err
     import onnx
 
-    from sadc.artefacts.files import atomic_write, file_sha256
-    from sadc.artefacts.sidecar import read_sidecar, write_sidecar
+    from sadc.artefacts.sidecar import read_sidecar, write_onnx_artefact
+    from sadc.export import calib_cache
 
     if method not in METHODS:
         raise SadcError(f"--method {method}: choose one of {', '.join(METHODS)}")
@@ -217,8 +242,10 @@ def quantize_int8(
         raise SadcError(f"--int8-target {target}: choose one of {', '.join(TARGETS)}")
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
     sidecar = read_sidecar(onnx_in)
-    if sidecar["format"] != "onnx":
-        raise SadcError(f"{onnx_in}: format {sidecar['format']!r}; INT8 quantization needs an fp32 deploy graph (format 'onnx')")
+    if sidecar["format"] not in ("onnx", "onnx-raw") or str(sidecar.get("precision", "fp32")) != "fp32":
+        raise SadcError(
+            f"{onnx_in}: format {sidecar['format']!r}; INT8 quantization needs an fp32 graph (format 'onnx' or 'onnx-raw')"
+        )
     from sadc.data.reader import SkipList
 
     skips = SkipList()
@@ -250,6 +277,16 @@ def quantize_int8(
         # quantizer needs tensor shapes, and the result stays plain ONNX for TensorRT.
         quant_pre_process(str(onnx_in), str(prepared))
         model = onnx.load(str(prepared))
+        cache_file = Path(cache) if cache is not None else calib_cache.cache_path(onnx_out)
+        key = calib_cache.cache_key(calib_cache.network_fingerprint(model, QUANTIZED_OP_TYPES), method, paths, batch)
+        ranges_file, cache_args = Path(tmp) / "ranges.json", {}
+        reused = False
+        if calib_cache.ort_supports_cache():
+            cached = calib_cache.read_ranges(cache_file, key)
+            if cached is not None:
+                ranges_file.write_text(json.dumps(cached))
+                reused = True
+            cache_args = {"calibration_cache_path": str(ranges_file)}  # ORT reads it, or writes it after calibrating
         quantize_static(
             str(prepared),  # a path: quantize_static moves a ModelProto's weights to external data
             str(out_tmp),
@@ -268,16 +305,19 @@ def quantize_int8(
                 "CalibStridedMinMax": 1,  # one batch per calibrator pass (all methods), bounded memory
                 **flavour,
             },
+            **cache_args,
         )
         quantized = onnx.load(str(out_tmp))
+        if cache_args and not reused and ranges_file.is_file():
+            calib_cache.write_ranges(cache_file, key, json.loads(ranges_file.read_text()))
     onnx.checker.check_model(quantized)
-    atomic_write(onnx_out, lambda f: f.write(quantized.SerializeToString()))
 
     payload = {
         **sidecar,
         "format": "onnx-int8",
+        "precision": "int8 network (QDQ), fp32 decode and NMS",
         "file": onnx_out.name,
-        "sha256": file_sha256(onnx_out),
+        "sha256": None,
         "fp32_model": {"file": onnx_in.name, "sha256": sidecar.get("sha256")},
         "quantization": {
             **settings,
@@ -287,38 +327,17 @@ def quantize_int8(
             "calibration_skipped": sorted({str(p) for p, _ in [*skips.entries, *reader.skipped]}),
             "calibration_source": str(calib_images) if isinstance(calib_images, (str, Path)) else "list",
             "onnxruntime": _ort_version(),
+            "calibration_cache": {
+                "file": cache_file.name if cache_args else None,
+                "reused": reused,
+                "note": None if cache_args else "this onnxruntime has no calibration_cache_path: calibrated every time",
+            },
         },
     }
-    write_sidecar(onnx_out, payload)
-    return onnx_out
+    return write_onnx_artefact(onnx_out, quantized, payload)
 
 
 def _ort_version() -> str:
     import onnxruntime
 
     return onnxruntime.__version__
-
-
-def map_change(
-    fp32_onnx: Path,
-    int8_onnx: Path,
-    annotations: Path,
-    images: Path | None = None,
-    *,
-    batch_size: int = 8,
-    console=None,
-) -> dict[str, dict[str, float]]:
-    """COCO metrics of the fp32 and INT8 graphs on a labeled set (COCO json, YOLO data.yaml or VOC folder).
-
-    Returns ``{"fp32": {...}, "int8": {...}}``.
-    """
-    from sadc.runtime.accuracy import predictor_accuracy
-    from sadc.runtime.onnx_rt import OrtPredictor
-
-    annotations = Path(annotations)
-    if not annotations.exists():
-        raise SadcError(f"--val {annotations}: not found (a COCO json, a YOLO data.yaml or a VOC folder)")
-    return {
-        name: predictor_accuracy(OrtPredictor(path), annotations, images, batch_size=batch_size, console=console)
-        for name, path in (("fp32", fp32_onnx), ("int8", int8_onnx))
-    }

@@ -1,24 +1,27 @@
-"""TensorRT engine from a sadc ONNX export (TensorRT 10 Python API).
+"""TensorRT engine from a sadc ONNX export (TensorRT 10 and 11 Python API).
 
     builder = trt.Builder(logger)
-    network = builder.create_network(flags)      # explicit batch is the only mode in TRT 10
+    network = builder.create_network(flags)      # explicit batch is the only mode since TRT 10
     trt.OnnxParser(network, logger).parse_from_file(onnx)
-    config: WORKSPACE pool limit, FP16 flag (fp16), optimization profile on "images",
+    config: WORKSPACE pool limit, FP16 flag (TRT 10 fp16 only), optimization profile on "images",
             timing cache (read, reused, written back)
     builder.build_serialized_network(network, config) -> engine bytes
 
 Precision:
 - fp32: no precision flag (TensorRT may still use TF32 on Ampere+, its default).
-- fp16: ``BuilderFlag.FP16`` on the fp32 graph (a weakly typed network, TensorRT 10;
-  TensorRT 11 removed the flag, so fp16 there needs an fp16 graph and is refused).
-- int8: the QDQ graph from ``sadc export --format int8``, built as a *strongly
-  typed* network: explicit quantization, no calibrator and no INT8 flag (the
-  documented way since TensorRT 10.1; it also works on TensorRT 11). Layers outside
-  the Q/DQ pairs (decode, NMS) run in fp32, as in the graph.
+- fp16, TensorRT 10: ``BuilderFlag.FP16`` on the fp32 graph (a weakly typed network).
+- fp16, TensorRT 11 (which removed the flag): a *strongly typed* network from the fp16
+  graph (``export_onnx(..., half=True)``, format ``onnx-fp16``): backbone, FPN and head
+  in fp16, normalisation, decode and NMS in fp32, as the graph's types say.
+- int8: the QDQ graph from ``sadc export --format int8``, built as a strongly typed
+  network: explicit quantization, no calibrator and no INT8 flag (the documented way
+  since TensorRT 10.1; it also works on TensorRT 11). Layers outside the Q/DQ pairs
+  (decode, NMS) run in fp32, as in the graph.
 
-Everything that needs no GPU (argument checks, profile shapes, sidecar content) is
-plain Python and tested on CPU machines; ``tensorrt`` is imported only to build.
-An engine only runs on the GPU model and TensorRT version that built it.
+TensorRT is reached only through :func:`sadc.runtime.trt_host.load_tensorrt`, the seam
+tests replace with a fake ``trt`` module. Everything that needs no GPU (argument
+checks, profile shapes, sidecar content) is plain Python. An engine only runs on the
+GPU model and TensorRT version that built it.
 """
 
 from __future__ import annotations
@@ -36,9 +39,7 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 MIN_TENSORRT = 10
-TENSORRT_MISSING = (
-    "TensorRT export needs tensorrt>=10 and a CUDA GPU: on a CUDA machine pip install 'sadc[gpu]'"
-)
+TENSORRT_MISSING = "TensorRT export needs tensorrt>=10 and a CUDA GPU: on a CUDA machine pip install 'sadc[gpu]'"
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,17 @@ class BatchProfile:
         return {k: (b, 3, h, w) for k, b in (("min", self.min), ("opt", self.opt), ("max", self.max))}
 
 
+def graph_precision(sidecar: dict[str, Any]) -> str:
+    """The precision an ONNX graph was written in, from its sidecar: fp32, fp16 or int8."""
+    return {"onnx-int8": "int8", "onnx-fp16": "fp16"}.get(sidecar.get("format", ""), "fp32")
+
+
 def check_precision(precision: str, onnx_format: str) -> None:
     """Refuse precision/graph combinations TensorRT would build wrongly or not at all."""
     if precision not in PRECISIONS:
         raise SadcError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if onnx_format == "onnx-raw":
+        raise SadcError("a raw graph (--raw) has no detections; build an engine from a deploy graph")
     if precision == "int8" and onnx_format != "onnx-int8":
         raise SadcError(
             f"int8 engine needs the QDQ graph (format onnx-int8), got {onnx_format!r}: "
@@ -76,6 +84,25 @@ def check_precision(precision: str, onnx_format: str) -> None:
         )
     if precision != "int8" and onnx_format == "onnx-int8":
         raise SadcError(f"a QDQ (onnx-int8) graph builds only an int8 engine, not {precision}; drop --half")
+    if precision == "fp32" and onnx_format == "onnx-fp16":
+        raise SadcError("an fp16 graph (onnx-fp16) builds an fp16 engine, not fp32; pass --half or the fp32 .onnx")
+
+
+def strongly_typed(precision: str, onnx_format: str, host) -> bool:
+    """Whether the network is built strongly typed (precisions from the graph, no precision flags).
+
+    INT8 (explicit Q/DQ) and fp16 graphs always are; an fp16 engine from the fp32 graph
+    uses TensorRT 10's ``BuilderFlag.FP16`` instead, which TensorRT 11 removed: there it
+    is refused (``sadc export`` builds TensorRT 11 fp16 engines from the fp16 graph).
+    """
+    if onnx_format in ("onnx-int8", "onnx-fp16"):
+        return True
+    if precision == "fp16" and not host.has_fp16_flag():
+        raise SadcError(
+            f"TensorRT {host.version} has no FP16 builder flag (removed in TensorRT 11): build fp16 from the fp16 "
+            "graph (sadc export -f engine --half does this; in Python export_onnx(..., half=True))"
+        )
+    return False
 
 
 def check_workspace(workspace_gb: float) -> int:
@@ -86,19 +113,13 @@ def check_workspace(workspace_gb: float) -> int:
 
 
 def import_tensorrt():
-    """The ``tensorrt`` module, or :class:`SadcError` when it or a CUDA GPU is unavailable."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise SadcError(TENSORRT_MISSING) from None
-    major = int(str(getattr(trt, "__version__", "0")).split(".")[0] or 0)
-    if major < MIN_TENSORRT:
-        raise SadcError(f"tensorrt {trt.__version__} is too old: {TENSORRT_MISSING}")
-    import torch
+    """The :class:`~sadc.runtime.trt_host.TensorRTHost` to build with, or :class:`SadcError` saying what is missing."""
+    from sadc.runtime import trt_host
 
-    if not torch.cuda.is_available():
-        raise SadcError(TENSORRT_MISSING)
-    return trt
+    try:
+        return trt_host.load_tensorrt()
+    except trt_host.TensorRTUnavailable as err:
+        raise SadcError(f"{TENSORRT_MISSING} ({err})") from None
 
 
 def engine_sidecar(
@@ -119,7 +140,7 @@ def engine_sidecar(
 
     shapes = profile.shapes(tuple(onnx_sidecar["input_size"]))
     return {
-        **onnx_sidecar,
+        **{k: v for k, v in onnx_sidecar.items() if k != "verification"},  # the engine gets its own
         "format": "tensorrt",
         "file": Path(engine_path).name,
         "sha256": file_sha256(engine_path) if Path(engine_path).is_file() else None,
@@ -152,7 +173,8 @@ def build_engine(
 
     Arguments are checked before TensorRT is imported, so mistakes fail fast on any
     machine. ``timing_cache``: a file reused when present and rewritten afterwards,
-    which makes rebuilds on the same GPU much faster.
+    which makes rebuilds on the same GPU much faster. TensorRT is reached through
+    :func:`sadc.runtime.trt_host.load_tensorrt` (the seam tests replace).
     """
     from sadc.artefacts.files import atomic_write
     from sadc.artefacts.sidecar import read_sidecar, write_sidecar
@@ -164,30 +186,24 @@ def build_engine(
     check_precision(precision, sidecar["format"])
     profile = BatchProfile(min_batch, opt_batch, max_batch)
     workspace = check_workspace(workspace_gb)
-    trt = import_tensorrt()
+    host = import_tensorrt()
+    trt = host.trt
+    typed = strongly_typed(precision, sidecar["format"], host)
     shapes = profile.shapes(tuple(sidecar["input_size"]))
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0
-    if precision == "int8":  # explicit quantization from Q/DQ: strongly typed, no precision flags
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if typed else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise SadcError(f"{onnx_path}: TensorRT {trt.__version__} cannot parse it ({brief(errors, 400)})")
+        raise SadcError(f"{onnx_path}: TensorRT {host.version} cannot parse it ({brief(errors, 400)})")
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
-    if precision == "fp16":
-        fp16 = getattr(trt.BuilderFlag, "FP16", None)
-        if fp16 is None:
-            raise SadcError(
-                f"TensorRT {trt.__version__} has no FP16 builder flag (removed in TensorRT 11): "
-                "build fp32 or int8, or use TensorRT 10 for fp16"
-            )
-        config.set_flag(fp16)
+    if precision == "fp16" and not typed:
+        config.set_flag(trt.BuilderFlag.FP16)  # TensorRT 10: a weakly typed network may pick fp16 kernels
     opt_profile = builder.create_optimization_profile()
     opt_profile.set_shape(INPUT_NAME, shapes["min"], shapes["opt"], shapes["max"])
     config.add_optimization_profile(opt_profile)
@@ -206,24 +222,20 @@ def build_engine(
     if timing_cache:
         atomic_write(Path(timing_cache), lambda f: f.write(memoryview(config.get_timing_cache().serialize())))
 
-    import torch
-
-    major, minor = torch.cuda.get_device_capability()
-    write_sidecar(
-        engine_path,
-        engine_sidecar(
-            sidecar,
-            onnx_path=onnx_path,
-            engine_path=engine_path,
-            precision=precision,
-            profile=profile,
-            workspace_gb=workspace_gb,
-            tensorrt_version=trt.__version__,
-            gpu=torch.cuda.get_device_name(),
-            compute_capability=f"{major}.{minor}",
-            timing_cache=timing_cache,
-        ),
+    payload = engine_sidecar(
+        sidecar,
+        onnx_path=onnx_path,
+        engine_path=engine_path,
+        precision=precision,
+        profile=profile,
+        workspace_gb=workspace_gb,
+        tensorrt_version=host.version,
+        gpu=host.gpu,
+        compute_capability=host.compute_capability,
+        timing_cache=timing_cache,
     )
+    payload["tensorrt"]["strongly_typed"] = typed
+    write_sidecar(engine_path, payload)
     return engine_path
 
 

@@ -96,3 +96,47 @@ def build_torchvision_net(spec: DetectorSpec, weights: str | None) -> nn.Module:
             f"`python -c \"import torchvision; torchvision.models.get_model('{name}', weights='{weights}')\"` "
             "to fill the torch hub cache, or pass a state-dict file as the source"
         ) from None
+
+
+def parse_input_size(text: str | int | tuple | list | None, source: str) -> tuple[int, int]:
+    """``--input-size`` ``640`` or ``480,640`` (H,W) -> (H, W); one SadcError line when missing or bad."""
+    if text is None or text == "":
+        raise SadcError(f"{source}: pass --input-size N (or H,W): the letterbox size the torchvision detector runs at")
+    parts = list(text) if isinstance(text, (tuple, list)) else str(text).replace("x", ",").split(",")
+    try:
+        size = [int(p) for p in parts if str(p).strip()]
+    except ValueError:
+        raise SadcError(f"--input-size {text}: an integer N or H,W, e.g. 640 or 480,640") from None
+    if len(size) == 1:
+        size *= 2
+    if len(size) != 2 or min(size) < 32:
+        raise SadcError(f"--input-size {text}: an integer N or H,W, each at least 32, e.g. 640 or 480,640")
+    return size[0], size[1]
+
+
+def load_torchvision_detector(source: str, input_size: tuple[int, int]):
+    """``torchvision:NAME`` at ``input_size`` -> (Detector in eval mode, weights note).
+
+    COCO weights come from the torch hub cache or a download; where neither works the
+    detector keeps random weights, logged in one line and returned in the note
+    (``"DEFAULT"`` or ``"random (why)"``), so that commands can still run and say so.
+    """
+    import contextlib
+    import io
+    import logging
+
+    from sadc.models.detector import Detector
+
+    spec = torchvision_spec(source, tuple(input_size))
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # torch.hub's "Downloading: ..." line; the outcome is logged below
+            net, note = build_torchvision_net(spec, "DEFAULT"), "DEFAULT"
+    except SadcError as err:
+        reason = str(err).split(" (", 1)[-1].split(")", 1)[0] if " (" in str(err) else "no download"
+        logging.getLogger(__name__).warning(
+            "%s: no cached COCO weights and none can be downloaded (%s): random weights, so its mAP means nothing",
+            spec.builder,
+            reason,
+        )
+        net, note = build_torchvision_net(spec, None), f"random ({reason})"
+    return Detector(spec, net).eval(), note

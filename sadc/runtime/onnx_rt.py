@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sadc.artefacts.io import INPUT_NAME, detections_from_outputs
+from sadc.artefacts.io import INPUT_NAME, OUTPUT_NAMES, detections_from_outputs
 from sadc.errors import SadcError, first_line
 from sadc.runtime.base import ModelCall
 
@@ -66,8 +66,13 @@ class OrtPredictor:
         self.path = Path(path)
         sidecar = read_sidecar(self.path)
         check_sidecar_sha(self.path, sidecar)
-        if sidecar["format"] == "onnx-raw":
+        if sidecar["format"] == "onnx-raw" or list(sidecar["output_names"]) != list(OUTPUT_NAMES):
             raise SadcError(f"{self.path}: a raw graph (--raw) has no detections to score; export without --raw")
+        if (sidecar.get("nms") or {}).get("kind") == "efficient":
+            raise SadcError(
+                f"{self.path}: its NMS is TensorRT's EfficientNMS_TRT plugin, which only TensorRT runs; "
+                "build an engine from it, or use the .onnx exported with --nms onnx"
+            )
         self.format = sidecar["format"]
         provider = provider or ("cuda" if device.startswith("cuda") else "cpu")
         self.spec = spec_from_sidecar(sidecar)

@@ -20,6 +20,7 @@ machine without TensorRT or CUDA gets one line saying what to install.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -28,9 +29,6 @@ from torch import Tensor
 from sadc.artefacts.io import INPUT_NAME, OUTPUT_NAMES, detections_from_outputs
 from sadc.errors import SadcError
 from sadc.runtime.base import ModelCall, cuda_sync
-
-MIN_TENSORRT = 10
-INSTALL_HINT = "pip install 'sadc[gpu]' on a CUDA machine"
 
 # TensorRT DataType member name -> torch dtype (names as in TensorRT 10's Python enum).
 _DTYPES = {
@@ -45,18 +43,29 @@ _DTYPES = {
 }
 
 
-def import_tensorrt_runtime(artefact: Path):
-    """The ``tensorrt`` module, or one-line :class:`SadcError` saying why it cannot run ``artefact`` here."""
+def import_tensorrt_runtime(artefact: Path, device: str = "cuda"):
+    """The :class:`~sadc.runtime.trt_host.TensorRTHost` to run ``artefact`` with, or one SadcError line saying why not."""
+    from sadc.runtime import trt_host
+
     try:
-        import tensorrt as trt
-    except ImportError:
-        raise SadcError(f"{artefact}: TensorRT needs tensorrt>={MIN_TENSORRT} and a CUDA GPU (tensorrt is not installed): {INSTALL_HINT}") from None
-    version = str(getattr(trt, "__version__", "0"))
-    if int(version.split(".")[0] or 0) < MIN_TENSORRT:
-        raise SadcError(f"{artefact}: TensorRT needs tensorrt>={MIN_TENSORRT} (found {version}): {INSTALL_HINT}")
-    if not torch.cuda.is_available():
-        raise SadcError(f"{artefact}: TensorRT needs a CUDA GPU (torch sees none): {INSTALL_HINT}")
-    return trt
+        return trt_host.load_tensorrt(device)
+    except trt_host.TensorRTUnavailable as err:
+        raise SadcError(f"{artefact}: TensorRT needs tensorrt>={trt_host.MIN_TENSORRT} and a CUDA GPU ({err})") from None
+
+
+def check_engine_version(artefact: Path, built: dict, running: str) -> None:
+    """One SadcError line when the TensorRT that built ``artefact`` (its sidecar) is not the one here.
+
+    TensorRT refuses or, worse, misreads a plan from another version; the sidecar says
+    which built it, so the refusal names both and the fix before deserialising anything.
+    """
+    from sadc.artefacts.sidecar import ENGINE_NOTE
+
+    recorded = built.get("version")
+    if recorded and str(recorded) != str(running):
+        raise SadcError(
+            f"{artefact}: built with TensorRT {recorded}, this is TensorRT {running}; {ENGINE_NOTE}"
+        )
 
 
 def torch_dtype(trt, dtype) -> torch.dtype:
@@ -65,6 +74,10 @@ def torch_dtype(trt, dtype) -> torch.dtype:
         if getattr(trt.DataType, name, None) == dtype:
             return torch_type
     raise SadcError(f"TensorRT tensor type {dtype} has no torch equivalent here")
+
+
+def _on(device: torch.device):
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 class TrtPredictor:
@@ -89,20 +102,20 @@ class TrtPredictor:
         self.spec = spec_from_sidecar(sidecar)
         built = sidecar.get("tensorrt") or {}
         self.name = f"{self.path.parent.name}/{self.path.name} (tensorrt {built.get('precision', '?')})"
-        trt = import_tensorrt_runtime(self.path)
         if not str(device).startswith("cuda"):
             raise SadcError(f"--device {device}: a TensorRT engine runs only on a CUDA GPU; pass --device cuda")
-        self.device = torch.device(device)
-        if self.device.index is None:
-            self.device = torch.device("cuda", torch.cuda.current_device())
+        host = import_tensorrt_runtime(self.path, str(device))
+        trt = host.trt
+        check_engine_version(self.path, built, host.version)
+        self.device = host.device
 
         self._logger = trt.Logger(trt.Logger.WARNING)  # the runtime keeps a reference; keep it alive
         self._runtime = trt.Runtime(self._logger)
-        with torch.cuda.device(self.device):
+        with _on(self.device):
             self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
             if self.engine is None:
                 raise SadcError(
-                    f"{self.path}: TensorRT {trt.__version__} on {torch.cuda.get_device_name(self.device)} cannot load it "
+                    f"{self.path}: TensorRT {host.version} on {host.gpu} cannot load it "
                     f"(built with TensorRT {built.get('version')} on {built.get('gpu')}); {ENGINE_NOTE}"
                 )
             self.context = self.engine.create_execution_context()
@@ -139,8 +152,8 @@ class TrtPredictor:
             out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self.dtypes[name], device=self.device)
             self.context.set_tensor_address(name, out.data_ptr())
             outputs[name] = out
-        stream = torch.cuda.current_stream(self.device)
-        if not self.context.execute_async_v3(stream.cuda_stream):
+        stream = torch.cuda.current_stream(self.device).cuda_stream if self.device.type == "cuda" else 0
+        if not self.context.execute_async_v3(stream):
             raise SadcError(f"{self.path}: TensorRT execution failed (see the TensorRT log above)")
         return outputs
 
