@@ -23,12 +23,36 @@ def _num(value, fmt: str) -> str:
 
 def _delta(report: BenchReport, r: BenchResult) -> str:
     delta = report.delta_map(r)
-    return "ref" if r is report.results[0] and delta is not None else _num(delta, "+.4f")
+    if r is report.results[0] and delta is not None:
+        return "ref"
+    if delta is None and r.map is not None and report.results[0].map is not None:
+        return "n/a (other thresholds)"
+    return _num(delta, "+.4f")
+
+
+def thresholds_text(post) -> str:
+    """``conf 0.25, iou 0.5, max-det 20, topk 1000``: a row's post-processing in the flags' names."""
+    if post is None:
+        return "-"
+    return f"conf {post.score_threshold:g}, iou {post.iou_threshold:g}, max-det {post.max_detections}, topk {post.topk_candidates}"
+
+
+def thresholds_line(report: BenchReport) -> str:
+    """One sentence on the post-processing of the whole table."""
+    if report.same_postprocess and report.results:
+        return f"Every artefact ran with the same post-processing: {thresholds_text(report.results[0].post)}."
+    return (
+        "The artefacts ran with different post-processing (column 'thresholds'; an export's are fixed in its graph): "
+        "ΔmAP is given only between rows with the reference's thresholds."
+    )
 
 
 def model_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the per-artefact table: size and accuracy."""
     header = ["model", "backend", "params (M)", "GFLOPs", "file (MB)", "mAP", "AP50", "ΔmAP"]
+    per_row = not report.same_postprocess
+    if per_row:
+        header.append("thresholds")
     rows = []
     for r in report.results:
         a = r.accuracy
@@ -42,6 +66,7 @@ def model_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
                 _num(a.get("mAP"), ".4f"),
                 _num(a.get("AP50"), ".4f"),
                 _delta(report, r),
+                *([thresholds_text(r.post)] if per_row else []),
             ]
         )
     return header, rows
@@ -84,7 +109,7 @@ def tables(report: BenchReport) -> list[Table]:
     """Rich tables for the terminal: artefacts, then latency (if measured)."""
     out = []
     header, rows = model_rows(report)
-    table = Table(title="sadc bench", caption=machine_line(report))
+    table = Table(title="sadc bench", caption=machine_line(report) + "\n" + thresholds_line(report))
     for col in header[:1] + header[2:]:  # the name already says the backend
         table.add_column(col, justify="left" if col == "model" else "right")
     for row in rows:
@@ -135,7 +160,7 @@ def markdown(report: BenchReport, plot: str | None = None, class_plot: str | Non
         "",
         _markdown_table(*model_rows(report), left=2),
         "",
-        "GFLOPs: " + s["gflops"] + ". ΔmAP: mAP@[.5:.95] minus the first artefact's.",
+        "GFLOPs: " + s["gflops"] + ". ΔmAP: mAP@[.5:.95] minus the first artefact's. " + thresholds_line(report),
     ]
     header, rows = latency_rows(report)
     if rows:

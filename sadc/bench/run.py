@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from sadc.artefacts.postprocess import PostProcess
 from sadc.bench.flops import ModelSize, model_size
 from sadc.bench.latency import LatencyStats, bench_latency, check_counts
 from sadc.data.formats import image_root
@@ -25,7 +26,13 @@ from sadc.data.images import find_images
 from sadc.devices import parse_device
 from sadc.errors import SadcError
 from sadc.runtime.accuracy import predictor_accuracy
-from sadc.runtime.load import BACKENDS, backend_for, check_artefact, load_predictor
+from sadc.runtime.load import (
+    BACKENDS,
+    artefact_postprocess,
+    backend_for,
+    check_artefact,
+    load_predictor,
+)
 
 
 @dataclass
@@ -43,6 +50,7 @@ class BenchSettings:
     images: Path | None = None  # a COCO json's image folder (default: the json's path without .json)
     data_format: str = "auto"  # auto, coco, yolo or voc
     save_detections: Path | None = None  # the first artefact's COCO results
+    input_size: str | None = None  # torchvision:NAME artefacts: N or H,W
 
     def check(self) -> None:
         if not self.batches or any(b < 1 for b in self.batches):
@@ -77,6 +85,7 @@ class BenchResult:
     params: int | None = None
     gflops: float | None = None
     input_size: tuple[int, int] | None = None
+    post: PostProcess | None = None  # the thresholds it ran with
     accuracy: dict[str, float] = field(default_factory=dict)
     per_class: dict[str, dict] = field(default_factory=dict)  # class -> {"AP", "AP50", "gt"}
     latency: dict[str, list[LatencyStats]] = field(default_factory=dict)
@@ -94,6 +103,7 @@ class BenchResult:
             "params": self.params,
             "gflops": self.gflops,
             "input_size": list(self.input_size) if self.input_size else None,
+            "thresholds": self.post.to_json() if self.post else None,
             "accuracy": self.accuracy,
             "per_class": self.per_class,
             "latency": {kind: [s.to_json() for s in stats] for kind, stats in self.latency.items()},
@@ -109,9 +119,17 @@ class BenchReport:
     results: list[BenchResult]
 
     def delta_map(self, result: BenchResult) -> float | None:
-        """mAP minus the first artefact's (None when either is unscored)."""
-        ref = self.results[0].map if self.results else None
-        return None if ref is None or result.map is None else result.map - ref
+        """mAP minus the first artefact's; None when either is unscored or their thresholds differ
+        (then the difference would measure the thresholds, not the runtime)."""
+        ref = self.results[0] if self.results else None
+        if ref is None or ref.map is None or result.map is None or result.post != ref.post:
+            return None
+        return result.map - ref.map
+
+    @property
+    def same_postprocess(self) -> bool:
+        """Every artefact ran with the same thresholds."""
+        return len({r.post for r in self.results}) <= 1
 
     def to_json(self) -> dict:
         results = []
@@ -152,7 +170,8 @@ def run_bench(models: Sequence[Path], settings: BenchSettings, *, console: Conso
     if not models:
         raise SadcError("give at least one artefact to bench")
     for path in models:  # fail before minutes of work on the first artefact
-        check_artefact(Path(path))
+        check_artefact(path, settings.input_size)
+    post = common_postprocess(models)
     threads = settings.threads or torch.get_num_threads()
     image_dir = settings.image_dir()
     files: list[Path] = []
@@ -162,8 +181,9 @@ def run_bench(models: Sequence[Path], settings: BenchSettings, *, console: Conso
     results = []
     with torch_threads(threads):
         for i, path in enumerate(models):
+            fixed = artefact_postprocess(path)
+            predictor = load_predictor(path, device=settings.device, threads=threads, post=post, input_size=settings.input_size)
             path = Path(path)
-            predictor = load_predictor(path, device=settings.device, threads=threads)
             key = predictor.spec.model_dump_json()
             if key not in sizes:
                 sizes[key] = model_size(predictor.spec)
@@ -172,10 +192,11 @@ def run_bench(models: Sequence[Path], settings: BenchSettings, *, console: Conso
                 name=predictor.name,
                 path=str(path),
                 backend=backend_for(path).name,
-                file_mb=path.stat().st_size / 1e6,
+                file_mb=path.stat().st_size / 1e6 if path.is_file() else 0.0,
                 params=size.params,
                 gflops=size.gflops,
                 input_size=size.input_size,
+                post=fixed or post,
             )
             if settings.accuracy:
                 assert settings.data is not None  # settings.check() saw to it
@@ -217,11 +238,19 @@ def run_bench(models: Sequence[Path], settings: BenchSettings, *, console: Conso
             "images": str(image_dir) if image_dir else None,
             "end_to_end_files": [str(f) for f in files],
             "same_input_shape": len(input_sizes) == 1,
+            "same_thresholds": len({r.post for r in results}) == 1,
             "model_only": {b.name: b.model_only for b in _backends_of(results)},
             "gflops": "2 x multiply-adds / 1e9 per image at input size (convs and matmuls of backbone, FPN, heads)",
         },
         results=results,
     )
+
+
+def common_postprocess(models: Sequence[Path | str]) -> PostProcess:
+    """The thresholds torch models run with in a bench: those fixed in the exports (the first
+    export's when they differ; rows with others then get no ΔmAP), else sadc's defaults."""
+    fixed = [p for p in (artefact_postprocess(m) for m in models) if p is not None]
+    return fixed[0] if fixed else PostProcess()
 
 
 def _backends_of(results: list[BenchResult]):
@@ -240,6 +269,14 @@ def check_gates(report: BenchReport, *, fail_under_map: float | None = None, max
     if not report.results:
         return
     ref = report.results[0]
+    if max_map_drop is not None and not report.same_postprocess:
+        from sadc.bench.report import thresholds_text
+
+        other = [r.name for r in report.results if r.post != ref.post]
+        raise SadcError(
+            f"--max-map-drop: {', '.join(other)} ran with other thresholds than {ref.name} ({thresholds_text(ref.post)}), "
+            "so a mAP difference would measure the thresholds; export them with the same --conf/--iou/--max-det/--topk"
+        )
     for r in report.results:
         if r.map is None:
             continue

@@ -12,7 +12,7 @@ from sadc.cli.data import FormatOpt, Layout
 
 ModelsArg = Annotated[
     list[Path],
-    typer.Argument(help="Artefacts to compare: sadc checkpoints (.pt), ONNX exports (.onnx), TensorRT engines (.engine). The first is the ΔmAP reference."),
+    typer.Argument(help="Artefacts to compare: sadc checkpoints (.pt), ONNX exports (.onnx), TensorRT engines (.engine), torchvision:NAME (with --input-size). The first is the ΔmAP reference."),
 ]
 DataOpt = Annotated[
     Path | None,
@@ -41,10 +41,14 @@ def bench(
     fail_under_map: Annotated[float | None, typer.Option(help="CI gate: exit 2 when any artefact's mAP is below X (0..1).")] = None,
     max_map_drop: Annotated[float | None, typer.Option(help="CI gate: exit 2 when any artefact's mAP is more than X below the first's.")] = None,
     save_detections: Annotated[Path | None, typer.Option(help="Write the first model's detections as a COCO results json.")] = None,
+    input_size: Annotated[str | None, typer.Option("--input-size", help="torchvision:NAME models: letterbox size N or H,W.")] = None,
 ) -> None:
     """Params, GFLOPs, COCO mAP and latency (model-only and end to end) of artefacts, side by side.
 
-    Every artefact gets the same input shapes, warm-up, iteration count and thread count.
+    Every artefact gets the same input shapes, warm-up, iteration count and thread count,
+    and the same post-processing: checkpoints run with the thresholds fixed in the
+    exports beside them; rows whose exports differ say which they used and get no ΔmAP.
+    torchvision:NAME (with --input-size) benches torchvision's detector (a teacher).
     Writes bench.json, bench.md and bench.png; with --fail-under-map / --max-map-drop it
     is a CI gate (reports are written first).
     """
@@ -72,10 +76,11 @@ def bench(
         images=images,
         data_format=fmt.value,
         save_detections=save_detections,
+        input_size=input_size,
     )
     report = run_bench(models, settings, console=console)
     console.print(Group(*tables(report)))
-    out = out or Path(models[0]).parent / "bench"
+    out = out or (Path("bench") if str(models[0]).startswith("torchvision:") else Path(models[0]).parent / "bench")
     written = write_reports(report, out)
     console.print("report: " + ", ".join(map(str, written)))
     check_gates(report, fail_under_map=fail_under_map, max_map_drop=max_map_drop)

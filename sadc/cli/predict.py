@@ -24,7 +24,7 @@ def default_out(model: Path, root: Path = Path("runs/predict")) -> Path:
 
 @handle_errors
 def predict(
-    model: Annotated[Path, typer.Argument(help="Artefact: sadc checkpoint (.pt), ONNX export (.onnx) or TensorRT engine (.engine).")],
+    model: Annotated[Path, typer.Argument(help="Artefact: sadc checkpoint (.pt), ONNX export (.onnx), TensorRT engine (.engine) or torchvision:NAME (with --input-size).")],
     images: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or glob patterns.")],
     out: Annotated[
         Path | None,
@@ -33,6 +33,7 @@ def predict(
     conf: Annotated[float, typer.Option(help="Keep detections with score >= this (the artefact's own threshold applies first).")] = 0.3,
     batch: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or N; auto = CUDA when present (a TensorRT engine always uses CUDA).")] = "auto",
+    input_size: Annotated[str | None, typer.Option("--input-size", help="torchvision:NAME models: letterbox size N or H,W.")] = None,
 ) -> None:
     """Detect objects in images: draw labelled boxes on the originals and write COCO results.
 
@@ -47,7 +48,7 @@ def predict(
     check_options(conf, batch)  # before loading the model
     device = parse_device(device)  # a typo fails before the images are searched
     inputs, many = expand_inputs(images)
-    predictor = load_predictor(model, device=device)
+    predictor = load_predictor(model, device=device, input_size=input_size)
     out = out if out is not None else default_out(model)
     summary = annotate_images(predictor, inputs, out, conf=conf, batch=batch, console=console, progress=many)
     if summary.skipped:

@@ -25,6 +25,7 @@ def pseudo_label_folder(
     batch_size: int = 16,
     device: str = "auto",
     console: Console | None = None,
+    input_size: str | None = None,
 ) -> dict:
     """Write ``out`` (COCO json: images relative to ``images``, teacher boxes >= threshold).
 
@@ -33,7 +34,7 @@ def pseudo_label_folder(
     out = Path(out)
     if out.is_dir():
         raise SadcError(f"--out {out}: a folder; pass the COCO json file to write, e.g. {out / 'pseudo.json'}")
-    if not Path(teacher).is_file():  # load_checkpoint's line, before torch is imported
+    if not str(teacher).startswith("torchvision:") and not Path(teacher).is_file():  # load_checkpoint's line, before torch is imported
         raise SadcError(f"{teacher}: checkpoint not found")
     if not Path(images).is_dir():
         raise SadcError(f"{images}: image folder not found (pass an existing folder of images)")
@@ -47,7 +48,11 @@ def pseudo_label_folder(
     from sadc.progress import progress_bar
     from sadc.runtime.torch_rt import TorchPredictor
 
-    predictor = TorchPredictor(teacher, device=device, post=PostProcess(score_threshold=threshold))
+    post = PostProcess(score_threshold=threshold)
+    if str(teacher).startswith("torchvision:"):  # a torchvision teacher at --input-size
+        predictor = TorchPredictor.from_torchvision(str(teacher), input_size, device=device, post=post)
+    else:
+        predictor = TorchPredictor(teacher, device=device, post=post)
     spec = predictor.spec
     size = spec.input_size
     scan = scan_images(images)

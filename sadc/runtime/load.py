@@ -23,27 +23,45 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sadc.artefacts.postprocess import PostProcess
 from sadc.errors import SadcError
 from sadc.models.spec import DetectorSpec
 from sadc.runtime.base import Predictor
 
 
-def _load_torch(path: Path, device: str, threads: int | None) -> Predictor:  # threads unused: torch threads are process-wide
+def _load_torch(path: Path, device: str, threads: int | None, post: PostProcess | None, input_size) -> Predictor:  # threads unused: torch threads are process-wide
     from sadc.runtime.torch_rt import TorchPredictor
 
-    return TorchPredictor(path, device=device)
+    if is_torchvision(path):
+        return TorchPredictor.from_torchvision(str(path), input_size, device=device, post=post or PostProcess())
+    return TorchPredictor(path, device=device, post=post or PostProcess())
 
 
-def _load_ort(path: Path, device: str, threads: int | None) -> Predictor:
+def _load_ort(path: Path, device: str, threads: int | None, post, input_size) -> Predictor:  # threads only; thresholds are in the graph
     from sadc.runtime.onnx_rt import OrtPredictor
 
     return OrtPredictor(path, device=device, threads=threads)
 
 
-def _load_trt(path: Path, device: str, threads: int | None) -> Predictor:  # threads unused: the GPU does the work
+def _load_trt(path: Path, device: str, threads: int | None, post, input_size) -> Predictor:  # threads, post, input_size unused: the engine fixes them
     from sadc.runtime.trt_rt import TrtPredictor
 
     return TrtPredictor(path, device=device)
+
+
+def is_torchvision(path) -> bool:
+    """``torchvision:NAME``: a torchvision detector (teacher) rather than a file."""
+    return str(path).startswith("torchvision:")
+
+
+def artefact_postprocess(path: Path) -> PostProcess | None:
+    """The thresholds fixed in an export (its sidecar or embedded metadata); None for a torch model,
+    which runs whatever thresholds it is given."""
+    if is_torchvision(path) or backend_for(path).name == "torch":
+        return None
+    from sadc.artefacts.sidecar import read_sidecar
+
+    return PostProcess.from_json(read_sidecar(Path(path))["thresholds"])
 
 
 @dataclass(frozen=True)
@@ -52,7 +70,7 @@ class Backend:
 
     name: str
     suffixes: tuple[str, ...]
-    load: Callable[[Path, str, int | None], Predictor]
+    load: Callable[[Path, str, int | None, PostProcess | None, tuple[int, int] | None], Predictor]
     model_only: str  # what the model-only time includes, for reports and docs
 
 
@@ -82,7 +100,9 @@ BACKENDS: tuple[Backend, ...] = (
 
 
 def backend_for(path: Path) -> Backend:
-    """The backend that loads ``path``, from its suffix; SadcError naming the known suffixes."""
+    """The backend that loads ``path``, from its suffix (``torchvision:NAME``: torch); SadcError naming the known suffixes."""
+    if is_torchvision(path):
+        return BACKENDS[0]
     path = Path(path)
     for backend in BACKENDS:
         if path.suffix in backend.suffixes:
@@ -91,16 +111,29 @@ def backend_for(path: Path) -> Backend:
     raise SadcError(f"{path}: unknown artefact type {path.suffix!r} (expected one of {known})")
 
 
-def load_predictor(path: Path, *, device: str = "auto", threads: int | None = None) -> Predictor:
+def load_predictor(
+    path: Path | str,
+    *,
+    device: str = "auto",
+    threads: int | None = None,
+    post: PostProcess | None = None,
+    input_size: str | tuple[int, int] | None = None,
+) -> Predictor:
     """Load any sadc artefact as a :class:`Predictor` (backend from suffix; exports also read their sidecar).
 
     ``threads`` sets ONNX Runtime's intra-op threads; torch's thread count is
-    process-wide (``torch.set_num_threads``), so callers set it themselves. ``device``: see
+    process-wide (``torch.set_num_threads``), so callers set it themselves. ``post``: the
+    thresholds of a torch model (default sadc's; exports keep the ones in their graph).
+    ``torchvision:NAME`` loads torchvision's detector at ``input_size`` (``--input-size``). ``device``: see
     :func:`sadc.devices.parse_device`; ``auto`` is CUDA when torch sees a GPU (always for a
     TensorRT engine), else the CPU.
     """
     from sadc.engine.machine import check_device, resolve_device
 
+    if is_torchvision(path):
+        device = resolve_device(device, cuda_only=False)
+        check_device(device, available=False)
+        return BACKENDS[0].load(path, device, threads, post, input_size)
     path = Path(path)
     if not path.exists():
         raise SadcError(f"{path}: model not found")
@@ -109,14 +142,19 @@ def load_predictor(path: Path, *, device: str = "auto", threads: int | None = No
     backend = backend_for(path)
     device = resolve_device(device, cuda_only=backend.name == "tensorrt")  # an engine picks CUDA by itself
     check_device(device, available=False)  # the backend says whether it can use that device here
-    return backend.load(path, device, threads)
+    return backend.load(path, device, threads, post, input_size)
 
 
-def check_artefact(path: Path) -> DetectorSpec:
+def check_artefact(path: Path | str, input_size: str | tuple[int, int] | None = None) -> DetectorSpec:
     """The spec of any sadc artefact, read cheaply: a checkpoint's header (tensors memory-mapped,
-    not read) or an export's sidecar. One-line SadcError when ``path`` is not a sadc artefact;
+    not read), an export's sidecar (or the metadata inside an ONNX file), or a torchvision
+    name at ``input_size``. One-line SadcError when ``path`` is not a sadc artefact;
     commands call it for every input before the minutes of work on the first.
     """
+    if is_torchvision(path):
+        from sadc.models.torchvision_zoo import parse_input_size, torchvision_spec
+
+        return torchvision_spec(str(path), parse_input_size(input_size, str(path)))
     path = Path(path)
     if not path.is_file():
         raise SadcError(f"{path}: model not found" if not path.exists() else f"{path}: not a model file")

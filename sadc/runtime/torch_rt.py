@@ -20,16 +20,36 @@ class TorchPredictor:
     ``post``: the thresholds of :meth:`Detector.detect` (default: sadc's defaults).
     """
 
-    def __init__(self, path: Path, *, device: str = "cpu", channels_last: bool = False, post: PostProcess = PostProcess()):
+    def __init__(
+        self, path: Path, *, device: str = "cpu", channels_last: bool = False, post: PostProcess = PostProcess(), detector=None
+    ):
         self.path = Path(path)
         self.name = f"{self.path.parent.name}/{self.path.name} (torch)"
         self.device = torch.device(check_device(str(device)))
-        model = detector_from_checkpoint(load_checkpoint(self.path), str(self.path)).eval().to(self.device)
+        if detector is None:
+            detector = detector_from_checkpoint(load_checkpoint(self.path), str(self.path))
+        model = detector.eval().to(self.device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.spec = model.spec
         self.post = post
+
+    @classmethod
+    def from_torchvision(cls, source: str, input_size, *, device: str = "cpu", post: PostProcess = PostProcess()) -> TorchPredictor:
+        """``torchvision:NAME`` at ``input_size`` (N or H,W): COCO weights when cached or downloadable, else random
+        (logged in one line; :attr:`weights` says which)."""
+        from sadc.models.torchvision_zoo import (
+            load_torchvision_detector,
+            parse_input_size,
+        )
+
+        check_device(str(device))
+        detector, weights = load_torchvision_detector(source, parse_input_size(input_size, source))
+        predictor = cls(Path(source), device=device, post=post, detector=detector)
+        predictor.name = f"{source} (torch, {'COCO weights' if weights == 'DEFAULT' else 'random weights'})"
+        predictor.weights = weights
+        return predictor
 
     @torch.inference_mode()
     def predict(self, images: Tensor) -> list[dict[str, Tensor]]:
