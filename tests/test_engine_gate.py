@@ -223,3 +223,10 @@ def test_no_tensorrt_here_is_one_line(checkpoint, tmp_path):
     with pytest.raises(SadcError, match="TensorRT export needs tensorrt>=10 and a CUDA GPU"):
         export_checkpoint(checkpoint, "engine", ExportOptions(out=tmp_path / "m.engine"))
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_docs_state_the_gate_rules():
+    from sadc.export.gate import rules_markdown
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text()
+    assert rules_markdown() in docs, "docs/export.md: paste sadc.export.gate.rules_markdown() into 'The gate'"
