@@ -248,7 +248,7 @@ def _efficient_nms(node, boxes: np.ndarray, scores: np.ndarray):
 
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     k, iou, thr = attrs["max_output_boxes"], attrs["iou_threshold"], attrs["score_threshold"]
-    b, _, c = scores.shape
+    b = scores.shape[0]
     num = np.zeros((b, 1), np.int32)
     out_boxes, out_scores, out_labels = np.zeros((b, k, 4), np.float32), np.zeros((b, k), np.float32), np.zeros((b, k), np.int32)
     for i in range(b):

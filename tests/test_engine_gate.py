@@ -217,7 +217,7 @@ def test_engine_mAP_gate_with_val(checkpoint, tiny_world, tmp_path, monkeypatch)
 
 def test_no_tensorrt_here_is_one_line(checkpoint, tmp_path):
     """Without the fake, this CPU machine has no TensorRT: the seam says so before any work."""
-    ready, why = trt_host.tensorrt_available()
+    ready, _ = trt_host.tensorrt_available()
     if ready:
         pytest.skip("TensorRT and CUDA are present here")
     with pytest.raises(SadcError, match="TensorRT export needs tensorrt>=10 and a CUDA GPU"):

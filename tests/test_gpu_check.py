@@ -25,11 +25,8 @@ def test_gpu_check_refuses_cleanly_without_cuda(tmp_path):
 
 def test_gpu_check_python_entry_refuses_too(capsys, monkeypatch):
     """The Python half says the same when called directly (python3 benchmarks/gpu_check.py)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.pop(0)
+    from benchmarks import gpu_check
+
     monkeypatch.delenv("SADC_GPU_CHECK_ALLOW_CPU", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert gpu_check.main(["--work", "/nonexistent/never-made"]) == 2

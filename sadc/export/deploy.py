@@ -107,7 +107,7 @@ class DeployModule(nn.Module):
         self.spec = detector.spec
         self.post = post
         self.raw = raw
-        self.half = half
+        self.fp16 = half  # not self.half: that is nn.Module.half()
         h, w = self.spec.input_size
         with torch.no_grad():
             probe = torch.zeros(1, 3, h, w, dtype=torch.uint8)
@@ -137,7 +137,7 @@ class DeployModule(nn.Module):
         if not torch.jit.is_tracing():
             self._check_input(images)
         x = self.detector.preprocess(images)
-        if self.half:
+        if self.fp16:
             # fp16 backbone/FPN/head, back to fp32 for decode and NMS: box coordinates in
             # pixels need more than fp16's 11 bits, and TensorRT keeps the graph's types.
             out = self.detector.dense(x.half())

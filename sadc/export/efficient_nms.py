@@ -96,13 +96,13 @@ def efficient_nms_graph(raw: Any, post: PostProcess, input_size: tuple[int, int]
         ]
     )
     k = int(post.max_detections)
-    shapes = {
+    shapes: dict[str, tuple[int, list[str | int | None]]] = {
         "num_dets": (TensorProto.INT32, ["batch", 1]),
         "boxes": (TensorProto.FLOAT, ["batch", k, 4]),
         "scores": (TensorProto.FLOAT, ["batch", k]),
         "labels": (TensorProto.INT32, ["batch", k]),
     }
-    graph.output.extend(helper.make_tensor_value_info(n, *shapes[n]) for n in OUTPUT_NAMES)
+    graph.output.extend(helper.make_tensor_value_info(n, shapes[n][0], shapes[n][1]) for n in OUTPUT_NAMES)
     if not any(o.domain == DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
     onnx.checker.check_model(model)

@@ -44,6 +44,7 @@ COMMON_OPTIONS: tuple[str, ...] = (
 """Flags every format takes: each format starts with the fp32 ONNX deploy graph."""
 
 _CALIB = ("--calib", "--calib-images", "--calib-batch", "--method")
+_PROFILE = ("--min-batch", "--opt-batch", "--max-batch", "--workspace", "--timing-cache")
 
 FORMATS: tuple[ExportFormat, ...] = (
     ExportFormat(
@@ -69,10 +70,7 @@ FORMATS: tuple[ExportFormat, ...] = (
         name="engine",
         suffix=".engine",
         needs_cuda=True,
-        options=(
-            "--half", *_CALIB, "--nms", "--val", "--max-map-drop",
-            "--min-batch", "--opt-batch", "--max-batch", "--workspace", "--timing-cache",
-        ),  # fmt: skip
+        options=("--half", *_CALIB, "--nms", "--val", "--max-map-drop", *_PROFILE),
         description="TensorRT engine (TensorRT >= 10, CUDA GPU): fp32, fp16 (--half; TensorRT 11: from the fp16 graph, "
         "strongly typed) or INT8 from the QDQ graph (--calib). --nms onnx (default: ONNX NonMaxSuppression) or "
         "efficient (TensorRT's EfficientNMS_TRT plugin). Checked like every artefact: parity vs torch, and mAP "

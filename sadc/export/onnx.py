@@ -62,7 +62,7 @@ def _mapping(d: dict, key: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def load_export_source(source: Path | str | Detector, input_size: tuple[int, int] | None = None) -> ExportSource:
+def load_export_source(source: Path | str | Detector, input_size: str | tuple[int, int] | None = None) -> ExportSource:
     """A checkpoint path, ``torchvision:NAME`` (with ``input_size``) or a detector -> :class:`ExportSource` (eval mode)."""
     if isinstance(source, Detector):
         return ExportSource(source)
@@ -278,7 +278,7 @@ def sidecar_payload(
         "output_names": list(module.output_names),
         "outputs": {name: {"dtype": dtype_names[t], "shape": shape} for name, (shape, t) in shapes.items()},
         "thresholds": module.post.to_json(),
-        "precision": "fp16 network, fp32 decode and NMS" if module.half else "fp32",
+        "precision": "fp16 network, fp32 decode and NMS" if module.fp16 else "fp32",
         "nms": {"kind": "onnx", "op": "NonMaxSuppression"} if not module.raw else None,
         "box_format": "xyxy, input pixels, clipped to the image" if not module.raw else "xyxy, input pixels, unclipped",
         **(extra or {}),

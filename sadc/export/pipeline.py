@@ -89,7 +89,7 @@ class ExportOptions:
         """The flags of the fields that differ from their defaults, in declaration order."""
         return [f.metadata["flag"] for f in fields(self) if getattr(self, f.name) != f.default]
 
-    def check(self, fmt: ExportFormat, checkpoint: Path) -> None:
+    def check(self, fmt: ExportFormat, checkpoint: Path | str) -> None:
         """One-line :class:`SadcError` for options that cannot work together or files that are not there."""
         check_options(fmt, self.changed_flags())
         if fmt.name == "int8" and self.calib is None:
@@ -215,6 +215,7 @@ def export_checkpoint(
         from sadc.export import tensorrt as trt_export
         from sadc.runtime.trt_rt import TrtPredictor
 
+        assert host is not None and profile is not None  # set above for the engine format
         precision = "int8" if options.calib is not None else ("fp16" if options.half else "fp32")
         graph = _engine_graph(precision, onnx_path, final, options, host, result, console, onnx_graph, gate, post)
         console.print(f"TensorRT {host.version} on {host.gpu}: building a {precision} engine from {graph.name} (NMS: {options.nms})")

@@ -127,7 +127,7 @@ def load_torchvision_detector(source: str, input_size: tuple[int, int]):
 
     from sadc.models.detector import Detector
 
-    spec = torchvision_spec(source, tuple(input_size))
+    spec = torchvision_spec(source, (int(input_size[0]), int(input_size[1])))
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # torch.hub's "Downloading: ..." line; the outcome is logged below
             net, note = build_torchvision_net(spec, "DEFAULT"), "DEFAULT"

@@ -28,8 +28,11 @@ from sadc.errors import SadcError
 from sadc.models.spec import DetectorSpec
 from sadc.runtime.base import Predictor
 
+InputSize = str | tuple[int, int] | None
+"""``--input-size``: N, "H,W" or (H, W); only torchvision:NAME sources use it."""
 
-def _load_torch(path: Path, device: str, threads: int | None, post: PostProcess | None, input_size) -> Predictor:  # threads unused: torch threads are process-wide
+
+def _load_torch(path: Path, device: str, threads: int | None, post: PostProcess | None, input_size: InputSize) -> Predictor:  # threads unused: torch threads are process-wide
     from sadc.runtime.torch_rt import TorchPredictor
 
     if is_torchvision(path):
@@ -37,13 +40,13 @@ def _load_torch(path: Path, device: str, threads: int | None, post: PostProcess 
     return TorchPredictor(path, device=device, post=post or PostProcess())
 
 
-def _load_ort(path: Path, device: str, threads: int | None, post, input_size) -> Predictor:  # threads only; thresholds are in the graph
+def _load_ort(path: Path, device: str, threads: int | None, post: PostProcess | None, input_size: InputSize) -> Predictor:  # threads only; thresholds are in the graph
     from sadc.runtime.onnx_rt import OrtPredictor
 
     return OrtPredictor(path, device=device, threads=threads)
 
 
-def _load_trt(path: Path, device: str, threads: int | None, post, input_size) -> Predictor:  # threads, post, input_size unused: the engine fixes them
+def _load_trt(path: Path, device: str, threads: int | None, post: PostProcess | None, input_size: InputSize) -> Predictor:  # threads, post, input_size unused: the engine fixes them
     from sadc.runtime.trt_rt import TrtPredictor
 
     return TrtPredictor(path, device=device)
@@ -54,7 +57,7 @@ def is_torchvision(path) -> bool:
     return str(path).startswith("torchvision:")
 
 
-def artefact_postprocess(path: Path) -> PostProcess | None:
+def artefact_postprocess(path: Path | str) -> PostProcess | None:
     """The thresholds fixed in an export (its sidecar or embedded metadata); None for a torch model,
     which runs whatever thresholds it is given."""
     if is_torchvision(path) or backend_for(path).name == "torch":
@@ -70,7 +73,7 @@ class Backend:
 
     name: str
     suffixes: tuple[str, ...]
-    load: Callable[[Path, str, int | None, PostProcess | None, tuple[int, int] | None], Predictor]
+    load: Callable[[Path, str, int | None, PostProcess | None, InputSize], Predictor]
     model_only: str  # what the model-only time includes, for reports and docs
 
 
@@ -99,7 +102,7 @@ BACKENDS: tuple[Backend, ...] = (
 )
 
 
-def backend_for(path: Path) -> Backend:
+def backend_for(path: Path | str) -> Backend:
     """The backend that loads ``path``, from its suffix (``torchvision:NAME``: torch); SadcError naming the known suffixes."""
     if is_torchvision(path):
         return BACKENDS[0]
@@ -133,7 +136,7 @@ def load_predictor(
     if is_torchvision(path):
         device = resolve_device(device, cuda_only=False)
         check_device(device, available=False)
-        return BACKENDS[0].load(path, device, threads, post, input_size)
+        return BACKENDS[0].load(Path(str(path)), device, threads, post, input_size)
     path = Path(path)
     if not path.exists():
         raise SadcError(f"{path}: model not found")

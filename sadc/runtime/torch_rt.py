@@ -34,6 +34,7 @@ class TorchPredictor:
         self.model = model
         self.spec = model.spec
         self.post = post
+        self.weights: str | None = None  # torchvision sources: "DEFAULT" or "random (why)"
 
     @classmethod
     def from_torchvision(cls, source: str, input_size, *, device: str = "cpu", post: PostProcess = PostProcess()) -> TorchPredictor:
