@@ -198,3 +198,52 @@ def test_a_non_finite_last_step_still_ends_the_run_with_its_checkpoints(tiny_wor
     for name in ("last.pt", "best.pt"):
         ckpt = load_checkpoint(run_dir / name)
         assert ckpt["step"] == 4 and ckpt["finished"] and "mAP" in ckpt["metrics"]
+
+
+class _Snapshots:
+    """An objective that records the model's weights (parameters and buffers) at each call."""
+
+    def __init__(self, inner, model):
+        self.inner, self.model, self.seen = inner, model, []
+
+    def __call__(self, batch):
+        self.seen.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        return self.inner(batch)
+
+
+def test_ema_of_weights_is_evaluated_saved_and_resumed(tiny_world, tmp_path, monkeypatch):
+    """best.pt holds the EMA of the per-step weights (computed here by hand); last.pt the raw
+    weights and the EMA, so a resumed run ends with the same average."""
+    import sadc.engine.run as run_mod
+
+    decay, steps = 0.6, 5
+    common = dict(steps=steps, eval_every=2, log_every=1, save_every=100, deterministic=True, ema_decay=decay)
+    snaps: list[_Snapshots] = []
+
+    def recording(model, fwd):
+        snaps.append(_Snapshots(SupervisedObjective(model, fwd), model))
+        return snaps[-1]
+
+    monkeypatch.setattr(run_mod, "SupervisedObjective", recording)
+    straight = run_train(recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path / "a", **common)))
+    raw = [*snaps[0].seen[1:], load_checkpoint(straight / "last.pt")["model"]]  # weights after steps 1..5
+    assert len(raw) == steps
+    emas = [dict(raw[0])]  # the EMA after steps 1..5
+    for weights in raw[1:]:
+        emas.append({k: v * decay + weights[k] * (1 - decay) for k, v in emas[-1].items() if v.is_floating_point()})
+    floats = list(emas[-1])
+    best = load_checkpoint(straight / "best.pt")
+    assert all(torch.allclose(best["model"][k], emas[best["step"] - 1][k], atol=1e-6) for k in floats)
+    last = load_checkpoint(straight / "last.pt")["train"]["ema"]
+    assert all(torch.allclose(last["module." + k], emas[-1][k], atol=1e-6) for k in floats)
+    assert not torch.allclose(emas[-1][floats[0]], raw[-1][floats[0]])  # the average, not the last weights
+    # evaluating under the EMA put the raw weights back: training continued from them
+    assert all(torch.equal(snaps[0].seen[2][k], raw[1][k]) for k in floats)
+
+    monkeypatch.setattr(run_mod, "SupervisedObjective", lambda model, fwd: InterruptAt(SupervisedObjective(model, fwd), 4))
+    recipe = recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path / "b", **common))
+    with pytest.raises(Interrupted):
+        run_train(recipe)
+    monkeypatch.undo()
+    resumed = load_checkpoint(run_train(recipe, resume=True) / "last.pt")["train"]["ema"]
+    assert all(torch.equal(resumed[k], last[k]) for k in last)

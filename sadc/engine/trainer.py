@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -18,6 +19,7 @@ from typing import Any, Protocol, cast
 import torch
 from rich.console import Console
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from sadc.artefacts.checkpoint import load_checkpoint, save_checkpoint
 from sadc.engine.hooks import HookBase, default_hooks
@@ -95,6 +97,31 @@ def _tuplify(x):
     return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
+def make_ema(model: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s parameters and buffers (None when ``decay`` is 0).
+
+    Buffers are averaged too (``use_buffers``), so BatchNorm statistics match the averaged
+    weights without a recalibration pass. The first update copies the weights.
+    """
+    if not decay:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+@contextmanager
+def weights_of(model: nn.Module, ema: AveragedModel | None) -> Iterator[None]:
+    """Within the block ``model`` holds the EMA weights (if any); its own come back after."""
+    if ema is None:
+        yield
+        return
+    own = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(ema.module.state_dict())
+    try:
+        yield
+    finally:
+        model.load_state_dict(own)
+
+
 @dataclass
 class Trainer:
     """Runs ``cfg.steps`` optimiser steps of ``objective`` on ``model``.
@@ -121,6 +148,7 @@ class Trainer:
 
     def __post_init__(self) -> None:
         self.optimizer = build_optimizer(self.model, self.cfg)
+        self.ema = make_ema(self.model, self.cfg.ema_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.cfg))
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
@@ -142,9 +170,11 @@ class Trainer:
     # -- checkpoints --------------------------------------------------------------------
 
     def _payload(self, with_train_state: bool) -> dict:
+        # best.pt holds what was evaluated: the EMA weights when train.ema_decay is set.
+        weights = self.model if with_train_state or self.ema is None else self.ema.module
         payload = {
             **self.checkpoint_extra,
-            "model": self.model.state_dict(),
+            "model": weights.state_dict(),
             "metrics": self.metrics,
             "step": self.step,
             "finished": self.step >= self.cfg.steps,
@@ -159,6 +189,8 @@ class Trainer:
                 "skipped_steps": self.skipped_steps,
                 "log_window": self.log_window,
             }
+            if self.ema is not None:
+                payload["train"]["ema"] = self.ema.state_dict()
         return payload
 
     def save(self, best: bool = False) -> None:
@@ -181,6 +213,10 @@ class Trainer:
         self.best = state["best"]
         self.skipped_steps = state.get("skipped_steps", 0)
         self.log_window = state.get("log_window", {})
+        if self.ema is not None:
+            if "ema" not in state:
+                raise SadcError(f"{path}: was saved without train.ema_decay; resume with the recipe that started the run")
+            self.ema.load_state_dict(state["ema"])
         self.step = int(ckpt["step"])
         self.metrics = ckpt.get("metrics", {})
 
@@ -206,6 +242,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         logged = {k: float(v.detach()) for k, v in losses.items()}
         logged["loss"] = float(total.detach())
         logged["grad_norm"] = float(grad_norm)
@@ -216,7 +254,8 @@ class Trainer:
         if self.evaluate is None:
             return True
         self.model.eval()
-        self.metrics = self.evaluate()
+        with weights_of(self.model, self.ema):
+            self.metrics = self.evaluate()
         self.model.train()
         better = self.metrics.get("mAP", 0.0) > self.best
         self.best = max(self.best, self.metrics.get("mAP", 0.0))

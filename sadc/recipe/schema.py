@@ -132,6 +132,13 @@ class TrainSection(_Section):
     channels_last: bool = Field(
         False, description="NHWC memory format for the trained model (and teacher): faster convs on some CPUs/GPUs."
     )
+    ema_decay: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Exponential moving average of the weights (and BatchNorm statistics) with this decay per step, "
+        "e.g. 0.99; evaluation and best.pt use the average. 0 = off.",
+    )
     eval_every: int = Field(100, ge=0, description="Steps between val mAP evaluations (0 = only at the end).")
     log_every: int = Field(10, gt=0, description="Steps between metrics.jsonl lines.")
     save_every: int = Field(100, gt=0, description="Steps between last.pt saves (also saved at every evaluation).")
