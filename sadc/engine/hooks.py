@@ -3,7 +3,9 @@
 :class:`~sadc.engine.trainer.Trainer` runs the loop; each concern here is one small
 hook in the manner of detectron2's ``HookBase``: ``before_train`` once, ``after_step``
 after every optimiser step (``trainer.step`` already counts it; ``trainer.last_logged``
-holds that step's scalars, or None when the step was skipped as non-finite) and
+holds that step's scalars, or None when the step was skipped as non-finite;
+``trainer.last_record`` and ``trainer.last_eval`` the metrics.jsonl training line and
+eval metrics written at this step, or None) and
 ``after_train`` once, also when the loop raises. Hooks run in list order.
 """
 
@@ -115,6 +117,7 @@ class EvalAndCheckpoint(HookBase):
     def after_step(self) -> None:
         t, cfg = self.trainer, self.trainer.cfg
         final = t.step == cfg.steps
+        t.last_eval = None
         if t.last_logged is None and not (final and t.finite_steps):
             return
         at_eval = cfg.eval_every and t.step % cfg.eval_every == 0
@@ -122,6 +125,7 @@ class EvalAndCheckpoint(HookBase):
             best = t.run_evaluation()
             if t.metrics:
                 self.log.write({"step": t.step, "eval": t.metrics})
+                t.last_eval = t.metrics
                 t.console.print(f"step {t.step}: " + " ".join(f"{k} {t.metrics[k]:.4f}" for k in ("mAP", "AP50", "AP75")))
             t.save(best=best)
         elif t.step % cfg.save_every == 0:
@@ -149,5 +153,15 @@ class InterruptToCheckpoint(HookBase):
 
 
 def default_hooks(log: MetricsLog) -> list[HookBase]:
-    """Logging, then progress (it shows the logged line), then eval/checkpoints, then the interrupt check."""
-    return [MetricsWriter(log), ProgressBar(), EvalAndCheckpoint(log), InterruptToCheckpoint()]
+    """Logging, then progress (it shows the logged line), then eval/checkpoints, then the curves
+    (TensorBoard, results.png: they show what was just logged), then the interrupt check."""
+    from sadc.engine.curves import ResultsPlot, TensorBoardWriter  # curves.py builds on HookBase
+
+    return [
+        MetricsWriter(log),
+        ProgressBar(),
+        EvalAndCheckpoint(log),
+        TensorBoardWriter(),
+        ResultsPlot(log),
+        InterruptToCheckpoint(),
+    ]

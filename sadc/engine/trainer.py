@@ -159,6 +159,7 @@ class Trainer:
         self.finite_steps = 0  # steps with a finite loss in this process's fit
         self.last_logged: dict[str, float] | None = None  # this step's scalars; None = skipped (non-finite)
         self.last_record: dict[str, float] | None = None  # the metrics.jsonl line written this step, if any
+        self.last_eval: dict[str, Any] | None = None  # the eval metrics written to metrics.jsonl this step, if any
         self.log_window: dict[str, Any] = {}  # {"sums": {name: sum}, "steps": {name: n}} since the last metrics line
 
     def _amp_dtype(self) -> torch.dtype | None:
