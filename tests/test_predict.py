@@ -14,7 +14,8 @@ from PIL import Image
 
 from sadc.errors import SadcError
 from sadc.models.spec import DetectorSpec
-from sadc.runtime.annotate import draw_detections, expand_inputs
+from sadc.runtime.annotate import draw_detections
+from sadc.runtime.inputs import expand_inputs
 from sadc.runtime.predict import predict_images
 from tests.helpers import invoke, save_tiny_checkpoint, tensorrt_runs_here
 

@@ -9,6 +9,7 @@ import typer
 
 from sadc.cli.common import console, handle_errors
 from sadc.cli.data import FormatOpt, Layout
+from sadc.errors import SadcError
 
 ModelsArg = Annotated[
     list[Path],
@@ -22,6 +23,22 @@ ImagesOpt = Annotated[Path | None, typer.Option(help="COCO only: image folder of
 DeviceOpt = Annotated[
     str, typer.Option(help="auto, cpu, cuda, cuda:N or N; auto = CUDA when present (a TensorRT engine always uses CUDA).")
 ]
+
+
+def check_inputs(models: list[Path], data: Path | None, fmt: Layout, device: str) -> None:
+    """The artefacts' and --data's paths and the device's spelling, checked without importing torch."""
+    from sadc.data.formats import detect_format
+    from sadc.devices import parse_device
+    from sadc.runtime.load import check_model_file
+
+    parse_device(device)
+    for path in models:
+        check_model_file(path)
+    if data is not None and fmt == Layout.auto:
+        try:
+            detect_format(data)
+        except SadcError as err:
+            raise SadcError(f"--data {err}") from None
 
 
 @handle_errors
@@ -52,6 +69,7 @@ def bench(
     Writes bench.json, bench.md and bench.png; with --fail-under-map / --max-map-drop it
     is a CI gate (reports are written first).
     """
+    check_inputs(models, data, fmt, device)  # before torch is imported (seconds): a mistake is one line at once
     from rich.console import Group
 
     from sadc.bench.report import tables, write_reports
@@ -99,6 +117,7 @@ def val(
     save_detections: Annotated[Path | None, typer.Option(help="Write the first model's detections as a COCO results json.")] = None,
 ) -> None:
     """COCO mAP and AP per class of artefacts on a labeled set: sadc bench without the timing."""
+    check_inputs(models, data, fmt, device)  # before torch is imported
     from sadc.bench.report import tables, write_reports
     from sadc.bench.run import BenchSettings, run_bench
 

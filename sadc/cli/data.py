@@ -87,6 +87,10 @@ def preview(
     cell: Annotated[int, typer.Option(min=32, help="Side of one grid cell in pixels.")] = 256,
 ) -> None:
     """Draw ground-truth boxes of the first N images into one grid PNG."""
+    from sadc.data.formats import detect_format
+
+    if fmt == Layout.auto:
+        detect_format(annotations)  # a wrong path is one line before torch is imported
     from PIL import Image
 
     from sadc.data.formats import open_labeled

@@ -42,12 +42,17 @@ def predict(
     pixels) with file_name and category_name added.
     """
     from sadc.devices import parse_device
-    from sadc.runtime.annotate import annotate_images, check_options, expand_inputs
+    from sadc.runtime.inputs import check_options, expand_inputs
+    from sadc.runtime.load import check_model_file
+
+    # Every argument is checked before torch is imported (seconds): a mistake is one line at once.
+    check_options(conf, batch)
+    device = parse_device(device)
+    check_model_file(model)
+    inputs, many = expand_inputs(images)
+    from sadc.runtime.annotate import annotate_images
     from sadc.runtime.load import load_predictor
 
-    check_options(conf, batch)  # before loading the model
-    device = parse_device(device)  # a typo fails before the images are searched
-    inputs, many = expand_inputs(images)
     predictor = load_predictor(model, device=device, input_size=input_size)
     out = out if out is not None else default_out(model)
     summary = annotate_images(predictor, inputs, out, conf=conf, batch=batch, console=console, progress=many)

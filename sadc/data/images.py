@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from sadc.errors import SadcError
+
+if TYPE_CHECKING:  # imported where used: checking a data path must not cost torch's import (seconds)
+    import torch
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 """Suffixes (lower case) treated as images; matched case-insensitively."""
@@ -99,6 +102,8 @@ def load_image(path: Path) -> torch.Tensor:
         if isinstance(err, FileNotFoundError):
             reason = "file not found"
         raise ImageReadError(f"{path}: cannot read image ({reason})") from err
+    import torch
+
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
@@ -135,6 +140,8 @@ def noise_images(n: int, input_size: tuple[int, int], seed: int | torch.Generato
     folder, latency batches); a :class:`torch.Generator` continues its stream (dry runs).
     """
     h, w = int(input_size[0]), int(input_size[1])
+    import torch
+
     generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
     return torch.randint(0, 256, (n, 3, h, w), dtype=torch.uint8, generator=generator)
 

@@ -1,6 +1,6 @@
 """``sadc predict``'s pipeline: image files -> detections drawn on the originals + COCO results.
 
-:func:`expand_inputs` turns files, folders and glob patterns into :class:`ImageInput` items;
+:func:`~sadc.runtime.inputs.expand_inputs` turns files, folders and glob patterns into :class:`ImageInput` items;
 :func:`annotate_images` reads them in batches of images that decode (:mod:`sadc.data.reader`),
 runs :func:`~sadc.runtime.predict.predict_images`, draws the boxes kept at ``conf`` and writes
 ``detections.json`` (COCO results, see :func:`sadc.data.cocojson.result_rows`) and the list
@@ -9,7 +9,6 @@ of unreadable files.
 
 from __future__ import annotations
 
-import glob
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,11 @@ from rich.console import Console
 from torchvision.utils import draw_bounding_boxes
 
 from sadc.data.cocojson import result_rows, write_json
-from sadc.data.images import find_images, is_image_file
 from sadc.data.reader import SkipList, batched, decoded, text_name
 from sadc.errors import SadcError
 from sadc.progress import progress_bar
 from sadc.runtime.base import Predictor
+from sadc.runtime.inputs import ImageInput, check_options
 from sadc.runtime.predict import predict_images
 
 # Box colours by class index (tab10), as RGB.
@@ -31,56 +30,6 @@ PALETTE = [
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
     (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
 ]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ImageInput:
-    """One image to predict on: its path and its name under --out (relative path for folder inputs)."""
-
-    path: Path
-    name: str
-    image_id: int = 0  # position in the input order, from 1 (detections.json's image_id)
-
-
-def expand_inputs(items: list[str]) -> tuple[list[ImageInput], bool]:
-    """Files, folders (recursive) and glob patterns -> image inputs in order, names unique.
-
-    Returns (inputs, whether any item was a folder or a pattern). SadcError for an item
-    that is neither an image file, a folder nor a pattern matching images.
-    """
-    found: list[tuple[Path, str]] = []
-    many = False
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            many = True
-            found += [(p, p.relative_to(path).as_posix()) for p in find_images(path)]
-        elif path.is_file():
-            if not is_image_file(path):
-                raise SadcError(f"{path}: not an image file (expected .jpg, .png, ...)")
-            found.append((path, path.name))
-        elif glob.has_magic(item):
-            many = True
-            matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
-            matches = [p for p in matches if p.is_file() and is_image_file(p)]
-            if not matches:
-                raise SadcError(f"{item}: the pattern matches no image files")
-            found += [(p, p.name) for p in matches]
-        else:
-            raise SadcError(f"{item}: no such file or folder")
-    if not found:
-        raise SadcError(f"{' '.join(items)}: no images found")
-    inputs: list[ImageInput] = []
-    used: set[str] = set()
-    for path, name in found:
-        unique, k = name, 1
-        while unique in used:  # same file name from two places: x.png, x_1.png, ...
-            stem, dot, suffix = name.rpartition(".")
-            unique = f"{stem}_{k}.{suffix}" if dot else f"{name}_{k}"
-            k += 1
-        used.add(unique)
-        inputs.append(ImageInput(path, unique, len(inputs) + 1))
-    return inputs, many
 
 
 def draw_detections(image, det: dict, class_names: list[str]):
@@ -112,14 +61,6 @@ def save_image(image, path: Path) -> None:
     array = image.permute(1, 2, 0).contiguous().numpy()
     options: dict[str, Any] = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
     Image.fromarray(array).save(path, **options)
-
-
-def check_options(conf: float, batch: int) -> None:
-    """One-line SadcError for a ``--conf`` outside [0, 1) or a ``--batch`` below 1."""
-    if not 0.0 <= conf < 1.0:
-        raise SadcError(f"--conf {conf}: must be in [0, 1)")
-    if batch < 1:
-        raise SadcError(f"--batch {batch}: must be >= 1")
 
 
 @dataclass

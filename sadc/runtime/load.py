@@ -22,11 +22,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sadc.artefacts.postprocess import PostProcess
 from sadc.errors import SadcError
 from sadc.models.spec import DetectorSpec
-from sadc.runtime.base import Predictor
+
+if TYPE_CHECKING:  # this module stays torch-free: commands check artefact paths with it before importing torch
+    from sadc.runtime.base import Predictor
 
 InputSize = str | tuple[int, int] | None
 """``--input-size``: N, "H,W" or (H, W); only torchvision:NAME sources use it."""
@@ -114,6 +117,22 @@ def backend_for(path: Path | str) -> Backend:
     raise SadcError(f"{path}: unknown artefact type {path.suffix!r} (expected one of {known})")
 
 
+def check_model_file(path: Path | str) -> Backend:
+    """The backend of ``path`` after checking, without reading it, that it is a file with a known suffix
+    (a ``torchvision:NAME`` source is the torch backend, not a file).
+
+    Torch-free and instant: commands call it on every artefact before their heavy imports.
+    """
+    if is_torchvision(path):
+        return BACKENDS[0]
+    path = Path(path)
+    if not path.exists():
+        raise SadcError(f"{path}: model not found")
+    if path.is_dir():
+        raise SadcError(f"{path}: a folder, not a model file (.pt, .onnx or .engine)")
+    return backend_for(path)
+
+
 def load_predictor(
     path: Path | str,
     *,
@@ -138,11 +157,7 @@ def load_predictor(
         check_device(device, available=False)
         return BACKENDS[0].load(Path(str(path)), device, threads, post, input_size)
     path = Path(path)
-    if not path.exists():
-        raise SadcError(f"{path}: model not found")
-    if path.is_dir():
-        raise SadcError(f"{path}: a folder, not a model file (.pt, .onnx or .engine)")
-    backend = backend_for(path)
+    backend = check_model_file(path)
     device = resolve_device(device, cuda_only=backend.name == "tensorrt")  # an engine picks CUDA by itself
     check_device(device, available=False)  # the backend says whether it can use that device here
     return backend.load(path, device, threads, post, input_size)
@@ -159,9 +174,7 @@ def check_artefact(path: Path | str, input_size: str | tuple[int, int] | None = 
 
         return torchvision_spec(str(path), parse_input_size(input_size, str(path)))
     path = Path(path)
-    if not path.is_file():
-        raise SadcError(f"{path}: model not found" if not path.exists() else f"{path}: not a model file")
-    backend = backend_for(path)
+    backend = check_model_file(path)
     if backend.name == "torch":
         from sadc.artefacts.checkpoint import load_checkpoint
         from sadc.models.loading import checkpoint_spec
