@@ -46,9 +46,32 @@ class LatencyStats:
     p99_ms: float
     mean_ms: float
     throughput: float  # images per second over the timed calls
+    rounds: int = 1  # with bench --repeat N: every field is the median over N interleaved rounds
+    p50_rounds_ms: list[float] | None = None  # each round's p50 (the spread the median hides)
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def median_of_rounds(rounds: Sequence[LatencyStats]) -> LatencyStats:
+    """One :class:`LatencyStats` of the same (artefact, kind, batch) timed in several rounds: each number is
+    the median of the rounds' (p50 the median of the per-round medians), ``iters`` their sum."""
+    if len(rounds) == 1:
+        return rounds[0]
+    med = lambda name: float(np.median([getattr(r, name) for r in rounds]))
+    first = rounds[0]
+    return LatencyStats(
+        batch=first.batch,
+        warmup=first.warmup,
+        iters=sum(r.iters for r in rounds),
+        p50_ms=med("p50_ms"),
+        p90_ms=med("p90_ms"),
+        p99_ms=med("p99_ms"),
+        mean_ms=med("mean_ms"),
+        throughput=med("throughput"),
+        rounds=len(rounds),
+        p50_rounds_ms=[r.p50_ms for r in rounds],
+    )
 
 
 def check_counts(warmup: int, iters: int) -> None:

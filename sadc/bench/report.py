@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.table import Table
 
 from sadc.bench.classes import class_markdown, class_rows, lost_lines, write_class_plot
+from sadc.bench.interference import summary_line
 from sadc.bench.latency import LatencyStats
 from sadc.bench.run import BenchReport, BenchResult
 
@@ -120,7 +121,8 @@ def tables(report: BenchReport) -> list[Table]:
         s = report.settings
         table = Table(
             title="latency (ms per batch; model = model-only call, e2e = files to original-pixel boxes)",
-            caption=f"warm-up {s['warmup']}, {s['iters']} timed calls per cell",
+            caption=f"warm-up {s['warmup']}, {s['iters']} timed calls per cell{_rounds(s)}"
+            + (f"\n{summary_line(report.interference)}" if report.interference else ""),
         )
         for i, col in enumerate(header):
             table.add_column(col, justify="left" if i == 0 else "right")
@@ -137,6 +139,11 @@ def tables(report: BenchReport) -> list[Table]:
             table.add_row(*row)
         out.append(table)
     return out
+
+
+def _rounds(settings: dict) -> str:
+    n = settings.get("repeat", 1)
+    return f", {n} interleaved rounds (median of the rounds' numbers)" if n > 1 else ""
 
 
 def _markdown_table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
@@ -164,7 +171,13 @@ def markdown(report: BenchReport, plot: str | None = None, class_plot: str | Non
     ]
     header, rows = latency_rows(report)
     if rows:
-        parts += ["", "## Latency", "", _markdown_table(header, rows), "", "What \"model\" times, per backend:", ""]
+        parts += ["", "## Latency", ""]
+        if report.interference:
+            line = summary_line(report.interference)
+            parts += [f"**{line}**" if not report.interference["reliable"] else str(line), ""]
+        if s.get("repeat", 1) > 1:
+            parts += [f"Timing in {s['repeat']} interleaved rounds; each number is the median of the rounds'.", ""]
+        parts += [_markdown_table(header, rows), "", "What \"model\" times, per backend:", ""]
         parts += [f"- {name}: {what}" for name, what in s["model_only"].items()]
         parts += [
             "- e2e (end to end): read + decode the image files, letterbox, the predictor's predict, boxes back "

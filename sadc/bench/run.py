@@ -20,7 +20,8 @@ from rich.console import Console
 
 from sadc.artefacts.postprocess import PostProcess
 from sadc.bench.flops import ModelSize, model_size
-from sadc.bench.latency import LatencyStats, bench_latency, check_counts
+from sadc.bench.interference import InterferenceMonitor, Probe
+from sadc.bench.latency import LatencyStats, bench_latency, check_counts, median_of_rounds
 from sadc.data.formats import image_root
 from sadc.data.images import find_images
 from sadc.devices import parse_device
@@ -51,12 +52,17 @@ class BenchSettings:
     data_format: str = "auto"  # auto, coco, yolo or voc
     save_detections: Path | None = None  # the first artefact's COCO results
     input_size: str | None = None  # torchvision:NAME artefacts: N or H,W
+    repeat: int = 1  # latency rounds, artefacts interleaved (A B A B ...); medians of the rounds are reported
 
     def check(self) -> None:
         if not self.batches or any(b < 1 for b in self.batches):
             raise SadcError(f"--batch {','.join(map(str, self.batches))}: batch sizes must be >= 1")
         check_counts(self.warmup, self.iters)
         parse_device(self.device)
+        if self.repeat < 1:
+            raise SadcError(f"--repeat {self.repeat}: must be >= 1")
+        if self.repeat > 1 and not self.latency:
+            raise SadcError("--repeat repeats the timing; drop --no-latency")
         if self.threads is not None and self.threads < 1:
             raise SadcError(f"--threads {self.threads}: must be >= 1")
         if not (self.accuracy or self.latency):
@@ -117,6 +123,7 @@ class BenchReport:
     machine: dict
     settings: dict
     results: list[BenchResult]
+    interference: dict | None = None  # InterferenceMonitor.to_json() of the timing, None without it
 
     def delta_map(self, result: BenchResult) -> float | None:
         """mAP minus the first artefact's; None when either is unscored or their thresholds differ
@@ -137,7 +144,7 @@ class BenchReport:
             entry = r.to_json()
             entry["delta_map"] = self.delta_map(r)
             results.append(entry)
-        return {"machine": self.machine, "settings": self.settings, "results": results}
+        return {"machine": self.machine, "settings": self.settings, "interference": self.interference, "results": results}
 
 
 def parse_batches(text: str) -> tuple[int, ...]:
@@ -162,8 +169,17 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def run_bench(models: Sequence[Path], settings: BenchSettings, *, console: Console | None = None) -> BenchReport:
-    """Measure every artefact in ``models`` with ``settings``; the first is the ΔmAP reference."""
+def run_bench(
+    models: Sequence[Path], settings: BenchSettings, *, console: Console | None = None, probe: Probe | None = None
+) -> BenchReport:
+    """Measure every artefact in ``models`` with ``settings``; the first is the ΔmAP reference.
+
+    Size and accuracy are measured once; the timing runs ``settings.repeat`` rounds over
+    all artefacts in turn (A B A B, so a slow spell of the machine hits every artefact)
+    and reports the median of the rounds. An :class:`InterferenceMonitor` (``probe``: its
+    seam to the machine) times a reference matmul before the first and after each
+    artefact and says whether the machine was quiet.
+    """
     from sadc.engine.machine import machine_summary, resolve_device
 
     settings.check()
@@ -178,52 +194,38 @@ def run_bench(models: Sequence[Path], settings: BenchSettings, *, console: Conso
     if settings.latency and image_dir is not None:
         files = find_images(image_dir)[: max(settings.batches)]
     sizes: dict[str, ModelSize] = {}  # spec json -> size: computed once per architecture
-    results = []
+    results: list[BenchResult] = []
+    timed: list[list[dict[str, list[LatencyStats]]]] = [[] for _ in models]  # per artefact, per round
+    monitor = InterferenceMonitor(threads, probe or Probe()) if settings.latency else None
     with torch_threads(threads):
-        for i, path in enumerate(models):
-            fixed = artefact_postprocess(path)
-            predictor = load_predictor(path, device=settings.device, threads=threads, post=post, input_size=settings.input_size)
-            path = Path(path)
-            key = predictor.spec.model_dump_json()
-            if key not in sizes:
-                sizes[key] = model_size(predictor.spec)
-            size = sizes[key]
-            result = BenchResult(
-                name=predictor.name,
-                path=str(path),
-                backend=backend_for(path).name,
-                file_mb=path.stat().st_size / 1e6 if path.is_file() else 0.0,
-                params=size.params,
-                gflops=size.gflops,
-                input_size=size.input_size,
-                post=fixed or post,
-            )
-            if settings.accuracy:
-                assert settings.data is not None  # settings.check() saw to it
-                accuracy = predictor_accuracy(
-                    predictor,
-                    settings.data,
-                    settings.images,
-                    fmt=settings.data_format,
-                    batch_size=max(settings.batches),
-                    save_detections=settings.save_detections if i == 0 else None,
-                    console=console,
-                )
-                result.per_class = accuracy.pop("per_class", {})
-                result.accuracy = accuracy
-            if settings.latency:
-                status = console.status("latency") if console is not None else contextlib.nullcontext()
-                with status as spinner:
-                    result.latency = bench_latency(
-                        predictor,
-                        batches=settings.batches,
-                        warmup=settings.warmup,
-                        iters=settings.iters,
-                        files=files,
-                        progress=spinner.update if spinner is not None else None,
-                    )
-            results.append(result)
-            del predictor  # one artefact in memory at a time
+        if monitor is not None:
+            monitor.start()
+        for round_ in range(settings.repeat):
+            for i, path in enumerate(models):
+                predictor = load_predictor(path, device=settings.device, threads=threads, post=post, input_size=settings.input_size)
+                if round_ == 0:
+                    results.append(_describe(predictor, path, i, settings, sizes, console, artefact_postprocess(path) or post))
+                if settings.latency:
+                    status = console.status("latency") if console is not None else contextlib.nullcontext()
+                    with status as spinner:
+                        timed[i].append(
+                            bench_latency(
+                                predictor,
+                                batches=settings.batches,
+                                warmup=settings.warmup,
+                                iters=settings.iters,
+                                files=files,
+                                progress=spinner.update if spinner is not None else None,
+                            )
+                        )
+                    assert monitor is not None
+                    monitor.check(predictor.name + (f" (round {round_ + 1})" if settings.repeat > 1 else ""))
+                del predictor  # one artefact in memory at a time
+        if monitor is not None:
+            monitor.finish()
+        for result, rounds in zip(results, timed):
+            if rounds:
+                result.latency = {kind: [median_of_rounds(cells) for cells in zip(*(r[kind] for r in rounds))] for kind in rounds[0]}
         machine = machine_summary()
     input_sizes = {r.input_size for r in results}
     return BenchReport(
@@ -234,6 +236,7 @@ def run_bench(models: Sequence[Path], settings: BenchSettings, *, console: Conso
             "batches": list(settings.batches),
             "warmup": settings.warmup,
             "iters": settings.iters,
+            "repeat": settings.repeat,
             "data": str(settings.data) if settings.data else None,
             "images": str(image_dir) if image_dir else None,
             "end_to_end_files": [str(f) for f in files],
@@ -243,6 +246,7 @@ def run_bench(models: Sequence[Path], settings: BenchSettings, *, console: Conso
             "gflops": "2 x multiply-adds / 1e9 per image at input size (convs and matmuls of backbone, FPN, heads)",
         },
         results=results,
+        interference=monitor.to_json() if monitor is not None else None,
     )
 
 
@@ -251,6 +255,41 @@ def common_postprocess(models: Sequence[Path | str]) -> PostProcess:
     export's when they differ; rows with others then get no ΔmAP), else sadc's defaults."""
     fixed = [p for p in (artefact_postprocess(m) for m in models) if p is not None]
     return fixed[0] if fixed else PostProcess()
+
+
+def _describe(
+    predictor, source: Path | str, i: int, settings: BenchSettings, sizes: dict, console: Console | None, post: PostProcess
+) -> BenchResult:
+    """Size and (with ``settings.accuracy``) mAP of the ``i``-th artefact: measured once, not per round."""
+    path = Path(source)
+    key = predictor.spec.model_dump_json()
+    if key not in sizes:
+        sizes[key] = model_size(predictor.spec)
+    size = sizes[key]
+    result = BenchResult(
+        name=predictor.name,
+        path=str(path),
+        backend=backend_for(path).name,
+        file_mb=path.stat().st_size / 1e6 if path.is_file() else 0.0,
+        params=size.params,
+        gflops=size.gflops,
+        input_size=size.input_size,
+        post=post,
+    )
+    if settings.accuracy:
+        assert settings.data is not None  # settings.check() saw to it
+        accuracy = predictor_accuracy(
+            predictor,
+            settings.data,
+            settings.images,
+            fmt=settings.data_format,
+            batch_size=max(settings.batches),
+            save_detections=settings.save_detections if i == 0 else None,
+            console=console,
+        )
+        result.per_class = accuracy.pop("per_class", {})
+        result.accuracy = accuracy
+    return result
 
 
 def _backends_of(results: list[BenchResult]):

@@ -1,0 +1,148 @@
+"""Is the machine quiet enough for the latency numbers to mean something?
+
+A bench on a shared machine can be 30x slower than on a quiet one and look just as
+confident. :class:`InterferenceMonitor` watches two things while ``sadc bench`` runs:
+
+- the **1-minute load average** against the core count, before the first artefact and
+  after the last: a hint (it lags by up to a minute, and after the run it includes
+  the bench's own threads);
+- a **reference matmul** (fp32 [256, 256] @ [256, 256], median of 5 calls, on the
+  bench's threads) timed before the first artefact and after each artefact: the
+  direct measure. If the same work takes a different time, the machine's speed
+  changed during the run, and latencies of artefacts measured at different moments
+  are not comparable.
+
+The verdict is ``unreliable`` when either rule fires:
+
+1. a reference time is more than ``SLOWDOWN`` = 1.25x (or less than 1/1.25 of) the
+   first: a quiet machine repeats a median-of-5 matmul within a few percent (turbo
+   and cache effects stay under ~10%), while another process sharing our cores
+   makes it 1.5-2x or worse. 25% sits well above the noise and well below the harm.
+2. the load average exceeds ``cores + LOAD_MARGIN`` (0.5): more runnable threads than
+   cores means someone waits, which on a bench machine is us. Before the run we add
+   the bench's own threads (the load then is others' alone), after it we do not (it
+   already includes them).
+
+Every number is reported (bench.json ``interference``) with the rule that fired, so
+a reader can judge; ``--repeat N`` (interleaved rounds, median of medians) keeps
+ratios between artefacts meaningful when the absolute numbers are not.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+SLOWDOWN = 1.25
+LOAD_MARGIN = 0.5
+REFERENCE_SIZE = 256
+REFERENCE_CALLS = 5
+
+
+def reference_matmul_s(clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median seconds of ``REFERENCE_CALLS`` fp32 [256, 256] @ [256, 256] matmuls (after one untimed call)."""
+    import torch
+
+    a = torch.ones(REFERENCE_SIZE, REFERENCE_SIZE)
+    a @ a  # first call: allocation and kernel choice
+    times = []
+    for _ in range(REFERENCE_CALLS):
+        start = clock()
+        a @ a
+        times.append(clock() - start)
+    return statistics.median(times)
+
+
+def _loadavg() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):  # Windows has no load average
+        return None
+
+
+@dataclass
+class Probe:
+    """The seam between the monitor and the machine: tests pass fakes, ``sadc bench`` the defaults."""
+
+    loadavg: Callable[[], float | None] = _loadavg
+    cores: Callable[[], int | None] = os.cpu_count
+    reference_s: Callable[[], float] = reference_matmul_s
+
+
+@dataclass
+class InterferenceMonitor:
+    """Load before/after and reference matmul times of one bench run; :meth:`verdict` says if it was quiet.
+
+    Call :meth:`start` before the first artefact, :meth:`check` after each one (``label``
+    names it, with the round under ``--repeat``), :meth:`finish` after the last.
+    """
+
+    threads: int
+    probe: Probe = field(default_factory=Probe)
+    cores: int | None = None
+    load_before: float | None = None
+    load_after: float | None = None
+    reference_ms: list[tuple[str, float]] = field(default_factory=list)  # (after what, ms); the first is "start"
+
+    def start(self) -> None:
+        self.cores = self.probe.cores()
+        self.load_before = self.probe.loadavg()
+        self.reference_ms.append(("start", self.probe.reference_s() * 1e3))
+
+    def check(self, label: str) -> None:
+        self.reference_ms.append((label, self.probe.reference_s() * 1e3))
+
+    def finish(self) -> None:
+        self.load_after = self.probe.loadavg()
+
+    def reasons(self) -> list[str]:
+        """Why the numbers are unreliable (empty: they are not known to be)."""
+        out = []
+        if self.reference_ms:
+            first = self.reference_ms[0][1]
+            for label, ms in self.reference_ms[1:]:
+                ratio = ms / first if first > 0 else 1.0
+                if ratio > SLOWDOWN or ratio < 1 / SLOWDOWN:
+                    out.append(f"reference matmul {ratio:.2f}x its first time after {label}")
+                    break
+        if self.cores:
+            limit = self.cores + LOAD_MARGIN
+            if self.load_before is not None and self.load_before + self.threads > limit:
+                out.append(f"load {self.load_before:.2f} before the run + {self.threads} bench threads > {self.cores} cores")
+            if self.load_after is not None and self.load_after > limit:
+                out.append(f"load {self.load_after:.2f} after the run > {self.cores} cores")
+        return out
+
+    def to_json(self) -> dict:
+        first = self.reference_ms[0][1] if self.reference_ms else None
+        reasons = self.reasons()
+        return {
+            "reliable": not reasons,
+            "reasons": reasons,
+            "cores": self.cores,
+            "threads": self.threads,
+            "load_before": self.load_before,
+            "load_after": self.load_after,
+            "reference_ms": [{"after": label, "ms": ms, "ratio": ms / first if first else None} for label, ms in self.reference_ms],
+            "rules": f"unreliable when the reference matmul ({REFERENCE_SIZE}x{REFERENCE_SIZE} fp32, median of "
+            f"{REFERENCE_CALLS}) after an artefact is outside 1/{SLOWDOWN:g}..{SLOWDOWN:g}x its first time, or the "
+            f"1-minute load average (+ bench threads, before) exceeds cores + {LOAD_MARGIN:g}",
+        }
+
+
+def summary_line(interference: dict | None) -> str | None:
+    """One line for tables and bench.md: quiet, or UNRELIABLE with the reasons."""
+    if not interference:
+        return None
+    refs = interference["reference_ms"]
+    worst = max((r["ratio"] for r in refs[1:] if r["ratio"] is not None), default=1.0, key=lambda x: max(x, 1 / x))
+    load = interference["load_before"]
+    facts = f"reference matmul up to {worst:.2f}x its first time"
+    if load is not None:
+        facts = f"load {load:.2f} on {interference['cores']} cores before, {facts}"
+    if interference["reliable"]:
+        return f"machine quiet during the run ({facts})"
+    return f"UNRELIABLE: the machine was busy ({'; '.join(interference['reasons'])}); compare ratios, rerun with --repeat"
