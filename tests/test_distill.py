@@ -121,6 +121,25 @@ def test_class_map_slices_logits_and_remaps_pseudo_labels(tiny_spec):
         class_index(teacher, student, {"disc": "circle", "blob": "ring"})
 
 
+def test_teacher_boxes_only_for_the_images_that_use_them(tiny_spec):
+    """pseudo_from=k gives the boxes of images[k:] exactly as detecting on all of them and dropping the first k;
+    None gives none; the logits are unchanged."""
+    teacher = build_detector(tiny_spec).eval()
+    with torch.no_grad():
+        teacher.net.head.classification_head.cls_logits.bias.fill_(1.0)  # plenty of boxes
+    targets = TeacherTargets(teacher, list(range(tiny_spec.num_classes)), threshold=0.3)
+    images = torch.randint(0, 256, (5, 3, 64, 64), dtype=torch.uint8)
+    logits, every = targets(images)
+    assert sum(len(p["boxes"]) for p in every[2:]) > 0
+    for k in (2, 5):
+        part_logits, part = targets(images, pseudo_from=k)
+        assert torch.equal(part_logits, logits) and len(part) == 5 - k
+        for a, b in zip(part, every[k:], strict=True):
+            assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
+    none_logits, none = targets(images, pseudo_from=None)
+    assert torch.equal(none_logits, logits) and none == []
+
+
 def test_dry_run_needs_no_data_or_weights(tmp_path, tiny_world, tiny_teacher):
     import io
 

@@ -104,8 +104,12 @@ class DistillObjective:
         images = torch.cat(parts) if len(parts) > 1 else parts[0]
         n_lab = 0 if labeled is None else labeled[0].shape[0]
         out = self.forward(images)
-        t_logits, pseudo = self.teacher(images)
         cfg = self.cfg
+        # Teacher boxes are needed only for unlabeled images, and only by the pseudo-box loss,
+        # skip_empty or an anchor choice that matches boxes: labeled images get logits alone.
+        matches_boxes = cfg.loss != "none" and (cfg.anchors != "all" or cfg.normalizer == "positives")
+        wants_boxes = unlabeled is not None and (cfg.pseudo_labels or cfg.skip_empty or matches_boxes)
+        t_logits, pseudo = self.teacher(images, pseudo_from=n_lab if wants_boxes else None)
 
         losses: dict[str, Tensor] = {}
         lab_out, unl_out = _rows(out, slice(0, n_lab)), _rows(out, slice(n_lab, None))
@@ -115,7 +119,7 @@ class DistillObjective:
         # Hard boxes of unlabeled images: their ground truth where the stream carries it, else the teacher's.
         unl_hard = [
             {"boxes": t["boxes"], "labels": t["labels"]} if t.get("has_gt") else p
-            for t, p in zip(unlabeled[1] if unlabeled is not None else [], pseudo[n_lab:])
+            for t, p in zip(unlabeled[1] if unlabeled is not None else [], pseudo)
         ]
         # skip_empty: an unlabeled image without a box is out of every term (the authors' filter_for_training).
         keep = [not (cfg.skip_empty and len(h["boxes"]) == 0) for h in unl_hard]

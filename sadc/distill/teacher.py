@@ -8,6 +8,7 @@ checked once at start-up by :func:`check_distillable`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -124,10 +125,12 @@ def pseudo_targets(
 class TeacherTargets:
     """Soft targets and pseudo boxes from a frozen teacher.
 
-    ``__call__(images uint8 [N, 3, H, W])`` returns (logits [N, A, C_student] sliced to the
-    student's classes, pseudo targets: per image {boxes [m, 4] xyxy input px, labels [m]
-    int64 in student classes}). The teacher runs in eval and inference mode, in
-    ``precision`` (fp16/bf16 autocast on CUDA only).
+    ``__call__(images uint8 [N, 3, H, W], pseudo_from=0)`` returns (logits [N, A, C_student]
+    sliced to the student's classes, pseudo targets of ``images[pseudo_from:]``: per image
+    {boxes [m, 4] xyxy input px, labels [m] int64 in student classes}; none when
+    ``pseudo_from`` is None). Boxes nobody uses (those of labeled images) are thus never
+    decoded and NMS'd. The teacher runs in eval and inference mode, in ``precision``
+    (fp16/bf16 autocast on CUDA only).
     """
 
     teacher: Detector
@@ -152,14 +155,14 @@ class TeacherTargets:
             return contextlib.nullcontext()  # CPUs have no fast fp16: fp32 there
         return torch.autocast(device.type, dtype=torch.float16 if self.precision == "fp16" else torch.bfloat16)
 
-    def __call__(self, images: Tensor) -> tuple[Tensor, list[dict[str, Tensor]]]:
-        logits, targets = self._infer(images)
+    def __call__(self, images: Tensor, pseudo_from: int | None = 0) -> tuple[Tensor, list[dict[str, Tensor]]]:
+        logits, targets = self._infer(images, pseudo_from)
         # Inference tensors cannot be saved for backward (the ADL keeps the teacher
         # logits); clones made outside inference mode are ordinary tensors.
         return logits.clone(), [{k: v.clone() for k, v in t.items()} for t in targets]
 
     @torch.inference_mode()
-    def _infer(self, images: Tensor) -> tuple[Tensor, list[dict[str, Tensor]]]:
+    def _infer(self, images: Tensor, pseudo_from: int | None) -> tuple[Tensor, list[dict[str, Tensor]]]:
         x = images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
         with self._autocast(images.device):
             out = self.teacher.dense(self.teacher.preprocess(x))
@@ -168,6 +171,13 @@ class TeacherTargets:
         if out.bbox_ctrness is not None:
             out.bbox_ctrness = out.bbox_ctrness.float()
         logits = out.cls_logits if self.identity else out.cls_logits[..., self.classes]
+        if pseudo_from is None or pseudo_from >= images.shape[0]:
+            return logits, []
+        if pseudo_from > 0:
+            ctr = None if out.bbox_ctrness is None else out.bbox_ctrness[pseudo_from:]
+            out = dataclasses.replace(
+                out, cls_logits=out.cls_logits[pseudo_from:], bbox_regression=out.bbox_regression[pseudo_from:], bbox_ctrness=ctr
+            )
         dets = self.teacher.detect(out, PostProcess(score_threshold=self.threshold))
         targets = pseudo_targets(dets, threshold=self.threshold, class_map=None if self.identity else self.class_table)
         return logits, targets
