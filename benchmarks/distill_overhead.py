@@ -13,6 +13,10 @@ sadc (e.g. the main branch) in a second process, interleaved with this one's, so
 before/after ratios come from one run on one machine::
 
     python -m benchmarks.distill_overhead [--batch 16] [--iters 5] [--rounds 7] [--compare /path/to/main]
+
+Within a round the calls alternate (supervised, teacher, distill, supervised, ...). Besides
+the median ratio, the ratio of each kind's fastest call is printed: on a loaded machine
+interference only adds time, so the minima are the least disturbed estimate.
 """
 
 from __future__ import annotations
@@ -76,26 +80,33 @@ def build(batch: int = 16, recipe_path: Path = ROOT / "recipes/quickstart.yaml",
     }
 
 
-def one_round(calls: dict[str, Callable[[], object]], iters: int) -> dict[str, float]:
-    """Median seconds per call of each of the three, timed one after another."""
+def one_round(calls: dict[str, Callable[[], object]], iters: int) -> dict[str, list[float]]:
+    """Seconds of ``iters`` calls of each of the three, interleaved call by call (S T D S T D ...)."""
     from benchmarks.common import time_it
 
-    return {kind: time_it(calls[kind], warmup=1, iters=iters) for kind in KINDS}
+    out: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    for _ in range(iters):
+        for kind in KINDS:
+            out[kind].append(time_it(calls[kind], warmup=0, iters=1))
+    return out
 
 
 def ratio(t: dict[str, float]) -> float:
     return t["distill"] / (t["supervised"] + t["teacher"])
 
 
-def summarize(rounds: list[dict[str, float]]) -> dict[str, float]:
-    """Median of each time over the rounds, and the median of the per-round ratios."""
-    out = {kind: statistics.median(r[kind] for r in rounds) for kind in KINDS}
-    out["ratio"] = statistics.median(ratio(r) for r in rounds)
+def summarize(rounds: list[dict[str, list[float]]]) -> dict[str, float]:
+    """Median of each kind's per-round medians, the median of the per-round ratios, and the ratio of the
+    fastest calls (``ratio_min``: interference only adds time, so the minimum is the least disturbed)."""
+    medians = [{kind: statistics.median(r[kind]) for kind in KINDS} for r in rounds]
+    out = {kind: statistics.median(m[kind] for m in medians) for kind in KINDS}
+    out["ratio"] = statistics.median(ratio(m) for m in medians)
+    out["ratio_min"] = ratio({kind: min(min(r[kind]) for r in rounds) for kind in KINDS})
     return out
 
 
 def sad_step_seconds(batch: int, iters: int) -> float:
-    return one_round(build(batch), iters)["distill"]
+    return statistics.median(one_round(build(batch), iters)["distill"])
 
 
 def _worker(batch: int, iters: int) -> None:
@@ -120,7 +131,7 @@ def _start(tree: Path, batch: int, iters: int) -> subprocess.Popen:
     return proc
 
 
-def _ask(proc: subprocess.Popen) -> dict[str, float]:
+def _ask(proc: subprocess.Popen) -> dict[str, list[float]]:
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write("round\n")
     proc.stdin.flush()
@@ -129,7 +140,7 @@ def _ask(proc: subprocess.Popen) -> dict[str, float]:
 
 def _line(name: str, s: dict[str, float]) -> str:
     return (f"{name}: supervised step {s['supervised'] * 1e3:.0f} ms, teacher inference {s['teacher'] * 1e3:.0f} ms, "
-            f"distill step {s['distill'] * 1e3:.0f} ms, ratio {s['ratio']:.3f}")
+            f"distill step {s['distill'] * 1e3:.0f} ms, ratio {s['ratio']:.3f} (medians), {s['ratio_min']:.3f} (fastest calls)")
 
 
 def main() -> None:
@@ -155,17 +166,19 @@ def main() -> None:
         return
     trees = {"this tree": ROOT, f"{args.compare}": args.compare.resolve()}
     procs = {name: _start(tree, args.batch, args.iters) for name, tree in trees.items()}
-    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    rounds: dict[str, list[dict[str, list[float]]]] = {name: [] for name in trees}
     try:
         for i in range(args.rounds):
             for name in list(trees) if i % 2 == 0 else list(trees)[::-1]:  # alternate which goes first
                 rounds[name].append(_ask(procs[name]))
+                print(f"round {i + 1} {name}: {json.dumps(rounds[name][-1])}", file=sys.stderr, flush=True)
     finally:
         for proc in procs.values():
             proc.kill()
     print(f"batch {args.batch}: {args.rounds} interleaved rounds of {args.iters} timed calls per kind")
     for name in trees:
-        print(_line(name, summarize(rounds[name])), "| per-round ratios", " ".join(f"{ratio(r):.3f}" for r in rounds[name]))
+        per_round = " ".join(f"{ratio({k: statistics.median(v) for k, v in r.items()}):.3f}" for r in rounds[name])
+        print(_line(name, summarize(rounds[name])), "| per-round ratios", per_round)
 
 
 if __name__ == "__main__":
