@@ -14,7 +14,8 @@ CASES = [
     (["bench", "folder"], "folder: a folder, not a model file"),
     (["bench", "empty.pt", "--data", "missing.json"], "--data missing.json: not found"),
     (["val", "empty.pt", "--data", "notes.txt"], "--data notes.txt: not a .json (COCO) or .yaml (YOLO) file"),
-    (["val", "empty.onnx", "missing.engine", "--data", "missing.json"], "missing.engine: model not found"),
+    (["val", "empty.onnx", "missing.engine", "--data", "val.json"], "missing.engine: model not found"),
+    (["val", "missing.pt", "--data", "missing.json"], "--data missing.json: not found"),
     (["data", "preview", "missing.json"], "missing.json: not found"),
     (["data", "preview", "folder"], "folder: a folder with neither a data.yaml (YOLO) nor an Annotations/ folder (VOC)"),
 ]
@@ -35,7 +36,7 @@ print(json.dumps({"results": out, "heavy": heavy}))
 
 
 def test_mistakes_are_one_line_before_torch_is_imported(tmp_path):
-    for name in ("empty.pt", "empty.onnx", "a.png", "notes.txt"):
+    for name in ("empty.pt", "empty.onnx", "a.png", "notes.txt", "val.json"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "folder").mkdir()
     argvs = [argv for argv, _ in CASES]

@@ -32,13 +32,13 @@ def check_inputs(models: list[Path], data: Path | None, fmt: Layout, device: str
     from sadc.runtime.load import check_model_file
 
     parse_device(device)
-    for path in models:
-        check_model_file(path)
     if data is not None and fmt == Layout.auto:
         try:
             detect_format(data)
         except SadcError as err:
             raise SadcError(f"--data {err}") from None
+    for path in models:
+        check_model_file(path)
 
 
 @handle_errors
