@@ -82,9 +82,25 @@ ROWS = [
     Row("g", "teacher", "teacher"),
     Row("h-kl", "same arch as teacher: KL", "distill", (*TEACHER_ARCH, "distill.loss=kl", *LABELED_ONLY)),
     Row("h-adl", "same arch as teacher: ADL", "distill", (*TEACHER_ARCH, "distill.loss=adl", *LABELED_ONLY)),
-    Row("h-sad", "same arch as teacher: SAD", "distill", (*TEACHER_ARCH, "distill.loss=adl", "distill.pseudo_labels=true"), "base"),
-    Row("i-pseudo", "unlabeled only: pseudo labels", "distill", ("distill.loss=none", "distill.pseudo_labels=true"), "base", labeled=False),
-    Row("i-sad", "unlabeled only: ADL + pseudo labels", "distill", ("distill.loss=adl", "distill.pseudo_labels=true"), "base", labeled=False),
+    Row(
+        "h-sad", "same arch as teacher: SAD", "distill", (*TEACHER_ARCH, "distill.loss=adl", "distill.pseudo_labels=true"), "base"
+    ),
+    Row(
+        "i-pseudo",
+        "unlabeled only: pseudo labels",
+        "distill",
+        ("distill.loss=none", "distill.pseudo_labels=true"),
+        "base",
+        labeled=False,
+    ),
+    Row(
+        "i-sad",
+        "unlabeled only: ADL + pseudo labels",
+        "distill",
+        ("distill.loss=adl", "distill.pseudo_labels=true"),
+        "base",
+        labeled=False,
+    ),
     Row("j", "KL + pseudo labels", "distill", ("distill.loss=kl", "distill.pseudo_labels=true"), "base"),
     Row("w-kl", "warm start (a), + KL", "distill", ("distill.loss=kl", *LABELED_ONLY), init_from="a"),
     Row("w-adl", "warm start (a), + ADL", "distill", ("distill.loss=adl", *LABELED_ONLY), init_from="a"),
@@ -122,25 +138,48 @@ KNOBS = [
     Knob("d", "d-lambda10", "lambda 10", ("distill.weight=10",)),
     Knob("d", "d-lambda30", "lambda 30", ("distill.weight=30",)),
     Knob("d", "d-authors", "authors' form (ADW x alpha-BCE), lambda 1", ("distill.form=authors",)),
-    Knob("f", "f-lambda10-gamma0", "lambda 10, gamma 0 (no focusing: KL weighted by the normaliser)", (*TUNED, "distill.gamma=0")),
+    Knob(
+        "f", "f-lambda10-gamma0", "lambda 10, gamma 0 (no focusing: KL weighted by the normaliser)", (*TUNED, "distill.gamma=0")
+    ),
     Knob("f", f"{_F}-beta0.5", "lambda 10, gamma 1, beta 0.5", (*TUNED, "distill.beta=0.5")),
     Knob("f", f"{_F}-theta1", "lambda 10, gamma 1, theta 1", (*TUNED, "distill.theta=1")),
     Knob("f", f"{_F}-theta3", "lambda 10, gamma 1, theta 3", (*TUNED, "distill.theta=3")),
     Knob("f", f"{_F}-thr0.3", "lambda 10, gamma 1, pseudo threshold 0.3", (*TUNED, "distill.pseudo_threshold=0.3")),
     Knob("f", f"{_F}-thr0.6", "lambda 10, gamma 1, pseudo threshold 0.6", (*TUNED, "distill.pseudo_threshold=0.6")),
-    Knob("f", f"{_F}-ratio3", "lambda 10, gamma 1, 4 labeled + 12 unlabeled per step",
-         (*TUNED, "data.batch_size=4", "distill.unlabeled_ratio=3")),
-    Knob("f", f"{_F}-ratio0.33", "lambda 10, gamma 1, 12 labeled + 4 unlabeled per step",
-         (*TUNED, "data.batch_size=12", "distill.unlabeled_ratio=0.3334")),
+    Knob(
+        "f",
+        f"{_F}-ratio3",
+        "lambda 10, gamma 1, 4 labeled + 12 unlabeled per step",
+        (*TUNED, "data.batch_size=4", "distill.unlabeled_ratio=3"),
+    ),
+    Knob(
+        "f",
+        f"{_F}-ratio0.33",
+        "lambda 10, gamma 1, 12 labeled + 4 unlabeled per step",
+        (*TUNED, "data.batch_size=12", "distill.unlabeled_ratio=0.3334"),
+    ),
     Knob("f", f"{_F}-posanchors", "lambda 10, gamma 1, positive anchors only", (*TUNED, "distill.anchors=positives")),
     # The budget: does the student close on the teacher with 3x the steps (evaluated every 400)?
     Knob("f", f"{_F}-steps1200", "lambda 10, gamma 1, 1,200 steps", (*TUNED, "train.steps=1200")),
     Knob("a", "a-steps1200", "1,200 steps", ("train.steps=1200",)),
     # The authors' rules (issue 14), each against f with lambda 10, gamma 1 on the same seeds.
-    Knob("f", f"{_F}-notignored", "lambda 10, gamma 1, no ADL on the ignore band", (*TUNED, "distill.anchors=not_ignored"), (0, 1)),
-    Knob("f", f"{_F}-skipempty", "lambda 10, gamma 1, skip images without teacher boxes", (*TUNED, "distill.skip_empty=true"), (0, 1)),
-    Knob("f", f"{_F}-alternate", "lambda 10, gamma 1, alternating steps, unlabeled = train + unlabeled",
-         (*TUNED, "data.schedule=alternate", "data.unlabeled=[labeled,{data}/unlabeled]"), (0, 1)),
+    Knob(
+        "f", f"{_F}-notignored", "lambda 10, gamma 1, no ADL on the ignore band", (*TUNED, "distill.anchors=not_ignored"), (0, 1)
+    ),
+    Knob(
+        "f",
+        f"{_F}-skipempty",
+        "lambda 10, gamma 1, skip images without teacher boxes",
+        (*TUNED, "distill.skip_empty=true"),
+        (0, 1),
+    ),
+    Knob(
+        "f",
+        f"{_F}-alternate",
+        "lambda 10, gamma 1, alternating steps, unlabeled = train + unlabeled",
+        (*TUNED, "data.schedule=alternate", "data.unlabeled=[labeled,{data}/unlabeled]"),
+        (0, 1),
+    ),
     Knob("j", "j-lambda10", "lambda 10", ("distill.weight=10",), (0, 1)),
 ]
 
@@ -242,10 +281,19 @@ def prepare(args) -> Setup:
         make_synthetic_world(data, train=24, val=8, test=8, unlabeled=32, size=64, seed=0, shift=True)
         teacher_recipe = load_recipe(
             ROOT / "recipes/quickstart-teacher.yaml",
-            [f"output={tmp}", f"data.train.annotations={data / 'train.json'}", f"data.train.images={data / 'train'}",
-             f"data.val.annotations={data / 'val.json'}", f"data.val.images={data / 'val'}", "train.steps=2", "train.warmup_steps=0",
-             "train.eval_every=0", "data.batch_size=4", "data.workers=0",
-             *[f"model.teacher.{k}={json.dumps(v)}" for k, v in QUICK_MODEL.items()]],
+            [
+                f"output={tmp}",
+                f"data.train.annotations={data / 'train.json'}",
+                f"data.train.images={data / 'train'}",
+                f"data.val.annotations={data / 'val.json'}",
+                f"data.val.images={data / 'val'}",
+                "train.steps=2",
+                "train.warmup_steps=0",
+                "train.eval_every=0",
+                "data.batch_size=4",
+                "data.workers=0",
+                *[f"model.teacher.{k}={json.dumps(v)}" for k, v in QUICK_MODEL.items()],
+            ],
         )
         teacher = run_train(teacher_recipe, resume=True) / "last.pt"
         return Setup(
@@ -258,7 +306,13 @@ def prepare(args) -> Setup:
     if not teacher.is_file():
         run_train(load_recipe(ROOT / "recipes/quickstart-teacher.yaml"), resume=True)
     return Setup(
-        data, teacher, ROOT / args.out, steps=args.steps, seeds=args.seeds, quick=False, knobs_out=ROOT / args.knobs_out,
+        data,
+        teacher,
+        ROOT / args.out,
+        steps=args.steps,
+        seeds=args.seeds,
+        quick=False,
+        knobs_out=ROOT / args.knobs_out,
         split=args.split,
     )
 
@@ -420,10 +474,18 @@ def write_results(setup: Setup, elapsed: float | None) -> None:
         + (f" Wall time {elapsed / 60:.0f} min." if elapsed is not None else "")
     )
     tuned = knob_table(setup, TUNED_ROWS, per_seed=False)
-    tuned_text = f"\n\nThe rows with soft targets again, with lambda 10 and gamma 1 (the quickstart recipe's knobs):\n\n{tuned}" if tuned else ""
+    tuned_text = (
+        f"\n\nThe rows with soft targets again, with lambda 10 and gamma 1 (the quickstart recipe's knobs):\n\n{tuned}"
+        if tuned
+        else ""
+    )
     main = f"{header}\n\n{table(setup)}{tuned_text}\n"
     docs = ROOT / "docs/ablation.md"
-    text = docs.read_text() if docs.is_file() else "# SAD ablation\n\nMade by `python -m benchmarks.ablation` (`--knobs` for the knob runs).\n"
+    text = (
+        docs.read_text()
+        if docs.is_file()
+        else "# SAD ablation\n\nMade by `python -m benchmarks.ablation` (`--knobs` for the knob runs).\n"
+    )
     text = replace_block(text, "ablation-tables", main + "\n![ablation](ablation.png)")
     knobs = knob_table(setup, KNOBS, per_seed=True)
     if knobs:

@@ -36,8 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("supervised", "teacher", "distill")
 
 
-def build(batch: int = 16, recipe_path: Path = ROOT / "recipes/quickstart.yaml",
-          teacher_recipe: Path = ROOT / "recipes/quickstart-teacher.yaml") -> dict[str, Callable[[], object]]:
+def build(
+    batch: int = 16,
+    recipe_path: Path = ROOT / "recipes/quickstart.yaml",
+    teacher_recipe: Path = ROOT / "recipes/quickstart-teacher.yaml",
+) -> dict[str, Callable[[], object]]:
     """The three calls to time: a supervised student step, a teacher inference and a SAD step."""
     from sadc.distill.objective import DistillObjective
     from sadc.distill.teacher import TeacherTargets
@@ -139,8 +142,10 @@ def _ask(proc: subprocess.Popen) -> dict[str, list[float]]:
 
 
 def _line(name: str, s: dict[str, float]) -> str:
-    return (f"{name}: supervised step {s['supervised'] * 1e3:.0f} ms, teacher inference {s['teacher'] * 1e3:.0f} ms, "
-            f"distill step {s['distill'] * 1e3:.0f} ms, ratio {s['ratio']:.3f} (medians), {s['ratio_min']:.3f} (fastest calls)")
+    return (
+        f"{name}: supervised step {s['supervised'] * 1e3:.0f} ms, teacher inference {s['teacher'] * 1e3:.0f} ms, "
+        f"distill step {s['distill'] * 1e3:.0f} ms, ratio {s['ratio']:.3f} (medians), {s['ratio_min']:.3f} (fastest calls)"
+    )
 
 
 def main() -> None:

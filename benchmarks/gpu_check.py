@@ -140,7 +140,11 @@ def latencies(bench_json: Path) -> dict[str, str]:
 
 def run(check: Check, ckpt: Path | None) -> None:
     w = check.work / "world"
-    sizes = ["--train", 32, "--val", 16, "--unlabeled", 32, "--size", 64] if check.cpu else ["--train", 320, "--val", 64, "--unlabeled", 320, "--size", 128]
+    sizes = (
+        ["--train", 32, "--val", 16, "--unlabeled", 32, "--size", 64]
+        if check.cpu
+        else ["--train", 320, "--val", 64, "--unlabeled", 320, "--size", 128]
+    )
     ok, secs, last = check.sadc("data", "synth", w, *sizes)
     check.log("world", ok, secs, last)
     check.row("world", "synthetic world", "ok" if ok else f"FAILED: {last}", seconds=secs)
@@ -158,7 +162,12 @@ def run(check: Check, ckpt: Path | None) -> None:
             return
         ok, secs, last = check.sadc("distill", "-r", recipe(check, "student", steps, teacher=teacher))
         check.log("distill", ok, secs, last)
-        check.row("distill", f"MobileNetV3 student, {steps} steps, {amp}, {'fp32' if check.cpu else 'fp16'} teacher", "ok" if ok else f"FAILED: {last}", seconds=secs)
+        check.row(
+            "distill",
+            f"MobileNetV3 student, {steps} steps, {amp}, {'fp32' if check.cpu else 'fp16'} teacher",
+            "ok" if ok else f"FAILED: {last}",
+            seconds=secs,
+        )
         if not ok:
             return
         ckpt = check.work / "runs" / "student" / "best.pt"
@@ -190,7 +199,11 @@ def run(check: Check, ckpt: Path | None) -> None:
     elif check.cpu:
         check.skip("TensorRT engines", "no CUDA GPU (SADC_GPU_CHECK_ALLOW_CPU=1)")
     else:
-        for precision, extra in (("fp32", []), ("fp16", ["--half"]), ("int8", ["--calib", w / "unlabeled", "--calib-images", 64])):
+        for precision, extra in (
+            ("fp32", []),
+            ("fp16", ["--half"]),
+            ("int8", ["--calib", w / "unlabeled", "--calib-images", 64]),
+        ):
             for nms in ("onnx", "efficient"):
                 engine = out / f"{precision}-{nms}" / "best.engine"
                 ok, secs, last = check.sadc(
@@ -211,7 +224,9 @@ def run(check: Check, ckpt: Path | None) -> None:
     engines = [a for a in artefacts if a.suffix == ".engine"]  # ONNX Runtime here is the CPU build: no CUDA rows for .onnx
     if engines:
         models = [ckpt, *engines]
-        ok, secs, last = check.sadc("bench", *models, "--device", check.device, *bench_args, "--no-accuracy", "--out", check.work / "bench-all")
+        ok, secs, last = check.sadc(
+            "bench", *models, "--device", check.device, *bench_args, "--no-accuracy", "--out", check.work / "bench-all"
+        )
         check.log("bench all", ok, secs, last)
         times = latencies(check.work / "bench-all" / "bench.json")
         for index, path in check.paths.items():  # p50 of each exported artefact, from the one shared bench
@@ -269,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
     check = Check(args.work, cpu)
-    for module, what in (("onnxslim", "exports need it (or --no-simplify)"), ("faster_coco_eval", "mAP falls back to pycocotools")):
+    for module, what in (
+        ("onnxslim", "exports need it (or --no-simplify)"),
+        ("faster_coco_eval", "mAP falls back to pycocotools"),
+    ):
         if not has(module):
             check.notes.append(f"{module} missing: {what}")
     start = time.perf_counter()

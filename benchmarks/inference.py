@@ -78,17 +78,21 @@ def main() -> None:
     peak = matmul_gflops(args.threads)
 
     print(machine_line())
-    print(f"student {spec.backbone} FPN-{spec.fpn_channels} at {spec.input_size[0]}x{spec.input_size[1]}: "
-          f"{gflops:.2f} GFLOPs/image; matmul peak {peak:.0f} GFLOP/s with {args.threads} threads")
+    print(
+        f"student {spec.backbone} FPN-{spec.fpn_channels} at {spec.input_size[0]}x{spec.input_size[1]}: "
+        f"{gflops:.2f} GFLOPs/image; matmul peak {peak:.0f} GFLOP/s with {args.threads} threads"
+    )
     for b in (1, 8):
         x = torch.randint(0, 256, (b, 3, *spec.input_size), dtype=torch.uint8)
         xn = np.ascontiguousarray(x.numpy())
         with torch.inference_mode():
             t_torch = time_it(lambda x=x: torch_p.model(x), iters=args.iters)
         t_ort = time_it(lambda xn=xn: ort_p.run(xn), iters=args.iters)
-        line = (f"batch {b}: torch {t_torch * 1e3:.1f} ms, ort fp32 {t_ort * 1e3:.1f} ms, "
-                f"ort_vs_torch = {t_ort / t_torch:.2f} (target <= 0.6); "
-                f"ort {b * gflops / t_ort:.1f} GFLOP/s, flops_efficiency = {b * gflops / t_ort / peak:.2f} (target >= 0.6)")
+        line = (
+            f"batch {b}: torch {t_torch * 1e3:.1f} ms, ort fp32 {t_ort * 1e3:.1f} ms, "
+            f"ort_vs_torch = {t_ort / t_torch:.2f} (target <= 0.6); "
+            f"ort {b * gflops / t_ort:.1f} GFLOP/s, flops_efficiency = {b * gflops / t_ort / peak:.2f} (target >= 0.6)"
+        )
         for target, predictor in ort_q.items():
             t_q = time_it(lambda p=predictor, xn=xn: p.run(xn), iters=args.iters)
             line += f"; int8 ({target}) {t_q * 1e3:.1f} ms, int8_vs_fp32 = {t_q / t_ort:.2f}"

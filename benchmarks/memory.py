@@ -1,11 +1,11 @@
 """Memory: ADL's extra memory vs the student's logits, and peak RSS of `sadc distill`.
 
-    adl_saved_ratio = bytes autograd keeps for ADL's backward / bytes of the student logits
-                      (target <= 2: the loss should cost no more than two logit tensors)
-    peak RSS        of `sadc distill --recipe recipes/quickstart.yaml` (a few steps) and of
-                    the COCO R50 recipe as a dry run at batch 2 (random weights, 1 step)
+adl_saved_ratio = bytes autograd keeps for ADL's backward / bytes of the student logits
+                  (target <= 2: the loss should cost no more than two logit tensors)
+peak RSS        of `sadc distill --recipe recipes/quickstart.yaml` (a few steps) and of
+                the COCO R50 recipe as a dry run at batch 2 (random weights, 1 step)
 
-    python -m benchmarks.memory [--steps 20] [--no-rss]
+python -m benchmarks.memory [--steps 20] [--no-rss]
 """
 
 from __future__ import annotations
@@ -65,18 +65,39 @@ def main() -> None:
     args = ap.parse_args()
     print(machine_line())
     ratio, nbytes = adl_ratio()
-    print(f"ADL (quickstart shapes [16, 3069, 5]): extra saved for backward = {ratio:.2f} x the student logits "
-          f"({nbytes / 1e6:.2f} MB) (target <= 2)")
+    print(
+        f"ADL (quickstart shapes [16, 3069, 5]): extra saved for backward = {ratio:.2f} x the student logits "
+        f"({nbytes / 1e6:.2f} MB) (target <= 2)"
+    )
     if args.no_rss:
         return
     sadc = [sys.executable, "-m", "sadc"]
     with tempfile.TemporaryDirectory() as tmp:
         if (ROOT / "runs/quickstart-teacher/best.pt").is_file() and (ROOT / "data/synth/train.json").is_file():
-            rss = peak_rss([*sadc, "distill", "--recipe", "recipes/quickstart.yaml", f"output={tmp}",
-                                   f"train.steps={args.steps}", "train.eval_every=0", "data.workers=0"])
+            rss = peak_rss(
+                [
+                    *sadc,
+                    "distill",
+                    "--recipe",
+                    "recipes/quickstart.yaml",
+                    f"output={tmp}",
+                    f"train.steps={args.steps}",
+                    "train.eval_every=0",
+                    "data.workers=0",
+                ]
+            )
             print(f"peak RSS sadc distill quickstart ({args.steps} steps, workers 0): {rss:.0f} MB")
-        rss = peak_rss([*sadc, "distill", "--recipe", "recipes/coco-retinanet-r101-to-r50.yaml", "--dry-run",
-                               f"output={tmp}", "data.batch_size=2"])
+        rss = peak_rss(
+            [
+                *sadc,
+                "distill",
+                "--recipe",
+                "recipes/coco-retinanet-r101-to-r50.yaml",
+                "--dry-run",
+                f"output={tmp}",
+                "data.batch_size=2",
+            ]
+        )
         print(f"peak RSS sadc distill coco-retinanet-r101-to-r50 --dry-run (batch 2 labeled + 2 unlabeled, 608 px): {rss:.0f} MB")
 
 

@@ -37,7 +37,13 @@ class DataType(enum.Enum):
     INT64 = 6
 
 
-_NP = {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT32: np.int32, DataType.UINT8: np.uint8, DataType.INT64: np.int64}
+_NP = {
+    DataType.FLOAT: np.float32,
+    DataType.HALF: np.float16,
+    DataType.INT32: np.int32,
+    DataType.UINT8: np.uint8,
+    DataType.INT64: np.int64,
+}
 _ONNX = {1: DataType.FLOAT, 10: DataType.HALF, 6: DataType.INT32, 2: DataType.UINT8, 7: DataType.INT64}
 
 

@@ -27,7 +27,9 @@ ANCHORS = [[8.0, 12.0], [16.0, 24.0], [32.0, 48.0], [64.0, 96.0], [128.0, 192.0]
 
 def tiny_spec(**update: Any) -> DetectorSpec:
     """The tiny RetinaNet at 64 px on the synthetic world's classes; ``update`` changes fields."""
-    fields: dict[str, Any] = dict(backbone="tiny", fpn_channels=16, class_names=CLASSES, input_size=(64, 64), anchor_sizes=ANCHORS)
+    fields: dict[str, Any] = dict(
+        backbone="tiny", fpn_channels=16, class_names=CLASSES, input_size=(64, 64), anchor_sizes=ANCHORS
+    )
     return DetectorSpec(**{**fields, **update})
 
 
@@ -35,7 +37,13 @@ def save_detector(path: Path, detector, *, step: int = 1) -> Path:
     """Write ``detector`` as a sadc checkpoint (spec + weights, empty recipe and metrics) at ``path``."""
     from sadc.artefacts.checkpoint import save_checkpoint
 
-    payload = {"spec": detector.spec.model_dump(mode="json"), "model": detector.state_dict(), "recipe": {}, "metrics": {}, "step": step}
+    payload = {
+        "spec": detector.spec.model_dump(mode="json"),
+        "model": detector.state_dict(),
+        "recipe": {},
+        "metrics": {},
+        "step": step,
+    }
     save_checkpoint(path, payload)
     return path
 
@@ -186,7 +194,14 @@ def noisy_detections(gt_json: Path, seed: int = 0) -> list[dict]:
             continue
         jitter = rng.normal(0, 0.08, 4) * [w, h, w, h]
         label = ann["category_id"] if rng.random() > 0.1 else int(rng.choice(cats))
-        out.append({"image_id": ann["image_id"], "category_id": label, "bbox": list(np.array([x, y, w, h]) + jitter), "score": float(rng.random())})
+        out.append(
+            {
+                "image_id": ann["image_id"],
+                "category_id": label,
+                "bbox": list(np.array([x, y, w, h]) + jitter),
+                "score": float(rng.random()),
+            }
+        )
     for img in data["images"][::3]:  # false positives
         out.append({"image_id": img["id"], "category_id": cats[0], "bbox": [1.0, 1.0, 10.0, 12.0], "score": float(rng.random())})
     return out

@@ -1,6 +1,5 @@
 """mAP equals pycocotools' COCOeval, and the letterbox inverse puts boxes back in place."""
 
-
 import pytest
 import torch
 

@@ -56,7 +56,11 @@ BAD_RECIPES = [
     ("zero batch", {"data": {"batch_size": 0}}, "data.batch_size: Input should be greater than 0 (got 0)"),
     ("probability above 1", {"data": {"augment": {"hflip": 1.5}}}, "data.augment.hflip"),
     ("input size not /32", {"model": {"student": {"input_size": [100, 128]}}}, "multiples of 32"),
-    ("fcos with several anchor sizes", {"model": {"student": {"arch": "fcos", "fpn_channels": 64}}}, "fcos has one point per location"),
+    (
+        "fcos with several anchor sizes",
+        {"model": {"student": {"arch": "fcos", "fpn_channels": 64}}},
+        "fcos has one point per location",
+    ),
     ("unknown backbone", {"model": {"student": {"backbone": "resnet5"}}}, "backbone 'resnet5' is not registered"),
     ("negative anchor size", {"model": {"student": {"anchor_sizes": [[-8], [16], [32], [64], [128]]}}}, "every one > 0"),
     ("zero std", {"model": {"student": {"std": [0, 1, 1]}}}, "every std must be > 0"),
@@ -69,21 +73,35 @@ BAD_RECIPES = [
     ("device typo", {"train": {"device": "gpu"}}, "train.device: 'gpu' is not a device; use auto, cpu, cuda, cuda:N or N"),
     (
         "positives with fcos",
-        {"model": {"student": {"arch": "fcos", "fpn_channels": 64, "anchor_sizes": [[8], [16], [32], [64], [128]]}}, "distill": {"anchors": "positives"}},
+        {
+            "model": {"student": {"arch": "fcos", "fpn_channels": 64, "anchor_sizes": [[8], [16], [32], [64], [128]]}},
+            "distill": {"anchors": "positives"},
+        },
         "distill.anchors=positives needs IoU-matched anchors",
     ),
     (
         "positives normaliser with fcos",
-        {"model": {"student": {"arch": "fcos", "fpn_channels": 64, "anchor_sizes": [[8], [16], [32], [64], [128]]}}, "distill": {"normalizer": "positives"}},
+        {
+            "model": {"student": {"arch": "fcos", "fpn_channels": 64, "anchor_sizes": [[8], [16], [32], [64], [128]]}},
+            "distill": {"normalizer": "positives"},
+        },
         "distill.normalizer=positives needs IoU-matched anchors",
     ),
-    ("class map: unknown student class", {"distill": {"class_map": {"circel": "circle"}}}, "'circel', which is not in model.student.class_names (did you mean 'circle'?)"),
+    (
+        "class map: unknown student class",
+        {"distill": {"class_map": {"circel": "circle"}}},
+        "'circel', which is not in model.student.class_names (did you mean 'circle'?)",
+    ),
     (
         "class map: unknown teacher class",
         {"model": {"teacher": {"backbone": "tiny", "class_names": ["a", "b"]}}, "distill": {"class_map": {"circle": "c"}}},
         "maps to teacher class 'c', which is not in model.teacher.class_names",
     ),
-    ("unlabeled ratio rounds to 0", {"data": {"unlabeled": "u", "batch_size": 2}, "distill": {"unlabeled_ratio": 0.1}}, "rounds to 0 unlabeled images per step"),
+    (
+        "unlabeled ratio rounds to 0",
+        {"data": {"unlabeled": "u", "batch_size": 2}, "distill": {"unlabeled_ratio": 0.1}},
+        "rounds to 0 unlabeled images per step",
+    ),
     (
         "nothing to learn",
         {"data": {"train": None, "val": None, "unlabeled": "u"}, "distill": {"loss": "none", "pseudo_labels": False}},
@@ -95,7 +113,9 @@ BAD_RECIPES = [
 def _merge(base: dict, extra: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in extra.items():
-        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, dict) and value and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _merge(out.get(key) or {}, value) if isinstance(value, dict) and value and isinstance(out.get(key), dict) else value
+        )
     return out
 
 
@@ -271,7 +291,17 @@ def adversarial_folder(root: Path) -> tuple[list[str], list[str]]:
     (root / "text.jpg").write_text("I am not a JPEG")
     rgb(64, 64).save(root / "cut.jpg", quality=95)
     (root / "cut.jpg").write_bytes((root / "cut.jpg").read_bytes()[:1500])  # header fine, pixels cut short
-    readable = ["cmyk.jpg", "deep16.png", "gray.jpg", "palette.png", "pixel.png", "plain.png", "rgba.png", "sub/nested.JPG", "wide.png"]
+    readable = [
+        "cmyk.jpg",
+        "deep16.png",
+        "gray.jpg",
+        "palette.png",
+        "pixel.png",
+        "plain.png",
+        "rgba.png",
+        "sub/nested.JPG",
+        "wide.png",
+    ]
     return readable, ["cut.jpg", "text.jpg", "zero.jpg"]
 
 
@@ -283,7 +313,11 @@ def test_predict_on_an_adversarial_folder_skips_and_lists_the_unreadable(teacher
     assert "skipped 3 unreadable images" in result.output and "Traceback" not in result.output
     listed = sorted(Path(line.split("\t")[0]).name for line in (out / "skipped_images.txt").read_text().splitlines())
     assert listed == unreadable
-    drawn = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.suffix.lower() != ".txt" and p.name != "detections.json")
+    drawn = sorted(
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*")
+        if p.is_file() and p.suffix.lower() != ".txt" and p.name != "detections.json"
+    )
     assert drawn == readable
     rows = json.loads((out / "detections.json").read_text())
     assert {r["file_name"] for r in rows} <= set(readable)
@@ -309,7 +343,12 @@ def test_distill_on_an_adversarial_unlabeled_folder(tiny_world, tmp_path, teache
         result = invoke("distill", "--recipe", write_recipe(tmp_path / "r.yaml", data), "train.log_every=1")
     assert result.exit_code == 0, result.output
     assert "skipped 2 unreadable images" in result.output  # the two whose header is unreadable, known up front
-    listed = sorted({Path(line.split("\t")[0]).name for line in (tmp_path / "runs" / "student" / "skipped_images.txt").read_text().splitlines()})
+    listed = sorted(
+        {
+            Path(line.split("\t")[0]).name
+            for line in (tmp_path / "runs" / "student" / "skipped_images.txt").read_text().splitlines()
+        }
+    )
     assert listed == unreadable
     assert load_checkpoint(tmp_path / "runs" / "student" / "last.pt")["step"] == 3
 
@@ -355,7 +394,11 @@ SINGLE = [[8.0], [16.0], [32.0], [64.0], [128.0]]
         ({"class_names": ["a", "b"]}, {}, "student class 'circle' has no teacher class 'circle'"),
         ({"anchor_ratios": [0.5, 1.0]}, {}, "teacher has 4 anchors per location, student 2"),
         ({"anchor_sizes": [[10.0, 12.0], *tiny_spec().anchor_sizes[1:]]}, {}, "anchor boxes differ"),
-        ({"arch": "fcos", "fpn_channels": 64, "anchor_sizes": SINGLE}, {"anchor_sizes": SINGLE}, "teacher is fcos, student is retinanet"),
+        (
+            {"arch": "fcos", "fpn_channels": 64, "anchor_sizes": SINGLE},
+            {"anchor_sizes": SINGLE},
+            "teacher is fcos, student is retinanet",
+        ),
     ],
     ids=["classes", "anchors per location", "anchor sizes", "architecture"],
 )
@@ -372,7 +415,9 @@ def test_distill_positives_with_an_fcos_student_from_a_checkpoint(tiny_world, tm
     data = distill_recipe(tiny_world, tmp_path / "runs", fcos)
     data["model"]["student"] = {"source": str(fcos)}
     data["distill"] = {"anchors": "positives"}
-    fails_cleanly(invoke("distill", "--recipe", write_recipe(tmp_path / "r.yaml", data)), "distill.anchors=positives", "the student is fcos")
+    fails_cleanly(
+        invoke("distill", "--recipe", write_recipe(tmp_path / "r.yaml", data)), "distill.anchors=positives", "the student is fcos"
+    )
 
 
 # ---------------------------------------------------------------------------- artefacts
@@ -381,7 +426,13 @@ def test_distill_positives_with_an_fcos_student_from_a_checkpoint(tiny_world, tm
 def _artefact(kind: str, folder: Path, teacher: Path, onnx_export: Path) -> Path:
     """A file that is not what the command needs, named like what it needs."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / {"onnx": "x.onnx", "random onnx": "x.onnx", "foreign sidecar": "x.onnx", "engine": "x.engine", "tflite": "x.tflite"}.get(kind, "x.pt")
+    path = folder / {
+        "onnx": "x.onnx",
+        "random onnx": "x.onnx",
+        "foreign sidecar": "x.onnx",
+        "engine": "x.engine",
+        "tflite": "x.tflite",
+    }.get(kind, "x.pt")
     if kind == "junk":
         path.write_bytes(b"not a checkpoint at all")
     elif kind == "empty":
@@ -472,11 +523,19 @@ def test_artefact_that_is_not_what_the_command_needs(command, kind, tiny_world, 
 
 
 def test_devices_that_do_not_exist_here(teacher, tiny_world, tmp_path):
-    fails_cleanly(invoke("predict", teacher, tiny_world / "val", "--out", tmp_path / "o", "--device", "gpu"), "--device gpu: not a device")
+    fails_cleanly(
+        invoke("predict", teacher, tiny_world / "val", "--out", tmp_path / "o", "--device", "gpu"), "--device gpu: not a device"
+    )
     fails_cleanly(invoke("bench", teacher, "--no-accuracy", "--device", "tpu"), "--device tpu: not a device")
     if not torch.cuda.is_available():
-        fails_cleanly(invoke("predict", teacher, tiny_world / "val", "--out", tmp_path / "o", "--device", "cuda"), "no such CUDA device here")
-        fails_cleanly(invoke("pseudo-label", teacher, tiny_world / "unlabeled", "--out", tmp_path / "p.json", "--device", "cuda:1"), "--device cuda:1")
+        fails_cleanly(
+            invoke("predict", teacher, tiny_world / "val", "--out", tmp_path / "o", "--device", "cuda"),
+            "no such CUDA device here",
+        )
+        fails_cleanly(
+            invoke("pseudo-label", teacher, tiny_world / "unlabeled", "--out", tmp_path / "p.json", "--device", "cuda:1"),
+            "--device cuda:1",
+        )
 
 
 # -------------------------------------------------------------------------- --debug, bugs
@@ -498,7 +557,21 @@ def _failing_commands(tmp_path: Path) -> dict[str, list]:
     }
 
 
-@pytest.mark.parametrize("name", ["train", "distill", "pseudo-label", "export", "bench", "predict", "data synth", "data preview", "recipe show", "recipe check"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "train",
+        "distill",
+        "pseudo-label",
+        "export",
+        "bench",
+        "predict",
+        "data synth",
+        "data preview",
+        "recipe show",
+        "recipe check",
+    ],
+)
 def test_every_command_is_one_line_and_debug_shows_the_traceback(name, tmp_path):
     args = _failing_commands(tmp_path)[name]
     fails_cleanly(invoke(*args))
@@ -514,5 +587,3 @@ def test_an_unexpected_error_is_one_line_exit_1_and_debug_shows_it(monkeypatch):
     assert line.count("boom") == 1
     result = invoke("--debug", "doctor")
     assert isinstance(result.exception, RuntimeError)
-
-

@@ -32,7 +32,11 @@ def artefacts(tmp_path_factory) -> tuple[Path, Path]:
 
     folder = tmp_path_factory.mktemp("bench")
     ckpt = save_tiny_checkpoint(folder / "best.pt")
-    onnx_path = export_onnx(ckpt, folder / "best.onnx", post=PostProcess(score_threshold=0.05, iou_threshold=0.5, max_detections=100, topk_candidates=1000))
+    onnx_path = export_onnx(
+        ckpt,
+        folder / "best.onnx",
+        post=PostProcess(score_threshold=0.05, iou_threshold=0.5, max_detections=100, topk_candidates=1000),
+    )
     return ckpt, onnx_path
 
 
@@ -227,7 +231,10 @@ def test_bench_end_to_end_reports_and_map_equals_pycocotools(artefacts, tiny_wor
 
 
 def _report(maps: list[float]) -> BenchReport:
-    results = [BenchResult(name=f"m{i}.onnx", path=f"m{i}.onnx", backend="onnxruntime", file_mb=1.0, accuracy={"mAP": m}) for i, m in enumerate(maps)]
+    results = [
+        BenchResult(name=f"m{i}.onnx", path=f"m{i}.onnx", backend="onnxruntime", file_mb=1.0, accuracy={"mAP": m})
+        for i, m in enumerate(maps)
+    ]
     return BenchReport(machine={}, settings={}, results=results)
 
 
@@ -245,7 +252,9 @@ def test_gates():
 
 def test_fail_under_map_exits_2_with_one_line(artefacts, tiny_world, tmp_path):
     ckpt, _ = artefacts
-    result = invoke("bench", ckpt, "--data", tiny_world / "val.json", "--no-latency", "--fail-under-map", "0.99", "--out", tmp_path / "b")
+    result = invoke(
+        "bench", ckpt, "--data", tiny_world / "val.json", "--no-latency", "--fail-under-map", "0.99", "--out", tmp_path / "b"
+    )
     assert result.exit_code == 2
     errors = [line for line in result.output.splitlines() if "error:" in line]
     assert len(errors) == 1 and "Traceback" not in result.output

@@ -77,7 +77,12 @@ def test_train_then_bench_end_to_end(tiny_world, tmp_path):
     accuracy = json.loads((tmp_path / "b" / "bench.json").read_text())["results"][0]["accuracy"]
     detections = json.loads(dets.read_text())
     assert detections and accuracy["AR100"] > 0, accuracy
-    reference = dict(zip(["mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"], pycocotools_stats(tiny_world / "val.json", detections)))
+    reference = dict(
+        zip(
+            ["mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"],
+            pycocotools_stats(tiny_world / "val.json", detections),
+        )
+    )
     for name, value in reference.items():
         assert accuracy[name] == pytest.approx(max(value, 0.0), abs=1e-4), name
         assert accuracy[name] == pytest.approx(trainer_metrics[name], abs=1e-4), name

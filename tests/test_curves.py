@@ -58,7 +58,9 @@ def test_results_png_is_rewritten_at_each_evaluation(tiny_world, tmp_path, monke
 
     drawn = []
     real = curves.plot_results
-    monkeypatch.setattr(curves, "plot_results", lambda m, out: drawn.append(len(read_curves(m)[1].get("mAP", []))) or real(m, out))
+    monkeypatch.setattr(
+        curves, "plot_results", lambda m, out: drawn.append(len(read_curves(m)[1].get("mAP", []))) or real(m, out)
+    )
     run_train(recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path, steps=6, eval_every=3, log_every=2)))
     assert drawn == [1, 2]  # at step 3 with one mAP point, at step 6 with two
 

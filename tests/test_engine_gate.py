@@ -34,12 +34,16 @@ def checkpoint(tmp_path_factory) -> Path:
     from sadc.artefacts.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
-    spec = DetectorSpec(backbone="tiny", fpn_channels=16, class_names=["circle", "square", "triangle", "cross", "ring"], input_size=(64, 64))
+    spec = DetectorSpec(
+        backbone="tiny", fpn_channels=16, class_names=["circle", "square", "triangle", "cross", "ring"], input_size=(64, 64)
+    )
     detector = build_detector(spec).eval()
     with torch.no_grad():
         detector.net.head.classification_head.cls_logits.bias.fill_(1.0)  # confident: parity has detections to match
     path = tmp_path_factory.mktemp("run") / "best.pt"
-    save_checkpoint(path, {"spec": spec.model_dump(mode="json"), "model": detector.state_dict(), "recipe": {}, "metrics": {}, "step": 1})
+    save_checkpoint(
+        path, {"spec": spec.model_dump(mode="json"), "model": detector.state_dict(), "recipe": {}, "metrics": {}, "step": 1}
+    )
     return path
 
 
@@ -57,7 +61,13 @@ def _engine(checkpoint, tmp_path, monkeypatch, fake=None, **options) -> tuple[Pa
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_engine_gate_runs_parity_on_every_precision(checkpoint, tiny_world, tmp_path, monkeypatch, precision):
-    extra = {"half": True} if precision == "fp16" else {"calib": tiny_world / "unlabeled", "calib_images": 8} if precision == "int8" else {}
+    extra = (
+        {"half": True}
+        if precision == "fp16"
+        else {"calib": tiny_world / "unlabeled", "calib_images": 8}
+        if precision == "int8"
+        else {}
+    )
     engine, fake = _engine(checkpoint, tmp_path, monkeypatch, **extra)
     side = read_sidecar(engine)
     check = side["verification"]
@@ -177,7 +187,9 @@ def test_failed_engine_gate_exits_2_and_marks_the_sidecar(checkpoint, tmp_path, 
 
     fake.module.Builder = wrong_weights
     out = tmp_path / "best.engine"
-    result = CliRunner().invoke(app, ["export", str(checkpoint), "-f", "engine", "--out", str(out), "--no-simplify", "--max-det", "20"])
+    result = CliRunner().invoke(
+        app, ["export", str(checkpoint), "-f", "engine", "--out", str(out), "--no-simplify", "--max-det", "20"]
+    )
     assert result.exit_code == 2, result.output
     assert "fp32 engine" in result.output and "failed its gate: parity: match rate" in result.output
     side = read_sidecar(out)

@@ -222,7 +222,10 @@ def test_sidecar_content(exported, checkpoint, detector):
 def test_read_sidecar_errors(tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(b"")
-    with pytest.raises(SadcError, match=r"m\.onnx\.json not found and the file holds no sadc metadata: not a sadc export\? re-export with sadc export"):
+    with pytest.raises(
+        SadcError,
+        match=r"m\.onnx\.json not found and the file holds no sadc metadata: not a sadc export\? re-export with sadc export",
+    ):
         read_sidecar(model)
     sidecar_path(model).write_text("{not json")
     with pytest.raises(SadcError, match="unreadable sidecar"):
@@ -310,7 +313,11 @@ def test_parity_batchnorm_detector_stays_in_eval(tmp_path):
 def test_match_counts_identical_zero_area_boxes():
     from sadc.export.parity import _match
 
-    det = {"boxes": torch.tensor([[10.0, 5.0, 10.0, 9.0], [0.0, 0.0, 8.0, 8.0]]), "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([0, 1])}
+    det = {
+        "boxes": torch.tensor([[10.0, 5.0, 10.0, 9.0], [0.0, 0.0, 8.0, 8.0]]),
+        "scores": torch.tensor([0.9, 0.8]),
+        "labels": torch.tensor([0, 1]),
+    }
     assert _match(det, det, 0.99)[0] == 2
     other = {**det, "labels": torch.tensor([1, 1])}
     assert _match(det, other, 0.99)[0] == 1
@@ -371,7 +378,9 @@ def test_int8_qdq_structure(quantized):
     assert any(n.op_type == "NonMaxSuppression" and n.name in post for n in model.graph.node)
     for node in model.graph.node:
         if node.name in post or node.op_type in ("Sigmoid", "Exp", "TopK", "NonMaxSuppression"):
-            assert all(producers.get(i) is None or producers[i].op_type not in ("DequantizeLinear", "QuantizeLinear") for i in node.input)
+            assert all(
+                producers.get(i) is None or producers[i].op_type not in ("DequantizeLinear", "QuantizeLinear") for i in node.input
+            )
 
 
 def test_int8_cpu_target_is_u8s8_and_fuses_in_onnxruntime(exported, calib_dir, tmp_path):
@@ -484,7 +493,9 @@ def test_batch_profile_validation(bad):
 def test_batch_profile_shapes_and_trtexec():
     profile = tensorrt.BatchProfile(1, 4, 8)
     assert profile.shapes((64, 96)) == {"min": (1, 3, 64, 96), "opt": (4, 3, 64, 96), "max": (8, 3, 64, 96)}
-    cmd = tensorrt.trtexec_command(Path("m.int8.onnx"), Path("m.engine"), precision="int8", profile=profile, input_size=(64, 96), workspace_gb=2)
+    cmd = tensorrt.trtexec_command(
+        Path("m.int8.onnx"), Path("m.engine"), precision="int8", profile=profile, input_size=(64, 96), workspace_gb=2
+    )
     assert "--minShapes=images:1x3x64x96" in cmd and "--maxShapes=images:8x3x64x96" in cmd and "--stronglyTyped" in cmd
 
 
@@ -529,7 +540,9 @@ def _tensorrt_ready() -> bool:
 
 @pytest.mark.skipif(_tensorrt_ready(), reason="tensorrt and a CUDA GPU are present: the error path cannot happen")
 def test_build_engine_without_tensorrt_fails_cleanly(exported, tmp_path):
-    with pytest.raises(SadcError, match=r"TensorRT export needs tensorrt>=10 and a CUDA GPU: on a CUDA machine pip install 'sadc\[gpu\]'"):
+    with pytest.raises(
+        SadcError, match=r"TensorRT export needs tensorrt>=10 and a CUDA GPU: on a CUDA machine pip install 'sadc\[gpu\]'"
+    ):
         tensorrt.build_engine(exported, tmp_path / "best.engine", precision="fp32")
     with pytest.raises(SadcError, match="need 1 <= min <= opt <= max"):  # arguments are checked first
         tensorrt.build_engine(exported, tmp_path / "best.engine", min_batch=4, opt_batch=2)
@@ -541,7 +554,9 @@ def test_build_engine_without_tensorrt_fails_cleanly(exported, tmp_path):
 def test_build_engine_on_gpu(exported, quantized, tmp_path, precision):
     source = quantized if precision == "int8" else exported
     cache = tmp_path / "timing.cache"
-    engine = tensorrt.build_engine(source, tmp_path / "best.engine", precision=precision, max_batch=8, opt_batch=2, workspace_gb=1, timing_cache=cache)
+    engine = tensorrt.build_engine(
+        source, tmp_path / "best.engine", precision=precision, max_batch=8, opt_batch=2, workspace_gb=1, timing_cache=cache
+    )
     assert engine.stat().st_size > 0 and cache.stat().st_size > 0
     assert read_sidecar(engine)["tensorrt"]["precision"] == precision
 

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_gpu_check_refuses_cleanly_without_cuda(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("SADC_GPU_CHECK_ALLOW_CPU", "OUT")}
     env["PYTHON"] = sys.executable
-    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=120
+    )
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1, done.stdout + done.stderr
     assert lines[0].startswith("gpu_check: no CUDA GPU here") and not (tmp_path / "gpu_check.md").exists()

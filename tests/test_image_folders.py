@@ -119,7 +119,11 @@ def test_predict_uses_every_readable_image_and_lists_each_unreadable_once(folder
     assert proc.returncode == 0, proc.stderr
     assert f"skipped {len(unreadable)} unreadable images" in proc.stdout
     assert sorted(_listed(out / "skipped_images.txt", root)) == sorted(unreadable)
-    drawn = {_text(p.relative_to(out).as_posix()) for p in out.rglob("*") if p.is_file() and p.suffix != ".json" and p.name != "skipped_images.txt"}
+    drawn = {
+        _text(p.relative_to(out).as_posix())
+        for p in out.rglob("*")
+        if p.is_file() and p.suffix != ".json" and p.name != "skipped_images.txt"
+    }
     assert drawn == readable
 
 
@@ -171,11 +175,37 @@ def test_a_calibration_batch_of_only_unreadable_files_cannot_happen(teacher, tmp
     for i in range(8):
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(calib / f"{i}.png")
     (calib / "z.jpg").write_bytes(b"")
-    result = invoke("export", teacher, "-f", "int8", "--int8-target", "cpu", "--calib", calib, "--no-parity", "--out", tmp_path / "m.int8.onnx")
+    result = invoke(
+        "export",
+        teacher,
+        "-f",
+        "int8",
+        "--int8-target",
+        "cpu",
+        "--calib",
+        calib,
+        "--no-parity",
+        "--out",
+        tmp_path / "m.int8.onnx",
+    )
     assert result.exit_code == 0, result.output
     (calib / "0.png").rename(calib / "a.jpg")  # also when the first batch is the bad one
     (calib / "z.jpg").rename(calib / "0.jpg")
-    result = invoke("export", teacher, "-f", "int8", "--int8-target", "cpu", "--calib", calib, "--no-parity", "--calib-batch", "1", "--out", tmp_path / "n.int8.onnx")
+    result = invoke(
+        "export",
+        teacher,
+        "-f",
+        "int8",
+        "--int8-target",
+        "cpu",
+        "--calib",
+        calib,
+        "--no-parity",
+        "--calib-batch",
+        "1",
+        "--out",
+        tmp_path / "n.int8.onnx",
+    )
     assert result.exit_code == 0, result.output
 
 

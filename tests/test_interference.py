@@ -60,7 +60,9 @@ def test_no_load_average_leaves_the_matmul_rule():
 
 
 def _stats(p50, batch=1):
-    return LatencyStats(batch=batch, warmup=0, iters=10, p50_ms=p50, p90_ms=2 * p50, p99_ms=3 * p50, mean_ms=p50, throughput=1e3 / p50)
+    return LatencyStats(
+        batch=batch, warmup=0, iters=10, p50_ms=p50, p90_ms=2 * p50, p99_ms=3 * p50, mean_ms=p50, throughput=1e3 / p50
+    )
 
 
 def test_median_of_rounds_is_the_median_of_each_number():
@@ -96,8 +98,14 @@ def test_repeat_interleaves_artefacts_and_reports_the_median_of_medians(tmp_path
     out = report.to_json()
     assert out["settings"]["repeat"] == 3 and out["results"][0]["latency"]["model"][0]["p50_rounds_ms"] == [10.0, 50.0, 11.0]
     inter = out["interference"]
-    assert [r["after"] for r in inter["reference_ms"]][:3] == ["start", "a/best.pt (torch) (round 1)", "b/best.pt (torch) (round 1)"]
-    assert not inter["reliable"] and inter["reasons"] == ["reference matmul 2.00x its first time after b/best.pt (torch) (round 3)"]
+    assert [r["after"] for r in inter["reference_ms"]][:3] == [
+        "start",
+        "a/best.pt (torch) (round 1)",
+        "b/best.pt (torch) (round 1)",
+    ]
+    assert not inter["reliable"] and inter["reasons"] == [
+        "reference matmul 2.00x its first time after b/best.pt (torch) (round 3)"
+    ]
     md = markdown(report)
     assert "**UNRELIABLE: the machine was busy" in md and "3 interleaved rounds" in md
 

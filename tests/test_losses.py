@@ -70,20 +70,14 @@ def _kernel_forward(x, pt, *, gamma, alpha, loss_beta):
     )
     adaptive_target = 1 - np.exp(-d_loss)
     log_1mp = -x * pos - np.log(1.0 + np.exp(x - 2.0 * x * pos))
-    return -(adaptive_target**gamma) * (
-        pt * np.log(np.maximum(FLT_MIN, p)) * alpha + (1 - pt) * log_1mp * (1 - alpha)
-    )
+    return -(adaptive_target**gamma) * (pt * np.log(np.maximum(FLT_MIN, p)) * alpha + (1 - pt) * log_1mp * (1 - alpha))
 
 
 def _kernel_gradient(x, pt, *, gamma, alpha, loss_beta):
     """SigmoidAdaptiveDistillLossGradientKernel, per element, Np = 1, d_loss = 1."""
     pos = (x >= 0).astype(np.float64)
     p = 1.0 / (1.0 + np.exp(-x))
-    dl = (
-        -x * (pt - pos)
-        + np.log(1 + np.exp(x - 2 * x * pos))
-        + loss_beta * (pt * np.log(pt) + (1 - pt) * np.log(1 - pt))
-    )
+    dl = -x * (pt - pos) + np.log(1 + np.exp(x - 2 * x * pos)) + loss_beta * (pt * np.log(pt) + (1 - pt) * np.log(1 - pt))
     exp_dl = np.exp(-dl)
     adaptive_target = 1 - exp_dl
     d_loss = alpha * pt * np.log(np.maximum(FLT_MIN, p)) + (1 - alpha) * (1 - pt) * (
@@ -154,9 +148,7 @@ def test_gradcheck_finite_differences(form, gamma):
     s, t = _moderate_logits(n=12, seed=2)
     s.requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda a: adaptive_distillation_loss(
-            a, t, gamma=gamma, beta=1.0, temperature=2.0, form=form, alpha=0.25
-        ),
+        lambda a: adaptive_distillation_loss(a, t, gamma=gamma, beta=1.0, temperature=2.0, form=form, alpha=0.25),
         (s,),
     )
 
@@ -171,16 +163,12 @@ EXTREME_TEACHER = [-math.inf, -1e4, -100.0, -1.0, 0.0, 1.0, 100.0, 1e4, math.inf
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0])
 def test_finite_values_and_gradients_at_extremes_float32(form, gamma):
-    s0, t0 = torch.meshgrid(
-        torch.tensor(EXTREME_STUDENT), torch.tensor(EXTREME_TEACHER), indexing="ij"
-    )
+    s0, t0 = torch.meshgrid(torch.tensor(EXTREME_STUDENT), torch.tensor(EXTREME_TEACHER), indexing="ij")
     for beta in (0.0, 1.0):
         for temperature in (1.0, 2.0):
             s = s0.clone().requires_grad_(True)
             t = t0.clone().requires_grad_(True)  # must get no gradient
-            loss = adaptive_distillation_loss(
-                s, t, gamma=gamma, beta=beta, temperature=temperature, form=form
-            )
+            loss = adaptive_distillation_loss(s, t, gamma=gamma, beta=beta, temperature=temperature, form=form)
             assert loss.dtype == torch.float32
             assert torch.isfinite(loss).all(), (beta, temperature, loss)
             grad, teacher_grad = torch.autograd.grad(loss.sum(), (s, t), allow_unused=True)
@@ -241,12 +229,14 @@ def test_sigmoid_kl_is_adl_with_gamma_zero_and_hard_to_mimic_is_beta_zero():
         torch.testing.assert_close(
             sigmoid_kl_loss(s, t, temperature=temperature),
             adaptive_distillation_loss(s, t, gamma=0.0, temperature=temperature),
-            atol=0, rtol=0,
+            atol=0,
+            rtol=0,
         )
     torch.testing.assert_close(
         hard_to_mimic_loss(s, t, gamma=1.5, form="authors", alpha=0.2),
         adaptive_distillation_loss(s, t, gamma=1.5, beta=0.0, form="authors", alpha=0.2),
-        atol=0, rtol=0,
+        atol=0,
+        rtol=0,
     )
 
 
@@ -278,9 +268,7 @@ def test_argument_errors():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    logits=arrays(
-        np.float32, (2, 24), elements=st.floats(-100, 100, width=32, allow_nan=False)
-    ),
+    logits=arrays(np.float32, (2, 24), elements=st.floats(-100, 100, width=32, allow_nan=False)),
     gamma=st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0]),
     beta=st.floats(0.0, 2.0),
     temperature=st.sampled_from([0.5, 1.0, 2.0]),

@@ -158,8 +158,12 @@ def _schedule(recipe, labeled, unlabeled, start: int, steps: int):
     out = []
     for _ in range(steps):
         lab, unl = next(it)
-        out.append(("L" if lab is not None else "-") + ("U" if unl is not None else "-")
-                   + ":" + ",".join(str(t["i"]) for part in (lab, unl) if part is not None for t in part[1]))
+        out.append(
+            ("L" if lab is not None else "-")
+            + ("U" if unl is not None else "-")
+            + ":"
+            + ",".join(str(t["i"]) for part in (lab, unl) if part is not None for t in part[1])
+        )
     return out
 
 

@@ -61,9 +61,20 @@ def _report() -> BenchReport:
 
     ref = {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.6, "e": 0.5}
     int8 = {"a": 0.6, "b": 0.79, "c": 0.2, "d": 0.65, "e": 0.4}  # lost most: c -0.5, a -0.3, e -0.1
-    return BenchReport(machine={}, settings={"batches": [1], "warmup": 1, "iters": 1, "threads": 1, "data": "v", "gflops": "-",
-                                            "model_only": {}, "device": "cpu"},
-                       results=[result("fp32", ref), result("int8", int8)])
+    return BenchReport(
+        machine={},
+        settings={
+            "batches": [1],
+            "warmup": 1,
+            "iters": 1,
+            "threads": 1,
+            "data": "v",
+            "gflops": "-",
+            "model_only": {},
+            "device": "cpu",
+        },
+        results=[result("fp32", ref), result("int8", int8)],
+    )
 
 
 def test_bench_md_names_the_three_classes_that_lost_most(tmp_path):

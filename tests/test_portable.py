@@ -119,7 +119,9 @@ def test_bench_refuses_delta_map_across_different_thresholds(exports, tiny_world
     assert not report.same_postprocess and report.delta_map(report.results[1]) is None
     header, rows = model_rows(report)
     assert header[-1] == "thresholds" and rows[0][-1] == "conf 0.25, iou 0.5, max-det 20, topk 1000"
-    assert rows[1][-1] == "conf 0.05, iou 0.5, max-det 100, topk 1000" and rows[1][header.index("ΔmAP")] == "n/a (other thresholds)"
+    assert (
+        rows[1][-1] == "conf 0.05, iou 0.5, max-det 100, topk 1000" and rows[1][header.index("ΔmAP")] == "n/a (other thresholds)"
+    )
     with pytest.raises(SadcError, match=r"--max-map-drop: .* ran with other thresholds"):
         check_gates(report, max_map_drop=0.01)
 
@@ -136,7 +138,9 @@ def test_onnx_without_its_sidecar_runs_in_predict_and_bench(exports, tiny_world,
     result = invoke("predict", alone, tiny_world / "val", "--out", tmp_path / "pred", "--conf", 0.25)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "pred" / "detections.json").is_file()
-    result = invoke("bench", alone, "--data", tiny_world / "val.json", "--batch", 2, "--warmup", 0, "--iters", 1, "--out", tmp_path / "b")
+    result = invoke(
+        "bench", alone, "--data", tiny_world / "val.json", "--batch", 2, "--warmup", 0, "--iters", 1, "--out", tmp_path / "b"
+    )
     assert result.exit_code == 0, result.output
     import json
 
@@ -151,7 +155,9 @@ def test_onnx_without_its_sidecar_runs_in_predict_and_bench(exports, tiny_world,
 def test_torchvision_sources_in_bench_predict_and_pseudo_label(tiny_world, tmp_path):
     """torchvision:retinanet_resnet50_fpn at 64 px: benched, predicted and pseudo-labelled like a checkpoint."""
     source = "torchvision:retinanet_resnet50_fpn"
-    result = invoke("bench", source, "--input-size", 64, "--no-accuracy", "--batch", 1, "--warmup", 0, "--iters", 1, "--out", tmp_path / "b")
+    result = invoke(
+        "bench", source, "--input-size", 64, "--no-accuracy", "--batch", 1, "--warmup", 0, "--iters", 1, "--out", tmp_path / "b"
+    )
     assert result.exit_code == 0, result.output
     import json
 
@@ -163,7 +169,9 @@ def test_torchvision_sources_in_bench_predict_and_pseudo_label(tiny_world, tmp_p
     images = sorted((tiny_world / "val").iterdir())[:2]
     result = invoke("predict", source, *images, "--input-size", 64, "--out", tmp_path / "pred", "--conf", 0.5)
     assert result.exit_code == 0, result.output
-    result = invoke("pseudo-label", source, tiny_world / "val", "--input-size", 64, "--out", tmp_path / "pseudo.json", "--batch", 8)
+    result = invoke(
+        "pseudo-label", source, tiny_world / "val", "--input-size", 64, "--out", tmp_path / "pseudo.json", "--batch", 8
+    )
     assert result.exit_code == 0, result.output
     result = invoke("bench", source, "--no-accuracy")
     assert result.exit_code == 2 and "pass --input-size N" in result.output

@@ -73,7 +73,10 @@ def test_predict_draws_boxes_on_the_originals(checkpoint, images, tmp_path):
     from pycocotools.coco import COCO
 
     gt_json = {
-        "images": [{"id": i + 1, "file_name": p.name, "width": Image.open(p).size[0], "height": Image.open(p).size[1]} for i, p in enumerate(sources)],
+        "images": [
+            {"id": i + 1, "file_name": p.name, "width": Image.open(p).size[0], "height": Image.open(p).size[1]}
+            for i, p in enumerate(sources)
+        ],
         "annotations": [],
         "categories": [{"id": i + 1, "name": n} for i, n in enumerate(["circle", "square", "triangle", "cross", "ring"])],
     }
@@ -121,7 +124,11 @@ def test_expand_inputs(tmp_path):
     assert [i.name for i in inputs] == ["x.png", "x_1.png"] and many
     inputs, many = expand_inputs([str(tmp_path / "*" / "*.png")])
     assert len(inputs) == 2 and many
-    for bad, message in ((tmp_path / "nope.png", "no such file or folder"), (tmp_path / "notes.txt", "not an image file"), (tmp_path / "*.jpg", "matches no image files")):
+    for bad, message in (
+        (tmp_path / "nope.png", "no such file or folder"),
+        (tmp_path / "notes.txt", "not an image file"),
+        (tmp_path / "*.jpg", "matches no image files"),
+    ):
         with pytest.raises(SadcError, match=message):
             expand_inputs([str(bad)])
 

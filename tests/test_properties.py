@@ -42,7 +42,9 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 
 @pytest.fixture(scope="module")
 def detectors() -> dict[str, object]:
-    spec = dict(backbone="tiny", class_names=["a", "b"], input_size=(64, 64), anchor_sizes=[[8.0], [16.0], [32.0], [64.0], [128.0]])
+    spec = dict(
+        backbone="tiny", class_names=["a", "b"], input_size=(64, 64), anchor_sizes=[[8.0], [16.0], [32.0], [64.0], [128.0]]
+    )
     return {
         "retinanet": build_detector(DetectorSpec(arch="retinanet", fpn_channels=16, **spec)).eval(),
         "fcos": build_detector(DetectorSpec(arch="fcos", fpn_channels=64, **spec)).eval(),
@@ -95,7 +97,9 @@ canvas = st.sampled_from([32, 64, 96, 128, 160])
 
 
 @SETTINGS
-@given(h=sides, w=sides, out_h=canvas, out_w=canvas, scale=st.floats(0.25, 2.0), u=st.lists(st.floats(0, 1), min_size=4, max_size=4))
+@given(
+    h=sides, w=sides, out_h=canvas, out_w=canvas, scale=st.floats(0.25, 2.0), u=st.lists(st.floats(0, 1), min_size=4, max_size=4)
+)
 def test_letterbox_maps_boxes_forward_and_back(h, w, out_h, out_w, scale, u):
     assume(h * w <= 600_000)  # keep the resize cheap
     image = torch.zeros(3, h, w, dtype=torch.uint8)
@@ -114,7 +118,9 @@ def test_letterbox_maps_boxes_forward_and_back(h, w, out_h, out_w, scale, u):
     drawn_w, drawn_h = max(1, round(w * meta.scale)), max(1, round(h * meta.scale))
     assert corners[:2] == [meta.pad_x, meta.pad_y]
     slack_w, slack_h = max(0.5, 1 - w * meta.scale), max(0.5, 1 - h * meta.scale)  # content is drawn >= 1 px
-    assert abs(corners[2] - (meta.pad_x + drawn_w)) <= slack_w + 1e-9 and abs(corners[3] - (meta.pad_y + drawn_h)) <= slack_h + 1e-9
+    assert (
+        abs(corners[2] - (meta.pad_x + drawn_w)) <= slack_w + 1e-9 and abs(corners[3] - (meta.pad_y + drawn_h)) <= slack_h + 1e-9
+    )
     assert abs(2 * meta.pad_x + drawn_w - out_w) <= 1 and abs(2 * meta.pad_y + drawn_h - out_h) <= 1
     if scale <= 1.0:  # no overflow: the whole image is on the canvas
         assert min(corners[:2]) >= 0 and corners[2] <= out_w + 0.5 and corners[3] <= out_h + 0.5

@@ -41,7 +41,9 @@ def test_mistakes_are_one_line_before_torch_is_imported(tmp_path):
     (tmp_path / "folder").mkdir()
     argvs = [argv for argv, _ in CASES]
     # One process for all cases (CPU is shared); torch must still be absent after the last.
-    run = subprocess.run([sys.executable, "-c", CODE, json.dumps(argvs)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", CODE, json.dumps(argvs)], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(run.stdout.splitlines()[-1])
     for (argv, expected), (code, err) in zip(CASES, report["results"], strict=True):

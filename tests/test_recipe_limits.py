@@ -125,7 +125,10 @@ def test_a_batch_larger_than_the_dataset_is_one_line_before_any_step(tiny_world,
     from tests.helpers import fails_cleanly, invoke, tiny, write_recipe
 
     path = write_recipe(tmp_path / "r.yaml", tiny(tiny_world, tmp_path / "runs"))
-    line = fails_cleanly(invoke("train", "--recipe", path, "data.batch_size=1000000000"), "1000000000 images per step from data.train, which has 48")
+    line = fails_cleanly(
+        invoke("train", "--recipe", path, "data.batch_size=1000000000"),
+        "1000000000 images per step from data.train, which has 48",
+    )
     assert "lower data.batch_size (at most 48)" in line
     assert not (tmp_path / "runs" / "tiny" / "last.pt").exists()
 
@@ -139,7 +142,9 @@ def test_a_batch_whose_activations_exceed_the_memory_here_is_refused(tiny_world,
     per_image = budget.activation_bytes(_tiny_forward(), (64, 64))
     monkeypatch.setattr(budget, "available_memory", lambda device: 3 * per_image + 1)
     recipe = recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path, steps=1))  # batch 8
-    with pytest.raises(SadcError, match=r"data\.batch_size: 8 images per step need about .* MiB of activations .*\(about 3 fit\)"):
+    with pytest.raises(
+        SadcError, match=r"data\.batch_size: 8 images per step need about .* MiB of activations .*\(about 3 fit\)"
+    ):
         run_train(recipe)
     monkeypatch.setattr(budget, "available_memory", lambda device: 8 * per_image + 1)
     run_train(recipe)

@@ -146,7 +146,9 @@ def test_disk_full_or_read_only_keeps_the_previous_checkpoint(code, tmp_path, mo
         import tempfile
 
         monkeypatch.setattr(tempfile, "mkstemp", lambda *a, **k: (_ for _ in ()).throw(OSError(code, os.strerror(code))))
-    with pytest.raises(CheckpointError, match=rf"last\.pt: cannot write \({os.strerror(code)}\); the previous file, if any, is intact"):
+    with pytest.raises(
+        CheckpointError, match=rf"last\.pt: cannot write \({os.strerror(code)}\); the previous file, if any, is intact"
+    ):
         _save(last, 2)
     monkeypatch.undo()
     assert load_checkpoint(last)["step"] == 1
@@ -192,7 +194,10 @@ def test_resume_refuses_what_it_cannot_continue(tiny_world, tmp_path):
     assert invoke("train", "--recipe", path).exit_code == 0
     run = tmp_path / "runs" / "tiny"
     # a different model in the same run directory
-    fails_cleanly(invoke("train", "--recipe", path, "--resume", "train.steps=4", "model.student.fpn_channels=8"), "does not fit this recipe's model")
+    fails_cleanly(
+        invoke("train", "--recipe", path, "--resume", "train.steps=4", "model.student.fpn_channels=8"),
+        "does not fit this recipe's model",
+    )
     # a run with best.pt but no last.pt: starting afresh there would overwrite best.pt
     (run / "last.pt").unlink()
     fails_cleanly(invoke("train", "--recipe", path, "--resume"), "--resume needs last.pt, but the run has only best.pt", "tiny2")
@@ -244,7 +249,9 @@ def test_ddp_rank_failure_ends_every_rank_then_resume_finishes(tiny_world, tmp_p
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "tests.ddp_worker"]
 
     def run(*args, env):
-        proc = subprocess.Popen([*cmd, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, start_new_session=True)
+        proc = subprocess.Popen(
+            [*cmd, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, start_new_session=True
+        )
         try:
             out, err = proc.communicate(timeout=240)
         except subprocess.TimeoutExpired:

@@ -30,14 +30,22 @@ def _files(root: Path) -> dict[str, bytes]:
 
 def test_layout_and_coco_validity(world: Path) -> None:
     assert sorted(p.name for p in world.iterdir()) == [
-        "synth.json", "test", "test.json", "train", "train.json", "unlabeled", "val", "val.json"
+        "synth.json",
+        "test",
+        "test.json",
+        "train",
+        "train.json",
+        "unlabeled",
+        "val",
+        "val.json",
     ]
     assert len(list((world / "unlabeled").glob("*.png"))) == 6
     ds = CocoDataset(world / "train.json", world / "train", (64, 64))
     assert len(ds) == 8 and ds.class_names == list(CLASSES) and ds.cat_ids == [1, 2, 3, 4, 5]
     data = json.loads((world / "val.json").read_text())
-    assert len(data["images"]) == 4 and all(1 <= sum(a["image_id"] == i["id"] for a in data["annotations"]) <= 6
-                                            for i in data["images"])
+    assert len(data["images"]) == 4 and all(
+        1 <= sum(a["image_id"] == i["id"] for a in data["annotations"]) <= 6 for i in data["images"]
+    )
 
 
 def test_same_seed_same_bytes_other_seed_other_images(world: Path, tmp_path: Path) -> None:

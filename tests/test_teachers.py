@@ -51,7 +51,9 @@ def _tv_distill_recipe(world: Path, root: Path, name: str, source: Path) -> dict
     data["name"] = "student"
     data["model"]["teacher"] = {"source": str(source), "builder": f"torchvision:{name}"}
     data["model"]["student"].update(
-        arch=grid.arch, fpn_channels=64 if grid.arch == "fcos" else 8, anchor_sizes=grid.anchor_sizes,
+        arch=grid.arch,
+        fpn_channels=64 if grid.arch == "fcos" else 8,
+        anchor_sizes=grid.anchor_sizes,
         anchor_ratios=grid.anchor_ratios,
     )
     data["data"].update(unlabeled=str(world / "unlabeled"), batch_size=2, val=None)

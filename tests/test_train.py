@@ -103,7 +103,9 @@ def test_non_finite_losses_stop_the_run_with_the_last_good_checkpoint(tiny_world
 
     monkeypatch.setattr(run_mod, "SupervisedObjective", lambda model, fwd: _NaNAfter(SupervisedObjective(model, fwd), 3))
     recipe = recipe_from_dict(tiny_recipe_dict(tiny_world, tmp_path, steps=20, eval_every=0, save_every=3, max_bad_steps=4))
-    with pytest.raises(SadcError, match=r"4 consecutive steps with a non-finite loss up to step 7.*last\.pt holds the last good state"):
+    with pytest.raises(
+        SadcError, match=r"4 consecutive steps with a non-finite loss up to step 7.*last\.pt holds the last good state"
+    ):
         run_train(recipe)
     last = load_checkpoint(tmp_path / "tiny" / "last.pt")
     assert last["step"] == 3

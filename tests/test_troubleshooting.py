@@ -40,27 +40,36 @@ REPRODUCTIONS: dict[str, tuple[str | bytes, list[str]]] = {
     "model.student.input_size: ... multiples of 32": ("model: {student: {input_size: [100, 128]}}\n", []),
     "backbone 'x' is not registered (did you mean ...)": ("model: {student: {backbone: resnet5}}\n", []),
     "fcos has one point per location: anchor_sizes needs one size per level": (
-        "model: {student: {arch: fcos, anchor_sizes: [[8, 12], [16, 24], [32, 48], [64, 96], [128, 192]]}}\n", []
+        "model: {student: {arch: fcos, anchor_sizes: [[8, 12], [16, 24], [32, 48], [64, 96], [128, 192]]}}\n",
+        [],
     ),
     "train.device: 'gpu' is not a device": ("train: {device: gpu}\n", []),
     "train.step_milestones: ... strictly between 0 and 1": ("train: {step_milestones: [0.5, 1.2]}\n", []),
     "train.target=teacher but model.teacher is not set": ("train: {target: teacher}\n", []),
     "distill.anchors=positives needs IoU-matched anchors (arch retinanet)": (
-        "", [f"model.student.{k}={v}" for k, v in FCOS.items()] + ["distill.anchors=positives"]
+        "",
+        [f"model.student.{k}={v}" for k, v in FCOS.items()] + ["distill.anchors=positives"],
     ),
-    "distill.class_map maps student class 'x', which is not in model.student.class_names": ("distill: {class_map: {x: object}}\n", []),
+    "distill.class_map maps student class 'x', which is not in model.student.class_names": (
+        "distill: {class_map: {x: object}}\n",
+        [],
+    ),
     "distill.unlabeled_ratio R x data.batch_size B rounds to 0 unlabeled images per step": (
-        "data: {train: {annotations: a.json, images: i}, unlabeled: u, batch_size: 2}\ndistill: {unlabeled_ratio: 0.1}\n", []
+        "data: {train: {annotations: a.json, images: i}, unlabeled: u, batch_size: 2}\ndistill: {unlabeled_ratio: 0.1}\n",
+        [],
     ),
     "distill.loss=none and distill.pseudo_labels=false leave nothing to learn": (
-        "data: {unlabeled: u}\ndistill: {loss: none, pseudo_labels: false}\n", []
+        "data: {unlabeled: u}\ndistill: {loss: none, pseudo_labels: false}\n",
+        [],
     ),
     "export.topk_candidates K1 < export.max_detections K2": ("export: {topk_candidates: 50}\n", []),
     "data.schedule=alternate alternates labeled and unlabeled steps: it needs data.train and data.unlabeled": (
-        "data: {unlabeled: u, schedule: alternate}\n", []
+        "data: {unlabeled: u, schedule: alternate}\n",
+        [],
     ),
     "data.unlabeled lists `labeled` (the labeled train images) but data.train is not set": (
-        "data: {unlabeled: [labeled, u]}\n", []
+        "data: {unlabeled: [labeled, u]}\n",
+        [],
     ),
     "override 'x' is not of the form key.sub=value": ("", ["x"]),
 }

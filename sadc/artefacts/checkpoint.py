@@ -71,7 +71,9 @@ def torch_load(path: Path, map_location: str | torch.device = "cpu", what: str =
             ) from None
         raise CheckpointError(f"{path}: not a readable {what} (not written by torch.save, or damaged)") from None
     except Exception as err:  # zip/pickle/struct errors of many types for files that are not torch's (or are cut short)
-        raise CheckpointError(f"{path}: not a readable {what} (not written by torch.save, or cut short: {_first_line(err)})") from None
+        raise CheckpointError(
+            f"{path}: not a readable {what} (not written by torch.save, or cut short: {_first_line(err)})"
+        ) from None
 
 
 def _first_line(err: BaseException) -> str:

@@ -126,7 +126,9 @@ class InterferenceMonitor:
             "threads": self.threads,
             "load_before": self.load_before,
             "load_after": self.load_after,
-            "reference_ms": [{"after": label, "ms": ms, "ratio": ms / first if first else None} for label, ms in self.reference_ms],
+            "reference_ms": [
+                {"after": label, "ms": ms, "ratio": ms / first if first else None} for label, ms in self.reference_ms
+            ],
             "rules": f"unreliable when the reference matmul ({REFERENCE_SIZE}x{REFERENCE_SIZE} fp32, median of "
             f"{REFERENCE_CALLS}) after an artefact is outside 1/{SLOWDOWN:g}..{SLOWDOWN:g}x its first time, or the "
             f"1-minute load average (+ bench threads, before) exceeds cores + {LOAD_MARGIN:g}",

@@ -117,9 +117,7 @@ def summarize(durations_s: Sequence[float], *, batch: int, warmup: int) -> Laten
     )
 
 
-def measure(
-    fn: Callable[[], object], *, batch: int, warmup: int, iters: int, clock: Clock = time.perf_counter
-) -> LatencyStats:
+def measure(fn: Callable[[], object], *, batch: int, warmup: int, iters: int, clock: Clock = time.perf_counter) -> LatencyStats:
     """Warm up, time and summarize ``fn`` (one call processes ``batch`` images)."""
     return summarize(time_calls(fn, warmup=warmup, iters=iters, clock=clock), batch=batch, warmup=warmup)
 

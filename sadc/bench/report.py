@@ -35,7 +35,9 @@ def thresholds_text(post) -> str:
     """``conf 0.25, iou 0.5, max-det 20, topk 1000``: a row's post-processing in the flags' names."""
     if post is None:
         return "-"
-    return f"conf {post.score_threshold:g}, iou {post.iou_threshold:g}, max-det {post.max_detections}, topk {post.topk_candidates}"
+    return (
+        f"conf {post.score_threshold:g}, iou {post.iou_threshold:g}, max-det {post.max_detections}, topk {post.topk_candidates}"
+    )
 
 
 def thresholds_line(report: BenchReport) -> str:
@@ -101,9 +103,7 @@ def machine_line(report: BenchReport) -> str:
     m, s = report.machine, report.settings
     versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
-    return (
-        f"{m.get('cpu')} ({m.get('cores')} cores{gpu}), device {s['device']}, {s['threads']} threads; {versions}"
-    )
+    return f"{m.get('cpu')} ({m.get('cores')} cores{gpu}), device {s['device']}, {s['threads']} threads; {versions}"
 
 
 def tables(report: BenchReport) -> list[Table]:
@@ -177,7 +177,7 @@ def markdown(report: BenchReport, plot: str | None = None, class_plot: str | Non
             parts += [f"**{line}**" if not report.interference["reliable"] else str(line), ""]
         if s.get("repeat", 1) > 1:
             parts += [f"Timing in {s['repeat']} interleaved rounds; each number is the median of the rounds'.", ""]
-        parts += [_markdown_table(header, rows), "", "What \"model\" times, per backend:", ""]
+        parts += [_markdown_table(header, rows), "", 'What "model" times, per backend:', ""]
         parts += [f"- {name}: {what}" for name, what in s["model_only"].items()]
         parts += [
             "- e2e (end to end): read + decode the image files, letterbox, the predictor's predict, boxes back "

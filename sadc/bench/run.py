@@ -68,9 +68,13 @@ class BenchSettings:
         if not (self.accuracy or self.latency):
             raise SadcError("--no-accuracy and --no-latency together leave nothing to measure")
         if self.accuracy and self.data is None:
-            raise SadcError("--data VAL is needed to score mAP: a COCO json, a YOLO data.yaml or a VOC folder (or pass --no-accuracy)")
+            raise SadcError(
+                "--data VAL is needed to score mAP: a COCO json, a YOLO data.yaml or a VOC folder (or pass --no-accuracy)"
+            )
         if self.data is not None and not self.data.exists():
-            raise SadcError(f"--data {self.data}: not found (a COCO json, a YOLO data.yaml or a VOC folder, e.g. data/synth/val.json)")
+            raise SadcError(
+                f"--data {self.data}: not found (a COCO json, a YOLO data.yaml or a VOC folder, e.g. data/synth/val.json)"
+            )
         if self.save_detections is not None and not self.accuracy:
             raise SadcError("--save-detections needs the accuracy pass; drop --no-accuracy")
 
@@ -202,7 +206,9 @@ def run_bench(
             monitor.start()
         for round_ in range(settings.repeat):
             for i, path in enumerate(models):
-                predictor = load_predictor(path, device=settings.device, threads=threads, post=post, input_size=settings.input_size)
+                predictor = load_predictor(
+                    path, device=settings.device, threads=threads, post=post, input_size=settings.input_size
+                )
                 if round_ == 0:
                     results.append(_describe(predictor, path, i, settings, sizes, console, artefact_postprocess(path) or post))
                 if settings.latency:
@@ -225,7 +231,9 @@ def run_bench(
             monitor.finish()
         for result, rounds in zip(results, timed):
             if rounds:
-                result.latency = {kind: [median_of_rounds(cells) for cells in zip(*(r[kind] for r in rounds))] for kind in rounds[0]}
+                result.latency = {
+                    kind: [median_of_rounds(cells) for cells in zip(*(r[kind] for r in rounds))] for kind in rounds[0]
+                }
         machine = machine_summary()
     input_sizes = {r.input_size for r in results}
     return BenchReport(

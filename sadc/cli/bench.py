@@ -13,13 +13,19 @@ from sadc.errors import SadcError
 
 ModelsArg = Annotated[
     list[Path],
-    typer.Argument(help="Artefacts to compare: sadc checkpoints (.pt), ONNX exports (.onnx), TensorRT engines (.engine), torchvision:NAME (with --input-size). The first is the ΔmAP reference."),
+    typer.Argument(
+        help="Artefacts to compare: sadc checkpoints (.pt), ONNX exports (.onnx), TensorRT engines (.engine), torchvision:NAME (with --input-size). The first is the ΔmAP reference."
+    ),
 ]
 DataOpt = Annotated[
     Path | None,
-    typer.Option("--data", help="Labeled val set, needed for mAP: a COCO json, a YOLO data.yaml (its val split) or a VOC folder."),
+    typer.Option(
+        "--data", help="Labeled val set, needed for mAP: a COCO json, a YOLO data.yaml (its val split) or a VOC folder."
+    ),
 ]
-ImagesOpt = Annotated[Path | None, typer.Option(help="COCO only: image folder of --data (default: the json's path without .json).")]
+ImagesOpt = Annotated[
+    Path | None, typer.Option(help="COCO only: image folder of --data (default: the json's path without .json).")
+]
 DeviceOpt = Annotated[
     str, typer.Option(help="auto, cpu, cuda, cuda:N or N; auto = CUDA when present (a TensorRT engine always uses CUDA).")
 ]
@@ -47,19 +53,38 @@ def bench(
     data: DataOpt = None,
     images: ImagesOpt = None,
     fmt: FormatOpt = Layout.auto,
-    batch: Annotated[str, typer.Option(help="Batch sizes to time, comma-separated; the largest is also the mAP pass's batch.")] = "1,8",
+    batch: Annotated[
+        str, typer.Option(help="Batch sizes to time, comma-separated; the largest is also the mAP pass's batch.")
+    ] = "1,8",
     warmup: Annotated[int, typer.Option(help="Untimed calls before timing, per artefact and batch size.")] = 10,
     iters: Annotated[int, typer.Option(help="Timed calls per artefact and batch size.")] = 50,
-    repeat: Annotated[int, typer.Option(help="Timing rounds over all artefacts in turn (A B A B ...); the median of the rounds is reported. Use 3-5 on a shared machine.")] = 1,
-    threads: Annotated[int | None, typer.Option(help="Intra-op threads for torch and ONNX Runtime alike (default: torch's current count).")] = None,
+    repeat: Annotated[
+        int,
+        typer.Option(
+            help="Timing rounds over all artefacts in turn (A B A B ...); the median of the rounds is reported. Use 3-5 on a shared machine."
+        ),
+    ] = 1,
+    threads: Annotated[
+        int | None, typer.Option(help="Intra-op threads for torch and ONNX Runtime alike (default: torch's current count).")
+    ] = None,
     device: DeviceOpt = "auto",
-    out: Annotated[Path | None, typer.Option(help="Folder for bench.json, bench.md, bench.png (default: bench/ next to the first model).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for bench.json, bench.md, bench.png (default: bench/ next to the first model).")
+    ] = None,
     no_accuracy: Annotated[bool, typer.Option("--no-accuracy", help="Skip the mAP pass.")] = False,
     no_latency: Annotated[bool, typer.Option("--no-latency", help="Skip the timing.")] = False,
-    fail_under_map: Annotated[float | None, typer.Option(help="CI gate: exit 2 when any artefact's mAP is below X (0..1).")] = None,
-    max_map_drop: Annotated[float | None, typer.Option(help="CI gate: exit 2 when any artefact's mAP is more than X below the first's.")] = None,
-    save_detections: Annotated[Path | None, typer.Option(help="Write the first model's detections as a COCO results json.")] = None,
-    input_size: Annotated[str | None, typer.Option("--input-size", help="torchvision:NAME models: letterbox size N or H,W.")] = None,
+    fail_under_map: Annotated[
+        float | None, typer.Option(help="CI gate: exit 2 when any artefact's mAP is below X (0..1).")
+    ] = None,
+    max_map_drop: Annotated[
+        float | None, typer.Option(help="CI gate: exit 2 when any artefact's mAP is more than X below the first's.")
+    ] = None,
+    save_detections: Annotated[
+        Path | None, typer.Option(help="Write the first model's detections as a COCO results json.")
+    ] = None,
+    input_size: Annotated[
+        str | None, typer.Option("--input-size", help="torchvision:NAME models: letterbox size N or H,W.")
+    ] = None,
 ) -> None:
     """Params, GFLOPs, COCO mAP and latency (model-only and end to end) of artefacts, side by side.
 
@@ -109,14 +134,23 @@ def bench(
 @handle_errors
 def val(
     models: ModelsArg,
-    data: Annotated[Path, typer.Option("--data", help="Labeled val set: a COCO json, a YOLO data.yaml (its val split) or a VOC folder.")],
+    data: Annotated[
+        Path, typer.Option("--data", help="Labeled val set: a COCO json, a YOLO data.yaml (its val split) or a VOC folder.")
+    ],
     images: ImagesOpt = None,
     fmt: FormatOpt = Layout.auto,
     batch: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 8,
-    threads: Annotated[int | None, typer.Option(help="Intra-op threads for torch and ONNX Runtime alike (default: torch's current count).")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Intra-op threads for torch and ONNX Runtime alike (default: torch's current count).")
+    ] = None,
     device: DeviceOpt = "auto",
-    out: Annotated[Path | None, typer.Option(help="Folder for bench.json, bench.md and the per-class chart (default: val/ next to the first model).")] = None,
-    save_detections: Annotated[Path | None, typer.Option(help="Write the first model's detections as a COCO results json.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for bench.json, bench.md and the per-class chart (default: val/ next to the first model)."),
+    ] = None,
+    save_detections: Annotated[
+        Path | None, typer.Option(help="Write the first model's detections as a COCO results json.")
+    ] = None,
 ) -> None:
     """COCO mAP and AP per class of artefacts on a labeled set: sadc bench without the timing."""
     check_inputs(models, data, fmt, device)  # before torch is imported

@@ -33,11 +33,12 @@ def synth(
     unlabeled: Annotated[int, typer.Option(min=0, help="Unlabeled images.")] = 4000,
     size: Annotated[int, typer.Option(min=32, help="Image side in pixels.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed; same seed and counts give identical files.")] = 0,
-    shift: Annotated[
-        bool, typer.Option(help="Unlabeled images from a shifted distribution, in OUT/unlabeled-shift.")
-    ] = False,
+    shift: Annotated[bool, typer.Option(help="Unlabeled images from a shifted distribution, in OUT/unlabeled-shift.")] = False,
     layouts: Annotated[
-        str, typer.Option("--layouts", help="Labeled layouts to write, comma-separated: coco (always), yolo (OUT/yolo), voc (OUT/voc).")
+        str,
+        typer.Option(
+            "--layouts", help="Labeled layouts to write, comma-separated: coco (always), yolo (OUT/yolo), voc (OUT/voc)."
+        ),
     ] = "coco",
 ) -> None:
     """Write a synthetic shapes world: OUT/train(.json), OUT/val(.json), OUT/test(.json), OUT/unlabeled; with --layouts also OUT/yolo/data.yaml and OUT/voc/."""
@@ -66,9 +67,7 @@ def synth(
         f"{name} {s['images']} images" + (f" / {s['boxes']} boxes" if s["boxes"] is not None else "")
         for name, s in summary["splits"].items()
     ]
-    console.print(
-        f"[green]{out}[/]: {'; '.join(parts)}; classes {', '.join(summary['classes'])} ({summary['seconds']:.1f}s)"
-    )
+    console.print(f"[green]{out}[/]: {'; '.join(parts)}; classes {', '.join(summary['classes'])} ({summary['seconds']:.1f}s)")
     for path in write_layouts(out, wanted):
         console.print(f"[green]{path}[/]: the labeled splits as {path.parent.name if path.is_file() else path.name}")
 
@@ -76,7 +75,9 @@ def synth(
 @app.command()
 @handle_errors
 def preview(
-    annotations: Annotated[Path, typer.Argument(help="Labeled set: COCO json (e.g. data/synth/val.json), YOLO data.yaml or VOC folder.")],
+    annotations: Annotated[
+        Path, typer.Argument(help="Labeled set: COCO json (e.g. data/synth/val.json), YOLO data.yaml or VOC folder.")
+    ],
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("preview.png"),
     images: Annotated[
         Path | None, typer.Option(help="COCO only: image folder of the json (default: the json's path without .json).")

@@ -40,12 +40,16 @@ def pseudo_label(
     threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Keep teacher detections scoring at least this.")] = 0.4,
     batch: Annotated[int, typer.Option(min=1, help="Images per forward.")] = 16,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or N; auto = CUDA when present.")] = "auto",
-    input_size: Annotated[str | None, typer.Option("--input-size", help="torchvision:NAME teachers: letterbox size N or H,W.")] = None,
+    input_size: Annotated[
+        str | None, typer.Option("--input-size", help="torchvision:NAME teachers: letterbox size N or H,W.")
+    ] = None,
 ) -> None:
     """Run a teacher over a folder and write its detections as a labeled COCO set (offline SAD)."""
     from sadc.distill.pseudo import pseudo_label_folder
 
-    summary = pseudo_label_folder(teacher, images, out, threshold=threshold, batch_size=batch, device=device, console=console, input_size=input_size)
+    summary = pseudo_label_folder(
+        teacher, images, out, threshold=threshold, batch_size=batch, device=device, console=console, input_size=input_size
+    )
     if summary["skipped"]:
         console.print(f"[yellow]skipped {summary['skipped']} unreadable images[/] (listed in {summary['skipped_list']})")
     console.print(

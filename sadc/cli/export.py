@@ -35,7 +35,9 @@ def _choices(name: str, values: tuple[str, ...], doc: str) -> type[enum.Enum]:
 
 Format = _choices("Format", FORMAT_NAMES, "Export formats (sadc.export.formats.FORMATS).")
 Method = _choices("Method", METHODS, "Calibration methods of ONNX Runtime's static quantization (sadc.export.quantize.METHODS).")
-Int8Target = _choices("Int8Target", TARGET_CHOICES, "Which runtime the INT8 graph is shaped for (sadc.export.quantize.TARGET_CHOICES).")
+Int8Target = _choices(
+    "Int8Target", TARGET_CHOICES, "Which runtime the INT8 graph is shaped for (sadc.export.quantize.TARGET_CHOICES)."
+)
 Nms = _choices("Nms", NMS_CHOICES, "NMS of an engine's graph (sadc.export.efficient_nms.NMS_CHOICES).")
 D = ExportOptions  # the defaults live in one place
 
@@ -43,14 +45,22 @@ D = ExportOptions  # the defaults live in one place
 @handle_errors
 def export(
     checkpoint: Annotated[
-        Path, typer.Argument(help="sadc checkpoint, e.g. runs/quickstart/best.pt, or torchvision:NAME with --input-size.", show_default=False)
+        Path,
+        typer.Argument(
+            help="sadc checkpoint, e.g. runs/quickstart/best.pt, or torchvision:NAME with --input-size.", show_default=False
+        ),
     ],
     format: Annotated[Format, typer.Option("--format", "-f", help=f"What to write: {formats_help()}.")] = Format["onnx"],  # type: ignore[valid-type]  # Enums built from the tables
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output file (default: next to the checkpoint, best.onnx / best.int8.onnx / best.engine).")
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Output file (default: next to the checkpoint, best.onnx / best.int8.onnx / best.engine)."
+        ),
     ] = None,
     opset: Annotated[int | None, typer.Option(help="ONNX opset, 17..20 (default: the recipe's export.opset).")] = None,
-    max_det: Annotated[int | None, typer.Option("--max-det", help="K: detections per image in the graph (default: recipe).")] = None,
+    max_det: Annotated[
+        int | None, typer.Option("--max-det", help="K: detections per image in the graph (default: recipe).")
+    ] = None,
     topk: Annotated[int | None, typer.Option("--topk", help="Candidates kept before NMS (default: recipe).")] = None,
     iou: Annotated[float | None, typer.Option("--iou", help="NMS IoU threshold (default: recipe).")] = None,
     conf: Annotated[float | None, typer.Option("--conf", help="Score threshold (default: recipe).")] = None,
@@ -58,9 +68,15 @@ def export(
     no_simplify: Annotated[bool, typer.Option("--no-simplify", help="Skip onnxslim.")] = False,
     no_parity: Annotated[bool, typer.Option("--no-parity", help="Skip the torch vs ONNX Runtime check.")] = False,
     parity_images: Annotated[
-        Path | None, typer.Option("--parity-images", help=f"Folder of images for the parity check (default: {PARITY_IMAGES} images of the recipe's val set, else its unlabeled folder, else random).")
+        Path | None,
+        typer.Option(
+            "--parity-images",
+            help=f"Folder of images for the parity check (default: {PARITY_IMAGES} images of the recipe's val set, else its unlabeled folder, else random).",
+        ),
     ] = None,
-    calib: Annotated[Path | None, typer.Option("--calib", help="int8/engine: folder of unlabeled images to calibrate on.")] = None,
+    calib: Annotated[
+        Path | None, typer.Option("--calib", help="int8/engine: folder of unlabeled images to calibrate on.")
+    ] = None,
     calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images used.")] = D.calib_images,
     calib_batch: Annotated[int, typer.Option("--calib-batch", help="Calibration batch size.")] = D.calib_batch,
     method: Annotated[Method, typer.Option("--method", help="Calibration method.")] = Method[D.method],  # type: ignore[valid-type]
@@ -71,16 +87,30 @@ def export(
             help="int8: auto (tensorrt where CUDA + TensorRT are present, else cpu), tensorrt (symmetric S8S8) or cpu (U8S8, fast in ONNX Runtime on CPUs).",
         ),
     ] = Int8Target[D.int8_target],
-    val: Annotated[Path | None, typer.Option("--val", help="int8/engine: a labeled set (COCO json, YOLO data.yaml or VOC folder); mAP of the artefact vs the fp32 ONNX graph.")] = None,
-    max_map_drop: Annotated[float | None, typer.Option("--max-map-drop", help="int8/engine with --val: fail when mAP drops by more.")] = None,
-    nms: Annotated[Nms, typer.Option("--nms", help="engine: onnx (NonMaxSuppression) or efficient (TensorRT's EfficientNMS_TRT plugin).")] = Nms[D.nms],  # type: ignore[valid-type]
-    input_size: Annotated[str | None, typer.Option("--input-size", help="torchvision:NAME sources: letterbox size N or H,W.")] = None,
+    val: Annotated[
+        Path | None,
+        typer.Option(
+            "--val",
+            help="int8/engine: a labeled set (COCO json, YOLO data.yaml or VOC folder); mAP of the artefact vs the fp32 ONNX graph.",
+        ),
+    ] = None,
+    max_map_drop: Annotated[
+        float | None, typer.Option("--max-map-drop", help="int8/engine with --val: fail when mAP drops by more.")
+    ] = None,
+    nms: Annotated[
+        Nms, typer.Option("--nms", help="engine: onnx (NonMaxSuppression) or efficient (TensorRT's EfficientNMS_TRT plugin).")
+    ] = Nms[D.nms],  # type: ignore[valid-type]
+    input_size: Annotated[
+        str | None, typer.Option("--input-size", help="torchvision:NAME sources: letterbox size N or H,W.")
+    ] = None,
     half: Annotated[bool, typer.Option("--half", help="engine: fp16.")] = False,
     min_batch: Annotated[int, typer.Option("--min-batch", help="engine: smallest batch.")] = D.min_batch,
     opt_batch: Annotated[int, typer.Option("--opt-batch", help="engine: batch TensorRT tunes for.")] = D.opt_batch,
     max_batch: Annotated[int, typer.Option("--max-batch", help="engine: largest batch.")] = D.max_batch,
     workspace: Annotated[float, typer.Option("--workspace", help="engine: builder workspace GiB.")] = D.workspace,
-    timing_cache: Annotated[Path | None, typer.Option("--timing-cache", help="engine: timing cache file, reused and updated.")] = None,
+    timing_cache: Annotated[
+        Path | None, typer.Option("--timing-cache", help="engine: timing cache file, reused and updated.")
+    ] = None,
 ) -> None:
     from sadc.export.pipeline import export_checkpoint
 
@@ -118,6 +148,5 @@ def export(
 
 export.__doc__ = (
     "Export a checkpoint to ONNX, INT8 ONNX or a TensorRT engine, with a JSON sidecar, "
-    "checked against torch (parity) after every export.\n\n"
-    + formats_help_text()
+    "checked against torch (parity) after every export.\n\n" + formats_help_text()
 )

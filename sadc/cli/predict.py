@@ -24,16 +24,31 @@ def default_out(model: Path, root: Path = Path("runs/predict")) -> Path:
 
 @handle_errors
 def predict(
-    model: Annotated[Path, typer.Argument(help="Artefact: sadc checkpoint (.pt), ONNX export (.onnx), TensorRT engine (.engine) or torchvision:NAME (with --input-size).")],
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="Artefact: sadc checkpoint (.pt), ONNX export (.onnx), TensorRT engine (.engine) or torchvision:NAME (with --input-size)."
+        ),
+    ],
     images: Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively) or glob patterns.")],
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Folder for the drawn images and detections.json (default: runs/predict/NAME, NAME from the model's folder and file, numbered when taken).", show_default=False),
+        typer.Option(
+            "--out",
+            help="Folder for the drawn images and detections.json (default: runs/predict/NAME, NAME from the model's folder and file, numbered when taken).",
+            show_default=False,
+        ),
     ] = None,
-    conf: Annotated[float, typer.Option(help="Keep detections with score >= this (the artefact's own threshold applies first).")] = 0.3,
+    conf: Annotated[
+        float, typer.Option(help="Keep detections with score >= this (the artefact's own threshold applies first).")
+    ] = 0.3,
     batch: Annotated[int, typer.Option(help="Images per forward pass.")] = 8,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or N; auto = CUDA when present (a TensorRT engine always uses CUDA).")] = "auto",
-    input_size: Annotated[str | None, typer.Option("--input-size", help="torchvision:NAME models: letterbox size N or H,W.")] = None,
+    device: Annotated[
+        str, typer.Option(help="auto, cpu, cuda, cuda:N or N; auto = CUDA when present (a TensorRT engine always uses CUDA).")
+    ] = "auto",
+    input_size: Annotated[
+        str | None, typer.Option("--input-size", help="torchvision:NAME models: letterbox size N or H,W.")
+    ] = None,
 ) -> None:
     """Detect objects in images: draw labelled boxes on the originals and write COCO results.
 

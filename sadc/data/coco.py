@@ -55,9 +55,7 @@ def _parse_bbox(ann: dict, ann_id: Any, where: str) -> tuple[float, float, float
         raise DataError(f"{where}: annotation id {ann_id}: bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
     x, y, w, h = (float(v) for v in bbox)
     if w <= 0 or h <= 0:
-        raise DataError(
-            f"{where}: annotation id {ann_id}: bbox {bbox} has zero or negative width/height (fix or delete it)"
-        )
+        raise DataError(f"{where}: annotation id {ann_id}: bbox {bbox} has zero or negative width/height (fix or delete it)")
     return x, y, w, h
 
 
@@ -195,9 +193,7 @@ class CocoDataset(Dataset):
         Whether a file decodes is only known when it is read (see ``__getitem__``).
         """
         if not self.images.is_dir():
-            raise DataError(
-                f"{self.images}: image folder not found; pass the folder {where}'s file_name entries are relative to"
-            )
+            raise DataError(f"{self.images}: image folder not found; pass the folder {where}'s file_name entries are relative to")
         missing = [name for name in self._files if not (self.images / name).is_file()]
         if missing:
             raise DataError(

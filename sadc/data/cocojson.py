@@ -63,7 +63,9 @@ def coco_dataset(
     anns = []
     for i, ann in enumerate(annotations):
         w, h = ann["bbox"][2], ann["bbox"][3]
-        anns.append({"id": i + 1, **ann, "bbox": list(ann["bbox"]), "area": ann.get("area", w * h), "iscrowd": ann.get("iscrowd", 0)})
+        anns.append(
+            {"id": i + 1, **ann, "bbox": list(ann["bbox"]), "area": ann.get("area", w * h), "iscrowd": ann.get("iscrowd", 0)}
+        )
     extra = {"supercategory": supercategory} if supercategory else {}
     return {
         "info": {"description": description},

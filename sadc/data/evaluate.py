@@ -24,9 +24,7 @@ STAT_NAMES = ["mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"
 Predict = Callable[[Tensor], list[dict[str, Tensor]]]
 
 
-def to_coco_results(
-    detections: list[dict[str, Tensor]], targets: list[dict], cat_ids: list[int]
-) -> list[dict]:
+def to_coco_results(detections: list[dict[str, Tensor]], targets: list[dict], cat_ids: list[int]) -> list[dict]:
     """Per-image detections (input px, contiguous labels) -> COCO results (orig px, xywh)."""
     out = []
     for det, tgt in zip(detections, targets, strict=True):

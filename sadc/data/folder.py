@@ -98,4 +98,3 @@ class UnlabeledFolder(Dataset):
             "skipped": failures,
         }
         return out, target
-

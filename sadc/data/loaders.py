@@ -20,9 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name)
-)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
 """Signals that stop a training run with a checkpoint: Ctrl-C, SIGTERM (timeout, systemd, Slurm,
 torchrun), SIGUSR1 (Slurm's ``--signal`` pre-emption warning)."""
 

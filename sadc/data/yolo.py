@@ -150,7 +150,9 @@ def parse_label_file(path: Path, names: list[str], width: int, height: int) -> l
             raise DataError(f"{where}: class id {parts[0]} is past names (0..{len(names) - 1}); fix the row or the yaml's names")
         coords = values[1:]
         if not all(math.isfinite(v) and -EPS <= v <= 1 + EPS for v in coords):
-            raise DataError(f"{where}: box {' '.join(parts[1:])} is outside [0, 1]; YOLO labels are normalised by image width and height")
+            raise DataError(
+                f"{where}: box {' '.join(parts[1:])} is outside [0, 1]; YOLO labels are normalised by image width and height"
+            )
         if n == 5:
             cx, cy, w, h = coords
             x1, x2, y1, y2 = cx - w / 2, cx + w / 2, cy - h / 2, cy + h / 2
@@ -174,6 +176,7 @@ def read_yolo(path: Path, split: str) -> tuple[list[str], Path, list[ImageRecord
     if not data.get(split):
         given = [s for s in ("train", "val", "test") if data.get(s)]
         raise DataError(f"{where}: no '{split}:' entry (it has {', '.join(given) or 'none'}); add {split}: images/{split}")
+
     def record(image: Path) -> ImageRecord:
         width, height = image_size(image)
         labels = label_path(image)

@@ -67,8 +67,7 @@ def _binary_terms(
     """
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
-            f"student and teacher logits differ in shape: "
-            f"{tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}"
+            f"student and teacher logits differ in shape: {tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}"
         )
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -275,9 +274,7 @@ def sigmoid_kl_loss(
     return _reduce(kl * temperature**2, reduction)
 
 
-def adaptive_normalizer(
-    teacher_logits: Tensor, *, theta: float = 1.8, temperature: float = 1.0
-) -> Tensor:
+def adaptive_normalizer(teacher_logits: Tensor, *, theta: float = 1.8, temperature: float = 1.0) -> Tensor:
     """The authors' "adaptive normalizer": max(1, Σ σ(t/T)^theta) over all elements.
 
     Replaces the positive-anchor count of focal loss, which unlabeled images do not
@@ -343,13 +340,16 @@ def distillation_loss(
         sum is over the whole batch; the trainer applies the recipe's weight.
     """
     if student_logits.dim() != 3:
-        raise ValueError(
-            f"distillation_loss expects logits [N, A, C], got {tuple(student_logits.shape)}"
-        )
+        raise ValueError(f"distillation_loss expects logits [N, A, C], got {tuple(student_logits.shape)}")
     if loss == "adl":
         per_element = adaptive_distillation_loss(
-            student_logits, teacher_logits, gamma=gamma, beta=beta,
-            temperature=temperature, form=form, alpha=alpha,
+            student_logits,
+            teacher_logits,
+            gamma=gamma,
+            beta=beta,
+            temperature=temperature,
+            form=form,
+            alpha=alpha,
         )
     elif loss == "kl":
         per_element = sigmoid_kl_loss(student_logits, teacher_logits, temperature=temperature)
@@ -372,9 +372,7 @@ def distillation_loss(
     elif normalizer == "positives":
         if num_positives is None:
             if anchor_mask is None:
-                raise ValueError(
-                    "normalizer='positives' needs num_positives or anchor_mask to count"
-                )
+                raise ValueError("normalizer='positives' needs num_positives or anchor_mask to count")
             num_positives = anchor_mask.sum()
         norm = torch.as_tensor(num_positives, device=total.device).detach()
         norm = norm.to(total.dtype).clamp_min(1.0)

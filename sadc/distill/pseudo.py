@@ -34,7 +34,9 @@ def pseudo_label_folder(
     out = Path(out)
     if out.is_dir():
         raise SadcError(f"--out {out}: a folder; pass the COCO json file to write, e.g. {out / 'pseudo.json'}")
-    if not str(teacher).startswith("torchvision:") and not Path(teacher).is_file():  # load_checkpoint's line, before torch is imported
+    if (
+        not str(teacher).startswith("torchvision:") and not Path(teacher).is_file()
+    ):  # load_checkpoint's line, before torch is imported
         raise SadcError(f"{teacher}: checkpoint not found")
     if not Path(images).is_dir():
         raise SadcError(f"{images}: image folder not found (pass an existing folder of images)")
@@ -71,9 +73,7 @@ def pseudo_label_folder(
             with torch.inference_mode():
                 dets = predictor.predict(torch.stack([canvas for canvas, _ in boxed]))
             for ((image_id, path), _), (_, meta) in zip(chunk, boxed, strict=True):
-                image_entries.append(
-                    {"id": image_id, "file_name": scan.name(path), "width": meta.orig_w, "height": meta.orig_h}
-                )
+                image_entries.append({"id": image_id, "file_name": scan.name(path), "width": meta.orig_w, "height": meta.orig_h})
             annotations += [r for r in to_coco_results(dets, targets, cat_ids) if r["bbox"][2] > 0 and r["bbox"][3] > 0]
             progress.update(task, completed=chunk[-1][0][0])
     if not image_entries:

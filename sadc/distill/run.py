@@ -47,6 +47,7 @@ def step_kinds(schedule: str, start_step: int, n_lab: int, n_unl: int):
     stream stands.
     """
     if schedule == "alternate":
+
         def kinds():
             step = start_step
             while True:
@@ -187,7 +188,9 @@ def _run(recipe: Recipe, teacher_src: ModelSource, resume: bool, console: Consol
         student_fields = recipe.model.student
         if dry_run:  # random weights everywhere: nothing is downloaded
             student_fields = student_fields.model_copy(update={"pretrained_backbone": False})
-        student = load_detector(spec_from_fields(student_fields), student_fields.source, weights=student_fields.weights).to(s.device)
+        student = load_detector(spec_from_fields(student_fields), student_fields.source, weights=student_fields.weights).to(
+            s.device
+        )
         size = student.spec.input_size
         teacher = load_teacher(teacher_src, size, dry_run).to(s.device)
         check_distillable(teacher, student, size)
@@ -228,10 +231,9 @@ def _run(recipe: Recipe, teacher_src: ModelSource, resume: bool, console: Consol
         if dist.is_main:
             what = (
                 f"{n_lab} labeled + {n_unl} unlabeled images per step"
-                if data.schedule == "joint" else f"{n_lab} labeled / {n_unl} unlabeled images on alternate steps"
-            ) + (
-                f" per rank x {dist.world_size} ranks" if dist.enabled else ""
-            )
+                if data.schedule == "joint"
+                else f"{n_lab} labeled / {n_unl} unlabeled images on alternate steps"
+            ) + (f" per rank x {dist.world_size} ranks" if dist.enabled else "")
             s.console.print(
                 f"[bold]distill[/] {teacher.spec.backbone} -> {student.spec.backbone} ({dcfg.loss}, lambda {dcfg.weight}, "
                 f"gamma {dcfg.gamma}, beta {dcfg.beta}), {what}, {cfg.steps} steps, device {s.device} -> {s.run_dir}"

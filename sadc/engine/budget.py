@@ -36,7 +36,9 @@ def activation_bytes(forward: nn.Module, input_size: tuple[int, int]) -> int:
                 total += out.numel() * out.element_size()
 
     # deepcopy with every parameter and buffer pre-mapped to a meta tensor: copies the structure, not the weights
-    memo: dict[int, object] = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad) for p in forward.parameters()}
+    memo: dict[int, object] = {
+        id(p): nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad) for p in forward.parameters()
+    }
     memo.update({id(b): torch.empty_like(b, device="meta") for b in forward.buffers()})
     clone = copy.deepcopy(forward, memo).train()
     for m in clone.modules():

@@ -144,9 +144,7 @@ class InterruptToCheckpoint(HookBase):
         if t.last_logged is None or self.state["signal"] is None:
             return
         t.save()
-        raise Interrupted(
-            f"interrupted at step {t.step}/{t.cfg.steps}; {t.run_dir / 'last.pt'} saved, continue with --resume"
-        )
+        raise Interrupted(f"interrupted at step {t.step}/{t.cfg.steps}; {t.run_dir / 'last.pt'} saved, continue with --resume")
 
     def after_train(self) -> None:
         self._scope.close()

@@ -77,7 +77,9 @@ def check_device(name: str, flag: str = "--device", *, available: bool = True) -
         index = int(name.partition(":")[2] or 0)
         if index >= count:
             seen = f"torch sees {count} GPU{'s' if count != 1 else ''}"
-            raise SadcError(f"{flag} {name}: no such CUDA device here ({seen}); use {flag} cpu" + ("" if count else " or a CUDA machine"))
+            raise SadcError(
+                f"{flag} {name}: no such CUDA device here ({seen}); use {flag} cpu" + ("" if count else " or a CUDA machine")
+            )
     return name
 
 

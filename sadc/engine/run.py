@@ -209,7 +209,9 @@ def run_train(recipe: Recipe, *, resume: bool = False, console: Console | None =
     """Supervised training of ``model.<train.target>`` on ``data.train``; returns the run dir."""
     cfg = recipe.train
     if recipe.data.train is None:
-        raise SadcError("recipe: data.train is not set; `sadc train` needs a labeled set (a COCO json, a YOLO data.yaml or a VOC folder)")
+        raise SadcError(
+            "recipe: data.train is not set; `sadc train` needs a labeled set (a COCO json, a YOLO data.yaml or a VOC folder)"
+        )
     fields = getattr(recipe.model, cfg.target)
     if fields is None:
         raise SadcError(f"recipe: model.{cfg.target} is not set, but train.target={cfg.target}")

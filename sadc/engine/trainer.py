@@ -270,8 +270,7 @@ class Trainer:
                 raise
             self.save()
             raise SadcError(
-                f"{one_line(err)}; {self.run_dir / 'last.pt'} saved at step {self.step}: fix the data and "
-                "continue with --resume"
+                f"{one_line(err)}; {self.run_dir / 'last.pt'} saved at step {self.step}: fix the data and continue with --resume"
             ) from err
 
     def fit(self, log: MetricsLog, hooks: list[HookBase] | None = None) -> dict[str, float]:

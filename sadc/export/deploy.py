@@ -211,4 +211,3 @@ class DeployModule(nn.Module):
             out_labels = torch.cat([out_labels, torch.zeros_like(out_labels[:, :1]).expand(-1, pad)], dim=1)
             out_boxes = torch.cat([out_boxes, torch.zeros_like(out_boxes[:, :1]).expand(-1, pad, 4)], dim=1)
         return num_dets.to(torch.int32), out_boxes, out_scores, out_labels.to(torch.int32)
-

@@ -97,7 +97,9 @@ def check_parity_of(detector, artefact: Path, rule: GateRule, images, *, predict
     from sadc.export.parity import check_parity, run_parity
 
     if predictor is None:
-        return run_parity(detector, artefact, images=images, tolerance=rule.tolerance, compare_raw=rule.compare_raw, match_iou=rule.match_iou)
+        return run_parity(
+            detector, artefact, images=images, tolerance=rule.tolerance, compare_raw=rule.compare_raw, match_iou=rule.match_iou
+        )
     sidecar = read_sidecar(artefact)
     module = DeployModule(detector, PostProcess.from_json(sidecar["thresholds"]))
     batch = max(1, min(8, getattr(predictor, "max_batch", 8)))
@@ -140,7 +142,9 @@ def map_table(name: str, scores: dict[str, dict[str, float]], val: Path):
     return table
 
 
-def verification(rule: GateRule, report: ParityReport | None, scores: dict | None, max_map_drop: float | None, failures: list[str]) -> dict[str, Any]:
+def verification(
+    rule: GateRule, report: ParityReport | None, scores: dict | None, max_map_drop: float | None, failures: list[str]
+) -> dict[str, Any]:
     """The sidecar's ``verification`` entry."""
     entry: dict[str, Any] = {"status": "failed" if failures else "passed", "rule": rule.name, "failures": failures}
     if report is not None:
@@ -218,5 +222,7 @@ def gate_artefact(
             if "int8" in rule.name.lower()
             else "fix the model/opset, or pass --no-parity to skip"
         )
-        raise GateError(f"{rule.name} {artefact} failed its gate: {'; '.join(failures)}; kept, marked unverified in its sidecar; {hint}")
+        raise GateError(
+            f"{rule.name} {artefact} failed its gate: {'; '.join(failures)}; kept, marked unverified in its sidecar; {hint}"
+        )
     return report, scores

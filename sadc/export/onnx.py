@@ -195,7 +195,9 @@ def export_onnx(
     except Exception as err:  # checker raises ValidationError / InferenceError
         raise ExportError(f"{out_path}: exported graph fails onnx.checker ({first_line(err)})") from None
     fmt = "onnx-raw" if raw else ("onnx-fp16" if half else "onnx")
-    payload = sidecar_payload(module, fmt=fmt, opset=opset, source=provenance, artefact=Path(out_path), extra={"simplified": simplify})
+    payload = sidecar_payload(
+        module, fmt=fmt, opset=opset, source=provenance, artefact=Path(out_path), extra={"simplified": simplify}
+    )
     return write_onnx_artefact(Path(out_path), model, payload)
 
 
@@ -233,7 +235,9 @@ def _set_output_shapes(model, shapes: dict[str, tuple[list, int]]) -> None:
     for out in model.graph.output:
         shape, elem_type = shapes[out.name]
         if out.type.tensor_type.elem_type != elem_type:
-            raise ExportError(f"output {out.name}: exported with ONNX type {out.type.tensor_type.elem_type}, expected {elem_type}")
+            raise ExportError(
+                f"output {out.name}: exported with ONNX type {out.type.tensor_type.elem_type}, expected {elem_type}"
+            )
         dims = out.type.tensor_type.shape.dim
         del dims[:]
         for d in shape:

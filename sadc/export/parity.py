@@ -288,7 +288,12 @@ def parity_images(spec, folder: Path | None = None, *, n: int = 8, seed: int = 0
     skips = SkipList(None, scan.skipped)
     images = [letterbox(image, (h, w))[0] for _, image in islice(decoded(scan.paths, skips), n)]
     if skips:
-        log.warning("parity: skipped %d unreadable images in %s (first: %s)", len(skips), text_name(folder), text_name(skips.entries[0][1]))
+        log.warning(
+            "parity: skipped %d unreadable images in %s (first: %s)",
+            len(skips),
+            text_name(folder),
+            text_name(skips.entries[0][1]),
+        )
     if not images:
         raise SadcError(f"parity images {text_name(folder)}: none of the images decode; pass --parity-images DIR or --no-parity")
     return torch.stack(images)

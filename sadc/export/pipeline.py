@@ -114,7 +114,9 @@ class ExportOptions:
         if self.calib is not None and not self.calib.is_dir():
             raise SadcError(f"--calib {self.calib}: folder not found (unlabeled images to calibrate on)")
         if self.val is not None and not self.val.exists():
-            raise SadcError(f"--val {self.val}: not found (a COCO json, a YOLO data.yaml or a VOC folder, e.g. data/synth/val.json)")
+            raise SadcError(
+                f"--val {self.val}: not found (a COCO json, a YOLO data.yaml or a VOC folder, e.g. data/synth/val.json)"
+            )
         if self.out is not None:
             check_output(fmt, self.out)
 
@@ -183,7 +185,9 @@ def export_checkpoint(
     result = ExportResult()
 
     def onnx_graph(path: Path, **kw) -> Path:
-        out = export_onnx(source.detector, path, opset=opset, post=post, simplify=options.simplify, provenance=source.provenance, **kw)
+        out = export_onnx(
+            source.detector, path, opset=opset, post=post, simplify=options.simplify, provenance=source.provenance, **kw
+        )
         result.written.append(out)
         return out
 
@@ -203,7 +207,9 @@ def export_checkpoint(
         from sadc.export.parity import parity_images
 
         folder = options.parity_images or source.default_parity_folder()
-        console.print(f"parity: torch vs ONNX Runtime on {PARITY_IMAGES} {'images from ' + str(folder) if folder else 'random images'}")
+        console.print(
+            f"parity: torch vs ONNX Runtime on {PARITY_IMAGES} {'images from ' + str(folder) if folder else 'random images'}"
+        )
         images = parity_images(source.detector.spec, folder, n=PARITY_IMAGES)
     gate(onnx_path, RULES[("onnx", "fp32")])
     val = {"val": options.val, "reference": onnx_path, "max_map_drop": options.max_map_drop} if options.val else {}
@@ -218,7 +224,9 @@ def export_checkpoint(
         assert host is not None and profile is not None  # set above for the engine format
         precision = "int8" if options.calib is not None else ("fp16" if options.half else "fp32")
         graph = _engine_graph(precision, onnx_path, final, options, host, result, console, onnx_graph, gate, post)
-        console.print(f"TensorRT {host.version} on {host.gpu}: building a {precision} engine from {graph.name} (NMS: {options.nms})")
+        console.print(
+            f"TensorRT {host.version} on {host.gpu}: building a {precision} engine from {graph.name} (NMS: {options.nms})"
+        )
         result.written.append(
             trt_export.build_engine(
                 graph,
@@ -238,7 +246,9 @@ def export_checkpoint(
     return result
 
 
-def _engine_graph(precision, onnx_path: Path, final: Path, options: ExportOptions, host, result, console, onnx_graph, gate, post) -> Path:
+def _engine_graph(
+    precision, onnx_path: Path, final: Path, options: ExportOptions, host, result, console, onnx_graph, gate, post
+) -> Path:
     """The ONNX graph the engine is built from, written and gated on the way.
 
     --nms onnx: the fp32 deploy graph (fp32; fp16 on TensorRT 10 with its FP16 flag),
@@ -299,7 +309,9 @@ def _quantize(fp32_graph: Path, out: Path, options: ExportOptions, result: Expor
     target, why = resolve_target(str(options.int8_target), to_engine=to_engine)
     result.int8_target = target
     console.print(f"int8 target: {target} ({why})")
-    int8_path = out if Path(out).name.endswith(".int8.onnx") or Path(out).name.endswith(".int8.raw.onnx") else sibling(out, ".int8.onnx")
+    int8_path = (
+        out if Path(out).name.endswith(".int8.onnx") or Path(out).name.endswith(".int8.raw.onnx") else sibling(out, ".int8.onnx")
+    )
     stem_of = out if not Path(out).name.endswith(".int8.raw.onnx") else Path(str(out).removesuffix(".int8.raw.onnx"))
     assert options.calib is not None  # check_options requires --calib for int8 and engine
     quantize_int8(
@@ -318,6 +330,8 @@ def _quantize(fp32_graph: Path, out: Path, options: ExportOptions, result: Expor
     update_sidecar(int8_path, {"quantization": {**quant, "target_choice": why}})
     cache = quant.get("calibration_cache") or {}
     if cache.get("file"):
-        console.print(f"calibration: {'ranges reused from' if cache.get('reused') else 'ranges computed, kept in'} {cache['file']}")
+        console.print(
+            f"calibration: {'ranges reused from' if cache.get('reused') else 'ranges computed, kept in'} {cache['file']}"
+        )
     result.written.append(int8_path)
     return int8_path

@@ -251,7 +251,11 @@ def quantize_int8(
     skips = SkipList()
     paths = select_calibration_images(calib_images, n, skips)
     reader = CalibrationImages(paths, tuple(sidecar["input_size"]), batch)
-    calibrate = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax}
+    calibrate = {
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+        "minmax": CalibrationMethod.MinMax,
+    }
     settings = {
         "quant_format": "QDQ",
         "target": target,

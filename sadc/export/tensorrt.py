@@ -55,10 +55,7 @@ class BatchProfile:
 
     def __post_init__(self):
         if not 1 <= self.min <= self.opt <= self.max:
-            raise SadcError(
-                f"--min-batch {self.min} --opt-batch {self.opt} --max-batch {self.max}: "
-                "need 1 <= min <= opt <= max"
-            )
+            raise SadcError(f"--min-batch {self.min} --opt-batch {self.opt} --max-batch {self.max}: need 1 <= min <= opt <= max")
 
     def shapes(self, input_size: tuple[int, int]) -> dict[str, tuple[int, int, int, int]]:
         """``{"min": (min, 3, H, W), "opt": ..., "max": ...}`` for the ``images`` input."""
@@ -239,7 +236,16 @@ def build_engine(
     return engine_path
 
 
-def trtexec_command(onnx_path: Path, engine_path: Path, *, precision: str, profile: BatchProfile, input_size, workspace_gb: float, timing_cache: Path | None = None) -> str:
+def trtexec_command(
+    onnx_path: Path,
+    engine_path: Path,
+    *,
+    precision: str,
+    profile: BatchProfile,
+    input_size,
+    workspace_gb: float,
+    timing_cache: Path | None = None,
+) -> str:
     """The ``trtexec`` line that builds the same engine (for docs and for the CLI's summary)."""
     shapes = profile.shapes(tuple(input_size))
     fmt = {k: "x".join(str(d) for d in v) for k, v in shapes.items()}

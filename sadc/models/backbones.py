@@ -139,9 +139,7 @@ def _mobilenet_v3_large(fpn_channels: int, pretrained: bool) -> nn.Module:
 
 
 def _conv_gn(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.GroupNorm(min(8, cout), cout), nn.ReLU(inplace=True)
-    )
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.GroupNorm(min(8, cout), cout), nn.ReLU(inplace=True))
 
 
 @register_backbone("tiny")

@@ -131,7 +131,9 @@ def _load_state(model: nn.Module, state: dict, where: str, anchors: int = 1, cla
     if shapes:
         key, file_shape, model_shape = shapes[0]
         more = f" (+{len(shapes) - 1} more)" if len(shapes) > 1 else ""
-        raise SadcError(f"{where}: weights do not fit the architecture ({key}: {file_shape} in the file, {model_shape} in the model{more}); {hint}")
+        raise SadcError(
+            f"{where}: weights do not fit the architecture ({key}: {file_shape} in the file, {model_shape} in the model{more}); {hint}"
+        )
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # what the shape check above cannot see (a non-tensor value, ...)

@@ -52,8 +52,10 @@ def _field_model(model: type[BaseModel], key: str) -> type[BaseModel] | None:
 def _unknown_key_error(where: str, dotted: str, model: type[BaseModel], bad: str) -> RecipeError:
     known = _known_keys(model)
     close = difflib.get_close_matches(bad, known, n=1, cutoff=0.6)
-    hint = f"did you mean {dotted.rsplit('.', 1)[0] + '.' if '.' in dotted else ''}{close[0]}?" if close else (
-        "known keys: " + ", ".join(known)
+    hint = (
+        f"did you mean {dotted.rsplit('.', 1)[0] + '.' if '.' in dotted else ''}{close[0]}?"
+        if close
+        else ("known keys: " + ", ".join(known))
     )
     shown = dotted if dotted.isprintable() and dotted.strip() == dotted and dotted else repr(dotted)  # keep one line
     return RecipeError(f"{where}: unknown key {shown} ({hint})")

@@ -43,7 +43,9 @@ class ModelSource(DetectorSpec):
     carries its own.
     """
 
-    source: str | None = Field(None, description="Checkpoint, `torchvision:NAME` or state-dict file; none = build from the fields.")
+    source: str | None = Field(
+        None, description="Checkpoint, `torchvision:NAME` or state-dict file; none = build from the fields."
+    )
     weights: str | None = Field(
         "DEFAULT", description="Weights enum member for `torchvision:` sources (DEFAULT, COCO_V1...); null = random."
     )
@@ -57,11 +59,10 @@ class ModelSection(_Section):
 class SplitSection(_Section):
     """A labeled split: ``data.val: PATH`` is short for ``data.val: {annotations: PATH}``."""
 
-    annotations: Path = Field(
-        ..., description="COCO json, YOLO data.yaml (or its folder) or VOC folder (see docs/data.md)."
-    )
+    annotations: Path = Field(..., description="COCO json, YOLO data.yaml (or its folder) or VOC folder (see docs/data.md).")
     images: Path | None = Field(
-        None, description="COCO only: folder the json's file_name entries are relative to (default: the json's path without .json)."
+        None,
+        description="COCO only: folder the json's file_name entries are relative to (default: the json's path without .json).",
     )
     format: Literal["auto", "coco", "yolo", "voc"] = Field("auto", description="Layout of annotations; auto = detected.")
 
@@ -125,9 +126,7 @@ class TrainSection(_Section):
         default_factory=lambda: [0.67, 0.89], description="`step` schedule: fractions of steps where lr drops 10x."
     )
     grad_clip: float | None = Field(10.0, gt=0, description="Max global grad norm; null = off.")
-    amp: Literal["auto", "off", "fp16", "bf16"] = Field(
-        "auto", description="Mixed precision: auto = fp16 on CUDA, off on CPU."
-    )
+    amp: Literal["auto", "off", "fp16", "bf16"] = Field("auto", description="Mixed precision: auto = fp16 on CUDA, off on CPU.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or N (= cuda:N).")
     channels_last: bool = Field(
         False, description="NHWC memory format for the trained model (and teacher): faster convs on some CPUs/GPUs."
@@ -180,9 +179,7 @@ class DistillSection(_Section):
     )
     pseudo_labels: bool = Field(True, description="Also train on the teacher's boxes on unlabeled images.")
     pseudo_threshold: float = Field(0.4, ge=0, le=1, description="Teacher score for a pseudo box.")
-    unlabeled_ratio: float = Field(
-        1.0, ge=0, description="Unlabeled images per labeled image in a step (data.schedule=joint)."
-    )
+    unlabeled_ratio: float = Field(1.0, ge=0, description="Unlabeled images per labeled image in a step (data.schedule=joint).")
     skip_empty: bool = Field(
         False,
         description="Unlabeled images on which the teacher finds nothing contribute to no loss term (the authors "
@@ -260,7 +257,9 @@ class Recipe(_Section):
             if student.source is None:
                 _check_names(list(distill.class_map), student.class_names, "maps student class", "model.student.class_names")
             if teacher is not None and teacher.source is None:
-                _check_names(list(distill.class_map.values()), teacher.class_names, "maps to teacher class", "model.teacher.class_names")
+                _check_names(
+                    list(distill.class_map.values()), teacher.class_names, "maps to teacher class", "model.teacher.class_names"
+                )
         if "labeled" in data.unlabeled_sources and data.train is None:
             raise ValueError("data.unlabeled lists `labeled` (the labeled train images) but data.train is not set")
         if data.schedule == "alternate" and (data.train is None or data.unlabeled is None):

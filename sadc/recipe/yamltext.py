@@ -52,7 +52,9 @@ def check_node(root: Node, limit: int = MAX_VALUES) -> int:
         if key in sizes:
             return sizes[key]
         if key in active:
-            raise YamlLimitError(f"{path or 'the document'} at line {_line(node)} refers to itself (an alias inside its own anchor)")
+            raise YamlLimitError(
+                f"{path or 'the document'} at line {_line(node)} refers to itself (an alias inside its own anchor)"
+            )
         active.add(key)
         total = 1
         if isinstance(node, MappingNode):

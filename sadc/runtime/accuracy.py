@@ -33,8 +33,7 @@ def predictor_accuracy(
     data = open_labeled(annotations, predictor.spec.input_size, split="val", fmt=fmt, images=images)
     if list(data.class_names) != list(predictor.spec.class_names):
         raise SadcError(
-            f"{annotations}: categories {data.class_names} differ from {predictor.path}'s classes "
-            f"{predictor.spec.class_names}"
+            f"{annotations}: categories {data.class_names} differ from {predictor.path}'s classes {predictor.spec.class_names}"
         )
     loader = build_loader(data, batch_size=batch_size, workers=workers, shuffle=False, seed=0, infinite=False)
     with progress_bar(console) as progress:

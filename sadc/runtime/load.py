@@ -35,7 +35,9 @@ InputSize = str | tuple[int, int] | None
 """``--input-size``: N, "H,W" or (H, W); only torchvision:NAME sources use it."""
 
 
-def _load_torch(path: Path, device: str, threads: int | None, post: PostProcess | None, input_size: InputSize) -> Predictor:  # threads unused: torch threads are process-wide
+def _load_torch(
+    path: Path, device: str, threads: int | None, post: PostProcess | None, input_size: InputSize
+) -> Predictor:  # threads unused: torch threads are process-wide
     from sadc.runtime.torch_rt import TorchPredictor
 
     if is_torchvision(path):
@@ -43,13 +45,17 @@ def _load_torch(path: Path, device: str, threads: int | None, post: PostProcess 
     return TorchPredictor(path, device=device, post=post or PostProcess())
 
 
-def _load_ort(path: Path, device: str, threads: int | None, post: PostProcess | None, input_size: InputSize) -> Predictor:  # threads only; thresholds are in the graph
+def _load_ort(
+    path: Path, device: str, threads: int | None, post: PostProcess | None, input_size: InputSize
+) -> Predictor:  # threads only; thresholds are in the graph
     from sadc.runtime.onnx_rt import OrtPredictor
 
     return OrtPredictor(path, device=device, threads=threads)
 
 
-def _load_trt(path: Path, device: str, threads: int | None, post: PostProcess | None, input_size: InputSize) -> Predictor:  # threads, post, input_size unused: the engine fixes them
+def _load_trt(
+    path: Path, device: str, threads: int | None, post: PostProcess | None, input_size: InputSize
+) -> Predictor:  # threads, post, input_size unused: the engine fixes them
     from sadc.runtime.trt_rt import TrtPredictor
 
     return TrtPredictor(path, device=device)

@@ -37,7 +37,9 @@ class TorchPredictor:
         self.weights: str | None = None  # torchvision sources: "DEFAULT" or "random (why)"
 
     @classmethod
-    def from_torchvision(cls, source: str, input_size, *, device: str = "cpu", post: PostProcess = PostProcess()) -> TorchPredictor:
+    def from_torchvision(
+        cls, source: str, input_size, *, device: str = "cpu", post: PostProcess = PostProcess()
+    ) -> TorchPredictor:
         """``torchvision:NAME`` at ``input_size`` (N or H,W): COCO weights when cached or downloadable, else random
         (logged in one line; :attr:`weights` says which)."""
         from sadc.models.torchvision_zoo import (

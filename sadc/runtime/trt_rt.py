@@ -63,9 +63,7 @@ def check_engine_version(artefact: Path, built: dict, running: str) -> None:
 
     recorded = built.get("version")
     if recorded and str(recorded) != str(running):
-        raise SadcError(
-            f"{artefact}: built with TensorRT {recorded}, this is TensorRT {running}; {ENGINE_NOTE}"
-        )
+        raise SadcError(f"{artefact}: built with TensorRT {recorded}, this is TensorRT {running}; {ENGINE_NOTE}")
 
 
 def torch_dtype(trt, dtype) -> torch.dtype:

@@ -57,11 +57,7 @@ def _write_json(path: Path, data: dict) -> None:
 def _plan(train: int, val: int, test: int, unlabeled: int, size: int, seed: int, shift: bool) -> dict[str, dict]:
     """The splits to write and the parameters that determine each one's content."""
     counts = {"train": train, "val": val, "test": test, "unlabeled-shift" if shift else "unlabeled": unlabeled}
-    return {
-        split: {"count": n, "size": size, "seed": seed, "version": SYNTH_VERSION}
-        for split, n in counts.items()
-        if n > 0
-    }
+    return {split: {"count": n, "size": size, "seed": seed, "version": SYNTH_VERSION} for split, n in counts.items() if n > 0}
 
 
 def _read_manifest(out: Path) -> dict:
