@@ -98,8 +98,9 @@ def export(
         float | None, typer.Option("--max-map-drop", help="int8/engine with --val: fail when mAP drops by more.")
     ] = None,
     nms: Annotated[
-        Nms, typer.Option("--nms", help="engine: onnx (NonMaxSuppression) or efficient (TensorRT's EfficientNMS_TRT plugin).")
-    ] = Nms[D.nms],  # type: ignore[valid-type]
+        Nms,  # type: ignore[valid-type]
+        typer.Option("--nms", help="engine: onnx (NonMaxSuppression) or efficient (TensorRT's EfficientNMS_TRT plugin)."),
+    ] = Nms[D.nms],
     input_size: Annotated[
         str | None, typer.Option("--input-size", help="torchvision:NAME sources: letterbox size N or H,W.")
     ] = None,
