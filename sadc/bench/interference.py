@@ -3,10 +3,12 @@
 A bench on a shared machine can be 30x slower than on a quiet one and look just as
 confident. :class:`InterferenceMonitor` watches two things while ``sadc bench`` runs:
 
-- the **1-minute load average** against the core count, before the first artefact and
-  after the last: a hint (it lags by up to a minute, and after the run it includes
-  the bench's own threads);
-- a **reference matmul** (fp32 [256, 256] @ [256, 256], median of 5 calls, on the
+- the **CPU use of other processes** against the core count, before the first artefact
+  and after the last: busy cores over a 0.5 s sample of ``/proc/stat`` while the bench
+  sleeps (so it is others' use alone, now). The 1-minute load average, the fallback
+  where ``/proc/stat`` is missing, lags by up to a minute: right after a training run
+  in the same pipeline (``make demo``) it still counts that run;
+- a **reference matmul** (fp32 [512, 512] @ [512, 512], median of 7 calls, on the
   bench's threads) timed before the first artefact and after each artefact: the
   direct measure. If the same work takes a different time, the machine's speed
   changed during the run, and latencies of artefacts measured at different moments
@@ -18,10 +20,9 @@ The verdict is ``unreliable`` when either rule fires:
    first: a quiet machine repeats a median-of-5 matmul within a few percent (turbo
    and cache effects stay under ~10%), while another process sharing our cores
    makes it 1.5-2x or worse. 25% sits well above the noise and well below the harm.
-2. the load average exceeds ``cores + LOAD_MARGIN`` (0.5): more runnable threads than
-   cores means someone waits, which on a bench machine is us. Before the run we add
-   the bench's own threads (the load then is others' alone), after it we do not (it
-   already includes them).
+2. others' busy cores plus the bench's threads exceed ``cores + LOAD_MARGIN`` (0.5):
+   more runnable threads than cores means someone waits, which on a bench machine is
+   us. Both samples are taken while the bench is idle, so its own threads are added.
 
 Every number is reported (bench.json ``interference``) with the rule that fired, so
 a reader can judge; ``--repeat N`` (interleaved rounds, median of medians) keeps
@@ -38,16 +39,17 @@ from dataclasses import dataclass, field
 
 SLOWDOWN = 1.25
 LOAD_MARGIN = 0.5
-REFERENCE_SIZE = 256
-REFERENCE_CALLS = 5
+REFERENCE_SIZE = 512  # ~3 ms of work: long enough that timer and cache noise stay well under SLOWDOWN
+REFERENCE_CALLS = 7
 
 
 def reference_matmul_s(clock: Callable[[], float] = time.perf_counter) -> float:
-    """Median seconds of ``REFERENCE_CALLS`` fp32 [256, 256] @ [256, 256] matmuls (after one untimed call)."""
+    """Median seconds of ``REFERENCE_CALLS`` fp32 [512, 512] @ [512, 512] matmuls (after three untimed calls)."""
     import torch
 
     a = torch.ones(REFERENCE_SIZE, REFERENCE_SIZE)
-    a @ a  # first call: allocation and kernel choice
+    for _ in range(3):  # untimed: allocation, kernel choice, clocks ramping up
+        a @ a
     times = []
     for _ in range(REFERENCE_CALLS):
         start = clock()
@@ -56,18 +58,41 @@ def reference_matmul_s(clock: Callable[[], float] = time.perf_counter) -> float:
     return statistics.median(times)
 
 
-def _loadavg() -> float | None:
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs from ``/proc/stat``; None where there is none."""
     try:
-        return os.getloadavg()[0]
-    except (OSError, AttributeError):  # Windows has no load average
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
         return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def others_busy_cores(sample_s: float = 0.5, cores: int | None = None) -> float | None:
+    """Cores kept busy by other processes now: a ``sample_s`` sample of ``/proc/stat`` while we sleep.
+
+    Falls back to the 1-minute load average (which lags) without ``/proc/stat``; None
+    where neither exists.
+    """
+    before = _cpu_times()
+    if before is None:
+        try:
+            return os.getloadavg()[0]
+        except (OSError, AttributeError):  # Windows has no load average
+            return None
+    time.sleep(sample_s)
+    after = _cpu_times()
+    if after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1]) * (cores or os.cpu_count() or 1)
 
 
 @dataclass
 class Probe:
     """The seam between the monitor and the machine: tests pass fakes, ``sadc bench`` the defaults."""
 
-    loadavg: Callable[[], float | None] = _loadavg
+    loadavg: Callable[[], float | None] = others_busy_cores  # others' busy cores now (see the module doc)
     cores: Callable[[], int | None] = os.cpu_count
     reference_s: Callable[[], float] = reference_matmul_s
 
@@ -112,8 +137,8 @@ class InterferenceMonitor:
             limit = self.cores + LOAD_MARGIN
             if self.load_before is not None and self.load_before + self.threads > limit:
                 out.append(f"load {self.load_before:.2f} before the run + {self.threads} bench threads > {self.cores} cores")
-            if self.load_after is not None and self.load_after > limit:
-                out.append(f"load {self.load_after:.2f} after the run > {self.cores} cores")
+            if self.load_after is not None and self.load_after + self.threads > limit:
+                out.append(f"load {self.load_after:.2f} after the run + {self.threads} bench threads > {self.cores} cores")
         return out
 
     def to_json(self) -> dict:
@@ -131,7 +156,7 @@ class InterferenceMonitor:
             ],
             "rules": f"unreliable when the reference matmul ({REFERENCE_SIZE}x{REFERENCE_SIZE} fp32, median of "
             f"{REFERENCE_CALLS}) after an artefact is outside 1/{SLOWDOWN:g}..{SLOWDOWN:g}x its first time, or the "
-            f"1-minute load average (+ bench threads, before) exceeds cores + {LOAD_MARGIN:g}",
+            f"other processes' busy cores (+ bench threads), before or after, exceed cores + {LOAD_MARGIN:g}",
         }
 
 
