@@ -31,7 +31,7 @@ def _monitor(loads, refs_ms, threads=2, cores=2):
 
 
 def test_a_quiet_machine_is_reliable():
-    # Reference within 1/1.25..1.25 of the first; others' busy cores + our 2 threads <= 2 cores + 0.5, before and after.
+    # Reference within 1/1.5..1.5 of the first; others' busy cores + our 2 threads <= 2 cores + 0.5, before and after.
     m = _monitor([0.3, 0.4], [4.0, 4.9, 3.3, 4.1])
     report = m.to_json()
     assert report["reliable"] and report["reasons"] == []
@@ -42,8 +42,8 @@ def test_a_quiet_machine_is_reliable():
 @pytest.mark.parametrize(
     ("loads", "refs", "reason"),
     [
-        ([0.0, 0.0], [4.0, 4.0, 5.2, 4.0], "reference matmul 1.30x its first time after b"),
-        ([0.0, 0.0], [4.0, 3.1, 4.0, 4.0], "reference matmul 0.78x its first time after a"),
+        ([0.0, 0.0], [4.0, 4.0, 6.4, 4.0], "reference matmul 1.60x its first time after b"),
+        ([0.0, 0.0], [4.0, 2.5, 4.0, 4.0], "reference matmul 0.62x its first time after a"),
         ([0.6, 0.0], [4.0, 4.0, 4.0, 4.0], "load 0.60 before the run + 2 bench threads > 2 cores"),
         ([0.0, 0.7], [4.0, 4.0, 4.0, 4.0], "load 0.70 after the run + 2 bench threads > 2 cores"),
     ],
