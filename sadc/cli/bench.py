@@ -35,7 +35,7 @@ def check_inputs(models: list[Path], data: Path | None, fmt: Layout, device: str
     """The artefacts' and --data's paths and the device's spelling, checked without importing torch."""
     from sadc.data.formats import detect_format
     from sadc.devices import parse_device
-    from sadc.runtime.load import check_model_file
+    from sadc.runtime.load import check_model_files
 
     parse_device(device)
     if data is not None and fmt == Layout.auto:
@@ -43,8 +43,7 @@ def check_inputs(models: list[Path], data: Path | None, fmt: Layout, device: str
             detect_format(data)
         except SadcError as err:
             raise SadcError(f"--data {err}") from None
-    for path in models:
-        check_model_file(path)
+    check_model_files(models)
 
 
 @handle_errors

@@ -68,8 +68,9 @@ def synth(
         for name, s in summary["splits"].items()
     ]
     console.print(f"[green]{out}[/]: {'; '.join(parts)}; classes {', '.join(summary['classes'])} ({summary['seconds']:.1f}s)")
-    for path in write_layouts(out, wanted):
-        console.print(f"[green]{path}[/]: the labeled splits as {path.parent.name if path.is_file() else path.name}")
+    written = write_layouts(out, wanted)
+    if written:
+        console.print("the labeled splits also as: " + ", ".join(f"[green]{path}[/]" for path in written))
 
 
 @app.command()

@@ -123,6 +123,11 @@ def backend_for(path: Path | str) -> Backend:
     raise SadcError(f"{path}: unknown artefact type {path.suffix!r} (expected one of {known})")
 
 
+def check_model_files(paths) -> list[Backend]:
+    """:func:`check_model_file` for each of ``paths``, in order (fails on the first bad one)."""
+    return [check_model_file(path) for path in paths]
+
+
 def check_model_file(path: Path | str) -> Backend:
     """The backend of ``path`` after checking, without reading it, that it is a file with a known suffix
     (a ``torchvision:NAME`` source is the torch backend, not a file).
