@@ -27,16 +27,14 @@ from tests.helpers import fails_cleanly, invoke, tiny, write_recipe
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_sigterm_saves_last_pt_then_resume_completes(tiny_world, tmp_path):
-    """A real `sadc train` process gets SIGTERM after its first metrics line: exit 130, last.pt, --resume finishes."""
-    runs = tmp_path / "runs"
-    path = write_recipe(tmp_path / "r.yaml", tiny(tiny_world, runs, steps=500, log_every=1, save_every=1000))
+def signal_training_run(path: Path, runs: Path, tmp_path: Path, deliver, *extra: str) -> tuple[int, str]:
+    """Start a real `sadc train` process (own session, 1 thread), wait for its first metrics line,
+    call ``deliver(proc)`` (send a signal), wait; returns (exit code, stderr). Killed if it hangs."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:  # files: a full pipe cannot stall it
+    with open(tmp_path / "err.txt", "w") as err:  # a file: a full pipe cannot stall the process
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sadc", "train", "--recipe", str(path)], stdout=out, stderr=err, env=env, cwd=ROOT,
-            start_new_session=True,
+            [sys.executable, "-m", "sadc", "train", "--recipe", str(path), *extra],
+            stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=ROOT, start_new_session=True,
         )  # fmt: skip
     metrics = runs / "tiny" / "metrics.jsonl"
     try:
@@ -44,13 +42,22 @@ def test_sigterm_saves_last_pt_then_resume_completes(tiny_world, tmp_path):
         while not (metrics.is_file() and metrics.read_text().strip()):
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "err.txt").read_text()
             time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
+        deliver(proc)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    stderr = (tmp_path / "err.txt").read_text()
-    assert proc.returncode == 130, stderr
+    return proc.returncode, (tmp_path / "err.txt").read_text()
+
+
+@pytest.mark.slow
+def test_sigterm_saves_last_pt_then_resume_completes(tiny_world, tmp_path):
+    """A real `sadc train` process gets SIGTERM after its first metrics line: exit 130, last.pt, --resume finishes."""
+    runs = tmp_path / "runs"
+    path = write_recipe(tmp_path / "r.yaml", tiny(tiny_world, runs, steps=500, log_every=1, save_every=1000))
+    code, stderr = signal_training_run(path, runs, tmp_path, lambda proc: proc.send_signal(signal.SIGTERM))
+    assert code == 130, stderr
+    metrics = runs / "tiny" / "metrics.jsonl"
     assert "interrupted at step" in stderr and "continue with --resume" in stderr and "Traceback" not in stderr
     step = load_checkpoint(runs / "tiny" / "last.pt")["step"]
     assert 1 <= step < 500
@@ -280,25 +287,9 @@ def test_a_signal_to_the_process_group_with_loader_workers_saves_last_pt(sig, ti
     pre-emption: SIGUSR1): the workers ignore it, the main process saves last.pt at the reported step, exit 130."""
     runs = tmp_path / "runs"
     path = write_recipe(tmp_path / "r.yaml", tiny(tiny_world, runs, steps=500, log_every=1, save_every=1000))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with open(tmp_path / "err.txt", "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sadc", "train", "--recipe", str(path), "data.workers=2"],
-            stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=ROOT, start_new_session=True,
-        )  # fmt: skip
-    metrics = runs / "tiny" / "metrics.jsonl"
-    try:
-        deadline = time.monotonic() + 120
-        while not (metrics.is_file() and metrics.read_text().strip()):
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "err.txt").read_text()
-            time.sleep(0.05)
-        os.killpg(proc.pid, sig)  # the group: main process and its workers
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    stderr = (tmp_path / "err.txt").read_text()
-    assert proc.returncode == 130, stderr
+    # the group: main process and its DataLoader workers
+    code, stderr = signal_training_run(path, runs, tmp_path, lambda proc: os.killpg(proc.pid, sig), "data.workers=2")
+    assert code == 130, stderr
     assert "Traceback" not in stderr and "killed by signal" not in stderr, stderr
     reported = int(re.search(r"interrupted at step (\d+)/500", stderr).group(1))
     assert load_checkpoint(runs / "tiny" / "last.pt")["step"] == reported >= 1

@@ -66,6 +66,20 @@ class LabeledSplit:
         return [c["name"] for c in sorted(self.coco["categories"], key=lambda c: c["id"])]
 
 
+def shared_class_names(splits: dict[str, LabeledSplit], one_list: str) -> list[str]:
+    """The class names all ``splits`` share, in category-id order; a DataError naming the first that differs.
+
+    ``one_list`` says why they must agree (the target layout holds one class list).
+    """
+    names: list[str] | None = None
+    for data in splits.values():
+        if names is None:
+            names = data.class_names
+        elif data.class_names != names:
+            raise DataError(f"{data.source}: classes differ between splits; {one_list}")
+    return names or []
+
+
 def to_coco(names: list[str], records: list[ImageRecord], description: str) -> dict:
     """Records -> COCO dict: category ids 1..C in ``names`` order, image ids 1..N in record order."""
     images: list[dict] = []

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import escape
 
-from sadc.data.formats import ImageRecord, place_file, relative_name
+from sadc.data.formats import ImageRecord, place_file, relative_name, shared_class_names
 from sadc.data.images import DataError, image_size
 
 if TYPE_CHECKING:
@@ -184,13 +184,9 @@ def write_voc(splits: dict[str, LabeledSplit], out: Path) -> Path:
     ``difficult`` objects. Returns the folder.
     """
     out = Path(out)
-    names = None
+    names = shared_class_names(splits, "a VOC folder has one class list")  # checked before anything is written
     for split, data in splits.items():
         cats = sorted(data.coco["categories"], key=lambda c: c["id"])
-        if names is None:
-            names = [c["name"] for c in cats]
-        elif names != [c["name"] for c in cats]:
-            raise DataError(f"{data.source}: classes differ between splits; a VOC folder has one class list")
         name_of = {c["id"]: c["name"] for c in cats}
         objects: dict[int, list] = {img["id"]: [] for img in data.coco["images"]}
         for ann in data.coco["annotations"]:
@@ -210,5 +206,5 @@ def write_voc(splits: dict[str, LabeledSplit], out: Path) -> Path:
         main = out / "ImageSets" / "Main"
         main.mkdir(parents=True, exist_ok=True)
         (main / f"{split}.txt").write_text("".join(i + "\n" for i in ids), encoding="utf-8")
-    (out / "classes.txt").write_text("".join(n + "\n" for n in names or []), encoding="utf-8")
+    (out / "classes.txt").write_text("".join(n + "\n" for n in names), encoding="utf-8")
     return out

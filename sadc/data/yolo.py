@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from sadc.data.formats import ImageRecord, find_yaml, place_file, relative_name
+from sadc.data.formats import ImageRecord, find_yaml, place_file, relative_name, shared_class_names
 from sadc.data.images import DataError, find_images, image_size, is_image_file
 
 if TYPE_CHECKING:
@@ -208,13 +208,9 @@ def write_yolo(splits: dict[str, LabeledSplit], out: Path) -> Path:
     against its folder.
     """
     out = Path(out)
-    names = None
+    names = shared_class_names(splits, "a data.yaml has one names list")  # checked before anything is written
     for split, data in splits.items():
         cats = sorted(data.coco["categories"], key=lambda c: c["id"])
-        if names is None:
-            names = [c["name"] for c in cats]
-        elif names != [c["name"] for c in cats]:
-            raise DataError(f"{data.source}: classes differ between splits; a data.yaml has one names list")
         label_of = {c["id"]: i for i, c in enumerate(cats)}
         rows: dict[int, list[str]] = {img["id"]: [] for img in data.coco["images"]}
         sizes = {img["id"]: (img["width"], img["height"]) for img in data.coco["images"]}
@@ -237,7 +233,7 @@ def write_yolo(splits: dict[str, LabeledSplit], out: Path) -> Path:
             label.write_text("".join(r + "\n" for r in rows[img["id"]]), encoding="utf-8")
     index = out / "data.yaml"
     body: dict[str, Any] = {s: f"images/{s}" for s in splits}
-    body["names"] = dict(enumerate(names or []))
+    body["names"] = dict(enumerate(names))
     tmp = index.with_name(".tmp-data.yaml")
     tmp.write_text(yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
     os.replace(tmp, index)
