@@ -72,12 +72,8 @@ def torch_load(path: Path, map_location: str | torch.device = "cpu", what: str =
         raise CheckpointError(f"{path}: not a readable {what} (not written by torch.save, or damaged)") from None
     except Exception as err:  # zip/pickle/struct errors of many types for files that are not torch's (or are cut short)
         raise CheckpointError(
-            f"{path}: not a readable {what} (not written by torch.save, or cut short: {_first_line(err)})"
+            f"{path}: not a readable {what} (not written by torch.save, or cut short: {first_line(err, 120, typed=True)})"
         ) from None
-
-
-def _first_line(err: BaseException) -> str:
-    return first_line(err, 120, typed=True)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", *, mmap: bool = False) -> dict[str, Any]:

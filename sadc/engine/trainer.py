@@ -36,12 +36,9 @@ class Objective(Protocol):
 
 def resolve_device(name: str) -> torch.device:
     """train.device (auto, cpu, cuda, cuda:N or N; see :func:`sadc.devices.parse_device`) -> torch.device."""
-    from sadc.engine.machine import resolve_device as resolve_name
+    from sadc.engine.machine import check_device  # one rule for every --device and train.device
 
-    name = resolve_name(name, "train.device")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SadcError(f"train.device={name}: CUDA is not available here; use train.device=cpu")
-    return torch.device(name)
+    return torch.device(check_device(name, "train.device"))
 
 
 def build_optimizer(model: nn.Module, cfg: TrainSection) -> torch.optim.Optimizer:
