@@ -111,3 +111,31 @@ def test_state_dict_for_wrong_architecture_fails_clearly(tmp_path, tiny_spec):
         load_detector(tiny_spec, str(tmp_path / "nope.pt"))
     with pytest.raises(SadcError, match="not a supported torchvision detector"):
         load_detector(tiny_spec, "torchvision:yolo")
+
+
+@pytest.mark.parametrize("arch", ["retinanet", "fcos"])
+def test_head_convs_shortens_both_towers_only(arch):
+    c = 64
+    kw = dict(arch=arch, backbone="tiny", fpn_channels=c, class_names=["a", "b"], anchor_sizes=FCOS_SIZES)
+    full, light = build_detector(DetectorSpec(**kw)), build_detector(DetectorSpec(**kw, head_convs=2))
+
+    def tower_convs(model):
+        heads = (model.net.head.classification_head, model.net.head.regression_head)
+        return [sum(isinstance(m, torch.nn.Conv2d) for m in h.conv.modules()) for h in heads]
+
+    assert tower_convs(full) == [4, 4] and tower_convs(light) == [2, 2]
+    # the same outputs (shapes) from a lighter model; the backbone is untouched
+    x = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    a, b = full.dense(full.preprocess(x)), light.dense(light.preprocess(x))
+    assert a.cls_logits.shape == b.cls_logits.shape and a.bbox_regression.shape == b.bbox_regression.shape
+    # one tower conv: 3x3 weights, a bias in FCOS only (RetinaNet's conv feeds its norm), GroupNorm's affine
+    per_conv = c * c * 9 + (c if arch == "fcos" else 0) + 2 * c
+    removed = sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in light.parameters())
+    assert removed == 2 * 2 * per_conv  # two convs from each of the two towers
+    assert full.net.backbone.state_dict().keys() == light.net.backbone.state_dict().keys()
+
+
+def test_head_convs_is_validated():
+    with pytest.raises(ValueError, match="head_convs"):
+        DetectorSpec(head_convs=0)
+    assert DetectorSpec().head_convs == 4  # checkpoints written before the field load as before

@@ -138,6 +138,62 @@ def _mobilenet_v3_large(fpn_channels: int, pretrained: bool) -> nn.Module:
     return _StagesFPN(trunk, taps, chans, fpn_channels)
 
 
+@register_backbone("mobilenet_v3_small")
+def _mobilenet_v3_small(fpn_channels: int, pretrained: bool) -> nn.Module:
+    import torchvision.models as tvm
+
+    weights = _imagenet_weights(tvm.MobileNet_V3_Small_Weights, "mobilenet_v3_small", pretrained)
+    norm = FrozenBatchNorm2d if weights is not None else nn.BatchNorm2d
+    trunk = tvm.mobilenet_v3_small(weights=weights, norm_layer=norm).features
+    taps, chans = _stage_taps(trunk)
+    return _StagesFPN(trunk, taps, chans, fpn_channels)
+
+
+@register_backbone("regnet_x_400mf")
+def _regnet_x_400mf(fpn_channels: int, pretrained: bool) -> nn.Module:
+    import torchvision.models as tvm
+
+    weights = _imagenet_weights(tvm.RegNet_X_400MF_Weights, "regnet_x_400mf", pretrained)
+    norm = FrozenBatchNorm2d if weights is not None else nn.BatchNorm2d
+    net = tvm.regnet_x_400mf(weights=weights, norm_layer=norm)
+    trunk = nn.Sequential(net.stem, *net.trunk_output)
+    taps, chans = _stage_taps(trunk)
+    return _StagesFPN(trunk, taps, chans, fpn_channels)
+
+
+def _narrow_resnet(blocks: list[int], widths: list[int]) -> BackboneBuilder:
+    """A ResNet of torchvision's BasicBlocks with fewer channels (and/or blocks) per stage.
+
+    ResNet-18's layout is blocks [2, 2, 2, 2] at widths [64, 128, 256, 512]; torchvision's
+    builders fix the widths, so the trunk is assembled here from its stem and blocks. No
+    ImageNet weights exist for these shapes (``pretrained`` is refused by the caller's log).
+    """
+    from torchvision.models.resnet import BasicBlock, conv1x1
+
+    def build(fpn_channels: int, pretrained: bool) -> nn.Module:
+        if pretrained:
+            log.warning("backbone: no ImageNet weights for a narrow ResNet %s/%s; using random init", blocks, widths)
+        stem = nn.Sequential(
+            nn.Conv2d(3, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+        )
+        stages, cin = [], widths[0]
+        for i, (n, cout) in enumerate(zip(blocks, widths, strict=True)):
+            stride = 1 if i == 0 else 2
+            down = None if stride == 1 and cin == cout else nn.Sequential(conv1x1(cin, cout, stride), nn.BatchNorm2d(cout))
+            layers = [BasicBlock(cin, cout, stride, down)] + [BasicBlock(cout, cout) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*layers))
+            cin = cout
+        return _StagesFPN(nn.Sequential(stem, *stages), taps=[2, 3, 4], in_channels=widths[1:], fpn_channels=fpn_channels)
+
+    return build
+
+
+# ResNet-18's layout at half its channels, and with one block per stage (a "ResNet-10").
+register_backbone("resnet18_half")(_narrow_resnet([2, 2, 2, 2], [32, 64, 128, 256]))
+register_backbone("resnet10_half")(_narrow_resnet([1, 1, 1, 1], [32, 64, 128, 256]))
+register_backbone("resnet10")(_narrow_resnet([1, 1, 1, 1], [64, 128, 256, 512]))
+
+
 def _conv_gn(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.GroupNorm(min(8, cout), cout), nn.ReLU(inplace=True))
 

@@ -205,6 +205,10 @@ def build_detector(spec: DetectorSpec) -> Detector:
             spec.fpn_channels, anchors.num_anchors_per_location()[0], spec.num_classes, norm_layer=_head_norm(spec)
         )
         net = RetinaNet(backbone, spec.num_classes, head=head, **common)
+    if spec.head_convs < 4:  # a lighter head: keep the first convs of each branch's tower
+        per_conv = 3 if spec.arch == "fcos" else 1  # FCOS towers are flat conv, norm, relu
+        for branch in (net.head.classification_head, net.head.regression_head):
+            branch.conv = nn.Sequential(*list(branch.conv)[: spec.head_convs * per_conv])
     return Detector(spec, net)
 
 

@@ -35,6 +35,9 @@ class DetectorSpec(BaseModel):
     head_norm: Literal["group", "batch", "none"] = Field(
         "group", description="Normalisation in the head convs; GroupNorm trains from scratch far better."
     )
+    head_convs: int = Field(
+        4, ge=1, le=4, description="3x3 convs in each head branch before its output conv (RetinaNet and FCOS: 4)."
+    )
     anchor_sizes: list[list[float]] = Field(
         default_factory=lambda: [[16.0], [32.0], [64.0], [128.0], [256.0]],
         description="Anchor sizes (px) per pyramid level P3..P7.",

@@ -1,0 +1,150 @@
+"""Training throughput against the machine's matmul roofline (issue 18, item 2).
+
+For the quickstart teacher's train step (batch 16), the quickstart student's supervised
+step (batch 16) and its SAD step (8 labeled + 8 unlabeled, teacher forward included):
+
+    fraction = (FLOPs of the step, fwd + bwd, counted by torch.utils.flop_counter)
+               / (median seconds of the step) / (fp32 GFLOP/s of a 2048^2 matmul, same threads)
+
+all measured in one process; target >= 0.5. ``--isa both`` runs the measurement a second
+time in a child process with torch, oneDNN and MKL held to AVX2 (the slow machine's kernels;
+the variables must be set before torch loads). Where the rest goes: the profiler's share of
+self CPU time by kind of operator (convolution forward/backward, normalisation,
+element-wise, optimizer, the rest).
+
+    python -m benchmarks.roofline [--isa native|avx2|both] [--iters 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+KINDS = {
+    "conv fwd": ("convolution", "conv2d", "mkldnn_convolution", "_convolution"),
+    "conv bwd": ("convolution_backward",),
+    "norm": ("batch_norm", "group_norm", "native_group_norm", "native_batch_norm"),
+    "optimizer": ("_foreach", "adamw", "addcdiv", "lerp"),
+    "pool/upsample": ("max_pool", "upsample", "max_pool2d_with_indices"),
+}
+
+
+def kind_of(name: str) -> str:
+    if "convolution_backward" in name:
+        return "conv bwd"
+    for kind, keys in KINDS.items():
+        if kind != "conv bwd" and any(k in name for k in keys):
+            return kind
+    if any(k in name for k in ("add", "mul", "relu", "threshold", "hardswish", "sigmoid", "copy_", "fill_", "clamp")):
+        return "element-wise"
+    return "other"
+
+
+def calls():
+    """name -> (step function, batch) for the teacher's, the student's and the SAD step."""
+    import torch
+
+    from benchmarks.distill_overhead import build
+    from sadc.engine.run import SupervisedObjective
+    from sadc.engine.trainer import build_optimizer
+    from sadc.models.detector import DenseForward, build_detector
+    from sadc.models.loading import spec_from_fields
+    from sadc.recipe import load_recipe
+
+    recipe = load_recipe(ROOT / "recipes/quickstart-teacher.yaml")
+    torch.manual_seed(0)
+    teacher = build_detector(spec_from_fields(recipe.model.teacher)).train()
+    h, w = teacher.spec.input_size
+    images = torch.randint(0, 256, (16, 3, h, w), dtype=torch.uint8)
+    gt = [{"boxes": torch.tensor([[10.0, 12.0, 50.0, 60.0], [70.0, 64.0, 100.0, 90.0]]), "labels": torch.tensor([0, 3])}] * 16
+    opt = build_optimizer(teacher, recipe.train)
+    objective = SupervisedObjective(teacher, DenseForward(teacher))
+
+    def teacher_step():
+        losses = objective((images, gt))
+        opt.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        opt.step()
+
+    student = build(16)
+    return {"teacher train step": teacher_step, "student train step": student["supervised"], "SAD step": student["distill"]}
+
+
+def measure(iters: int) -> dict:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from benchmarks.common import machine_line, time_it
+
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    peak = 2 * n**3 / time_it(lambda: a @ b, warmup=3, iters=10) / 1e9
+    out = {"machine": machine_line(), "capability": torch.backends.cpu.get_cpu_capability(), "matmul_gflops": peak, "rows": {}}
+    for name, fn in calls().items():
+        fn()
+        fn()  # warm-up: oneDNN primitive caches, allocator
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        flops = counter.get_total_flops()
+        seconds = statistics.median(time_it(fn, warmup=0, iters=1) for _ in range(iters))
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                fn()
+        shares: dict[str, float] = defaultdict(float)
+        events = [e for e in prof.key_averages() if e.key.startswith("aten::") or "Optimizer" in e.key]
+        total = sum(e.self_cpu_time_total for e in events) or 1.0
+        for e in events:
+            shares[kind_of(e.key)] += e.self_cpu_time_total / total
+        achieved = flops / seconds / 1e9
+        out["rows"][name] = {
+            "gflop": flops / 1e9,
+            "seconds": seconds,
+            "gflops": achieved,
+            "fraction": achieved / peak,
+            "shares": dict(sorted(shares.items(), key=lambda kv: -kv[1])),
+        }
+    # matmul again, after: a busier machine would show here
+    out["matmul_gflops_after"] = 2 * n**3 / time_it(lambda: a @ b, warmup=1, iters=10) / 1e9
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--isa", choices=["native", "avx2", "both"], default="both")
+    ap.add_argument("--iters", type=int, default=8)
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # child mode: one JSON line
+    args = ap.parse_args()
+    if args.json:
+        print(json.dumps(measure(args.iters)))
+        return
+    isas = ["native", "avx2"] if args.isa == "both" else [args.isa]
+    for isa in isas:
+        env = {**os.environ, **(AVX2_ENV if isa == "avx2" else {})}
+        if isa == "native":
+            for k in AVX2_ENV:
+                env.pop(k, None)
+        cmd = [sys.executable, "-m", "benchmarks.roofline", "--json", "--iters", str(args.iters)]
+        res = json.loads(
+            subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1]
+        )
+        print(f"{res['machine']}; kernels {res['capability']}")
+        print(f"  fp32 matmul {res['matmul_gflops']:.0f} GFLOP/s before, {res['matmul_gflops_after']:.0f} after")
+        for name, r in res["rows"].items():
+            where = ", ".join(f"{k} {v:.0%}" for k, v in r["shares"].items())
+            print(
+                f"  {name}: {r['gflop']:.1f} GFLOP in {r['seconds'] * 1e3:.0f} ms = {r['gflops']:.0f} GFLOP/s, "
+                f"fraction = {r['fraction']:.2f} of matmul (target >= 0.5); time: {where}"
+            )
+
+
+if __name__ == "__main__":
+    main()
