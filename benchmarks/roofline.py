@@ -3,9 +3,13 @@
 For the quickstart teacher's train step (batch 16), the quickstart student's supervised
 step (batch 16) and its SAD step (8 labeled + 8 unlabeled, teacher forward included):
 
-    fraction = (FLOPs of the step, fwd + bwd, counted by torch.utils.flop_counter)
-               / (median seconds of the step) / (fp32 GFLOP/s of a 2048^2 matmul, same threads)
+    fraction = (FLOPs of the step) / (median seconds of the step)
+               / (fp32 GFLOP/s of a 2048^2 matmul, same threads)
 
+where a training step counts 3x its forward FLOPs (backward = 2x forward, the usual
+convention; torch.utils.flop_counter overcounts the backward of depthwise convolutions)
+and the SAD step adds the teacher's forward. Forward FLOPs are sadc's own count
+(:func:`sadc.bench.flops.model_size`, torch.utils.flop_counter on a forward);
 all measured in one process; target >= 0.5. ``--isa both`` runs the measurement a second
 time in a child process with torch, oneDNN and MKL held to AVX2 (the slow machine's kernels;
 the variables must be set before torch loads). Where the rest goes: the profiler's share of
@@ -49,7 +53,7 @@ def kind_of(name: str) -> str:
 
 
 def calls():
-    """name -> (step function, batch) for the teacher's, the student's and the SAD step."""
+    """name -> (step function, GFLOP) for the teacher's, the student's and the SAD step."""
     import torch
 
     from benchmarks.distill_overhead import build
@@ -65,23 +69,37 @@ def calls():
     h, w = teacher.spec.input_size
     images = torch.randint(0, 256, (16, 3, h, w), dtype=torch.uint8)
     gt = [{"boxes": torch.tensor([[10.0, 12.0, 50.0, 60.0], [70.0, 64.0, 100.0, 90.0]]), "labels": torch.tensor([0, 3])}] * 16
-    opt = build_optimizer(teacher, recipe.train)
-    objective = SupervisedObjective(teacher, DenseForward(teacher))
 
-    def teacher_step():
-        losses = objective((images, gt))
-        opt.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        opt.step()
+    def train_step(channels_last: bool):
+        model = build_detector(teacher.spec).train()
+        model.load_state_dict(teacher.state_dict())
+        opt = build_optimizer(model, recipe.train)
+        objective = SupervisedObjective(model, DenseForward(model, channels_last=channels_last))
+
+        def step():
+            losses = objective((images, gt))
+            opt.zero_grad(set_to_none=True)
+            sum(losses.values()).backward()
+            opt.step()
+
+        return step
+
+    from sadc.bench.flops import model_size
 
     student = build(16)
-    return {"teacher train step": teacher_step, "student train step": student["supervised"], "SAD step": student["distill"]}
+    t = model_size(teacher.spec).gflops
+    s = model_size(spec_from_fields(load_recipe(ROOT / "recipes/quickstart.yaml").model.student)).gflops
+    return {
+        "teacher train step": (train_step(False), 16 * 3 * t),
+        "teacher train step, channels_last": (train_step(True), 16 * 3 * t),
+        "student train step": (student["supervised"], 16 * 3 * s),
+        "SAD step": (student["distill"], 16 * (t + 3 * s)),
+    }
 
 
 def measure(iters: int) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
-    from torch.utils.flop_counter import FlopCounterMode
 
     from benchmarks.common import machine_line, time_it
 
@@ -89,12 +107,10 @@ def measure(iters: int) -> dict:
     a, b = torch.randn(n, n), torch.randn(n, n)
     peak = 2 * n**3 / time_it(lambda: a @ b, warmup=3, iters=10) / 1e9
     out = {"machine": machine_line(), "capability": torch.backends.cpu.get_cpu_capability(), "matmul_gflops": peak, "rows": {}}
-    for name, fn in calls().items():
+    for name, (fn, gflop) in calls().items():
         fn()
         fn()  # warm-up: oneDNN primitive caches, allocator
-        with FlopCounterMode(display=False) as counter:
-            fn()
-        flops = counter.get_total_flops()
+        flops = gflop * 1e9
         seconds = statistics.median(time_it(fn, warmup=0, iters=1) for _ in range(iters))
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(3):

@@ -159,7 +159,7 @@ def split_map(ckpt: Path, split: str) -> float:
     from sadc.runtime.torch_rt import TorchPredictor
 
     data = ROOT / "data/synth"
-    value = predictor_accuracy(TorchPredictor(ckpt), data / f"{split}.json", data / split)["map"]
+    value = predictor_accuracy(TorchPredictor(ckpt), data / f"{split}.json", data / split)["mAP"]
     cache.write_text(json.dumps({"step": step, "map": value}))
     return value
 
