@@ -24,6 +24,7 @@ import argparse
 import json
 import statistics
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,14 +44,19 @@ PLOT = ROOT / "docs/student-search.png"
 class Candidate:
     key: str
     label: str
-    student: dict = field(default_factory=dict)  # model.student overrides of recipes/quickstart.yaml
+    student: dict = field(default_factory=dict)  # model.student overrides of recipes/quickstart.yaml (all of
+    # backbone, head_convs and fpn_channels where they differ from the recipe's: the recipe's student changes)
 
 
 CANDIDATES = [
-    Candidate("mbv3l-h4", "MobileNetV3-L, head 4 convs (quickstart until 2026-11-30)", {"backbone": "mobilenet_v3_large"}),
+    Candidate(
+        "mbv3l-h4",
+        "MobileNetV3-L, head 4 convs (quickstart until 2026-11-30)",
+        {"backbone": "mobilenet_v3_large", "head_convs": 4},
+    ),
     Candidate("mbv3l-h2", "MobileNetV3-L, head 2 convs", {"backbone": "mobilenet_v3_large", "head_convs": 2}),
     Candidate("mbv3s-h2", "MobileNetV3-S, head 2 convs", {"backbone": "mobilenet_v3_small", "head_convs": 2}),
-    Candidate("r18half-h4", "ResNet-18 at half width, head 4 convs", {"backbone": "resnet18_half"}),
+    Candidate("r18half-h4", "ResNet-18 at half width, head 4 convs", {"backbone": "resnet18_half", "head_convs": 4}),
     Candidate("r18half-h2", "ResNet-18 at half width, head 2 convs", {"backbone": "resnet18_half", "head_convs": 2}),
     Candidate("r10half-h2", "ResNet-10 at half width, head 2 convs", {"backbone": "resnet10_half", "head_convs": 2}),
     Candidate(
@@ -91,16 +97,22 @@ def trained(c: Candidate, steps: int) -> Path | None:
 # ---------------------------------------------------------------------------- latency
 
 
-def export_for_latency(c: Candidate | None, steps: int, tmp: Path) -> tuple[Path, str]:
-    """ONNX of the teacher (c None) or a candidate: trained weights where they exist."""
+def export_for_latency(c: Candidate | None, steps: int, tmp: Path, raw: bool) -> tuple[Path, str]:
+    """ONNX of the teacher (c None) or a candidate: trained weights where they exist.
+
+    With random weights the number of boxes that reach NMS is arbitrary, so the deploy
+    graph's time is too; ``raw`` (the network and box decode, no top-k/NMS) is the fair
+    comparison of candidates that are not all trained.
+    """
     from sadc.export.onnx import export_onnx
     from sadc.models.detector import build_detector
 
     if c is None:
-        return export_onnx(TEACHER, tmp / "teacher.onnx"), "trained"
+        return export_onnx(TEACHER, tmp / "teacher.onnx", raw=raw), "trained"
     ckpt = trained(c, steps)
+    torch.manual_seed(0)
     source = ckpt if ckpt else build_detector(student_spec(c))
-    return export_onnx(source, tmp / f"{c.key}.onnx"), "trained" if ckpt else "random"
+    return export_onnx(source, tmp / f"{c.key}.onnx", raw=raw), "trained" if ckpt else "random"
 
 
 def latency(args) -> None:
@@ -110,19 +122,32 @@ def latency(args) -> None:
     torch.set_num_threads(args.threads)
     keys = args.only.split(",") if args.only else [c.key for c in CANDIDATES]
     tmp = Path(tempfile.mkdtemp(prefix="sadc-search-"))
-    models: dict[str, tuple[OrtPredictor, str]] = {}
+    from sadc.artefacts.io import INPUT_NAME
+    from sadc.artefacts.sidecar import read_sidecar
+    from sadc.runtime.onnx_rt import make_session
+
+    models: dict[str, tuple[Callable[[np.ndarray], object], str]] = {}
     for key in ["teacher", *keys]:
-        path, weights = export_for_latency(None if key == "teacher" else BY_KEY[key], args.steps, tmp)
-        models[key] = (OrtPredictor(path, threads=args.threads), weights)
-    size = models["teacher"][0].spec.input_size
+        path, weights = export_for_latency(None if key == "teacher" else BY_KEY[key], args.steps, tmp, args.raw)
+        if args.raw:  # OrtPredictor wants detections; the raw graph's session is run as it is
+            session = make_session(path, threads=args.threads)
+            models[key] = (lambda x, s=session: s.run(None, {INPUT_NAME: x}), weights)
+        else:
+            models[key] = (OrtPredictor(path, threads=args.threads).run, weights)
+    size = tuple(read_sidecar(path)["input_size"])
     rng = np.random.default_rng(0)
     batches = {b: rng.integers(0, 256, (b, 3, *size), dtype=np.uint8) for b in (1, 8)}
     per_round: dict[str, dict[int, list[float]]] = {k: {1: [], 8: []} for k in models}
     for _ in range(args.rounds):  # interleaved: a slow spell hits every model alike
         for b, x in batches.items():
             for key, (p, _) in models.items():
-                per_round[key][b].append(statistics.median(time_calls(lambda p=p, x=x: p.run(x), warmup=3, iters=args.iters)))
-    out = {"machine": machine_line(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "rounds": args.rounds}
+                per_round[key][b].append(statistics.median(time_calls(lambda p=p, x=x: p(x), warmup=3, iters=args.iters)))
+    out = {
+        "machine": machine_line(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "rounds": args.rounds,
+        "graph": "raw" if args.raw else "deploy",
+    }
     rows = {}
     for key, (_, weights) in models.items():
         rows[key] = {"weights": weights}
@@ -135,7 +160,7 @@ def latency(args) -> None:
     out["rows"] = rows
     OUT.mkdir(parents=True, exist_ok=True)
     cap = out["cpu_capability"]
-    (OUT / f"latency-{cap}.json").write_text(json.dumps(out, indent=1))
+    (OUT / f"latency-{out['graph']}-{cap}.json").write_text(json.dumps(out, indent=1))
     print(out["machine"], f"capability {cap}")
     for key, r in rows.items():
         print(
@@ -180,7 +205,8 @@ def train(args) -> None:
 def report(args) -> None:
     lat = {}
     for path in sorted(OUT.glob("latency-*.json")):
-        lat[json.loads(path.read_text())["cpu_capability"]] = json.loads(path.read_text())
+        data = json.loads(path.read_text())
+        lat[f"{data.get('graph', 'deploy')} {data['cpu_capability']}"] = data
     teacher = {s: split_map(TEACHER, s) for s in ("val", "test")}
     lines = [
         "| student | GFLOPs | " + " | ".join(f"{cap} b1 / b8 ms (x teacher)" for cap in lat) + " | val mAP | test mAP |",
@@ -202,16 +228,16 @@ def report(args) -> None:
         f"| teacher R18 FPN-64 (700 steps) | {model_size(tspec).gflops:.2f} | {cells('teacher')} | "
         f"{teacher['val']:.3f} | {teacher['test']:.3f} |"
     )
-    points = []
+    points = []  # (key, raw b1 ratio, raw b8 ratio, val mAP or None)
+    raw = next((d for d in lat.values() if d.get("graph") == "raw"), None)
     for c in CANDIDATES:
         ckpt = trained(c, args.steps)
         maps = {s: split_map(ckpt, s) for s in ("val", "test")} if ckpt else None
         m = f"{maps['val']:.3f} | {maps['test']:.3f}" if maps else "— | —"
         lines.append(f"| {c.label} | {model_size(student_spec(c)).gflops:.2f} | {cells(c.key)} | {m} |")
-        for data in lat.values():
-            r = data["rows"].get(c.key)
-            if r and maps:
-                points.append((c.key, data["cpu_capability"], r["b1_ratio"], r["b8_ratio"], maps["val"]))
+        r = raw["rows"].get(c.key) if raw else None
+        if r:
+            points.append((c.key, r["b1_ratio"], r["b8_ratio"], maps["val"] if maps else None))
     text = "\n".join(lines)
     print(text)
     if points:
@@ -220,27 +246,41 @@ def report(args) -> None:
 
 
 def plot(points, teacher_map: float) -> None:
+    """Raw-graph latency ratio (x) against SAD val mAP (y); untrained candidates on the floor."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, b, col in ((axes[0], 1, 2), (axes[1], 8, 3)):
-        for key, cap, *vals in points:
-            marker = "o" if cap == "AVX512" else "s"
-            ax.scatter(vals[col - 2], vals[2], marker=marker)
-            ax.annotate(f"{key} ({cap})", (vals[col - 2], vals[2]), fontsize=7)
-        ax.axvline(0.35, ls="--", c="grey")
-        ax.axhline(teacher_map - 0.01, ls=":", c="grey")
-        ax.set_xlabel(f"latency / teacher's, ORT fp32, batch {b}")
-    axes[0].set_ylabel("SAD student val mAP")
-    fig.suptitle(f"student candidates (teacher val mAP {teacher_map:.3f}; dotted: teacher - 1 point)")
+    known = [m for *_, m in points if m is not None]
+    floor = min([*known, teacher_map]) - 0.03
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, b, col in ((axes[0], 1, 1), (axes[1], 8, 2)):
+        for point in points:
+            key, x, m = point[0], point[col], point[3]
+            ax.scatter(
+                x, m if m is not None else floor, marker="o" if m is not None else "x", c="C0" if m is not None else "grey"
+            )
+            ax.annotate(
+                key if m is not None else f"{key} (not trained)",
+                (x, m if m is not None else floor),
+                fontsize=7,
+                rotation=0 if m is not None else 60,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+        ax.axvline(0.35, ls="--", c="grey", label="target 0.35x")
+        ax.axhline(teacher_map - 0.01, ls=":", c="grey", label="teacher - 1 point")
+        ax.set_xlabel(f"latency / teacher's latency, ONNX Runtime fp32, raw graph, batch {b}")
+    axes[0].set_ylabel("SAD student val mAP (600 steps)")
+    axes[0].legend(loc="center right", fontsize=7)
+    fig.suptitle(f"quickstart student candidates (teacher val mAP {teacher_map:.3f})")
     fig.tight_layout()
     fig.savefig(PLOT, dpi=110)
 
 
 def main() -> None:
+    global TEACHER
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("phase", choices=["latency", "train", "report"])
     ap.add_argument("--only", default="", help="comma-separated candidate keys")
@@ -248,7 +288,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--raw", action="store_true", help="time the network + decode only (no top-k/NMS)")
+    ap.add_argument("--teacher", type=Path, default=TEACHER, help="the teacher checkpoint (default: the quickstart's)")
     args = ap.parse_args()
+    TEACHER = args.teacher.resolve()
     {"latency": latency, "train": train, "report": report}[args.phase](args)
 
 
