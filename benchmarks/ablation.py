@@ -48,6 +48,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.common import split_metrics as cached_split_metrics
 from sadc.artefacts.checkpoint import load_checkpoint
 from sadc.data.synth import make_synthetic_world
 from sadc.distill.run import run_distill
@@ -239,20 +240,9 @@ def run_name(row: Row, seed: int, knob: Knob | None = None) -> str:
 
 def split_metrics(setup: Setup, checkpoint: Path) -> dict:
     """COCO metrics of ``checkpoint`` on setup.split; test metrics are cached beside it (per step)."""
-    ckpt = load_checkpoint(checkpoint)
     if setup.split == "val":
-        return ckpt["metrics"]
-    cache = checkpoint.with_name(f"{checkpoint.stem}.test_metrics.json")
-    if cache.is_file():
-        cached = json.loads(cache.read_text())
-        if cached.get("step") == ckpt.get("step"):
-            return cached["metrics"]
-    from sadc.runtime.accuracy import predictor_accuracy
-    from sadc.runtime.torch_rt import TorchPredictor
-
-    metrics = predictor_accuracy(TorchPredictor(checkpoint), setup.data / "test.json", setup.data / "test")
-    cache.write_text(json.dumps({"step": ckpt.get("step"), "metrics": metrics}))
-    return metrics
+        return load_checkpoint(checkpoint)["metrics"]
+    return cached_split_metrics(checkpoint, setup.data, setup.split)
 
 
 def run_row(setup: Setup, row: Row, seed: int, report_only: bool = False, knob: Knob | None = None) -> dict | None:

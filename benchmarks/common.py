@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -27,3 +29,22 @@ def machine_line() -> str:
     m = machine_summary()
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     return f"{m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads); {versions}"
+
+
+def split_metrics(checkpoint: Path, data: Path, split: str) -> dict:
+    """COCO metrics of ``checkpoint`` on ``data/<split>.json``, cached beside it per step
+    (``<stem>.<split>_metrics.json``), so that a report rerun evaluates nothing twice."""
+    from sadc.artefacts.checkpoint import load_checkpoint
+
+    step = load_checkpoint(checkpoint).get("step")
+    cache = checkpoint.with_name(f"{checkpoint.stem}.{split}_metrics.json")
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if cached.get("step") == step:
+            return cached["metrics"]
+    from sadc.runtime.accuracy import predictor_accuracy
+    from sadc.runtime.torch_rt import TorchPredictor
+
+    metrics = predictor_accuracy(TorchPredictor(checkpoint), data / f"{split}.json", data / split)
+    cache.write_text(json.dumps({"step": step, "metrics": metrics}))
+    return metrics

@@ -36,6 +36,18 @@ ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("supervised", "teacher", "distill")
 
 
+def optimizer_step(objective, opt, batch) -> Callable[[], None]:
+    """One training step as a call: the objective's losses, backward, optimizer step."""
+
+    def run():
+        losses = objective(batch)
+        opt.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        opt.step()
+
+    return run
+
+
 def build(
     batch: int = 16,
     recipe_path: Path = ROOT / "recipes/quickstart.yaml",
@@ -63,23 +75,16 @@ def build(
     opt = build_optimizer(student, recipe.train)
     targets = TeacherTargets(teacher, list(range(teacher.spec.num_classes)), threshold=0.0)  # pseudo boxes exist
 
-    def step(objective, batch):
-        def run():
-            losses = objective(batch)
-            opt.zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
-            opt.step()
-
-        return run
-
     def teacher_only():
         with torch.inference_mode():
             targets(images)
 
     return {
-        "supervised": step(SupervisedObjective(student, DenseForward(student)), (images, gt)),
+        "supervised": optimizer_step(SupervisedObjective(student, DenseForward(student)), opt, (images, gt)),
         "teacher": teacher_only,
-        "distill": step(DistillObjective(student, DenseForward(student), targets, recipe.distill), (labeled, unlabeled)),
+        "distill": optimizer_step(
+            DistillObjective(student, DenseForward(student), targets, recipe.distill), opt, (labeled, unlabeled)
+        ),
     }
 
 

@@ -32,31 +32,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
-KINDS = {
-    "conv fwd": ("convolution", "conv2d", "mkldnn_convolution", "_convolution"),
+KINDS = {  # first match wins: "convolution_backward" before "convolution"
     "conv bwd": ("convolution_backward",),
+    "conv fwd": ("convolution", "conv2d", "mkldnn_convolution", "_convolution"),
     "norm": ("batch_norm", "group_norm", "native_group_norm", "native_batch_norm"),
     "optimizer": ("_foreach", "adamw", "addcdiv", "lerp"),
     "pool/upsample": ("max_pool", "upsample", "max_pool2d_with_indices"),
+    "element-wise": ("add", "mul", "relu", "threshold", "hardswish", "sigmoid", "copy_", "fill_", "clamp"),
 }
 
 
 def kind_of(name: str) -> str:
-    if "convolution_backward" in name:
-        return "conv bwd"
-    for kind, keys in KINDS.items():
-        if kind != "conv bwd" and any(k in name for k in keys):
-            return kind
-    if any(k in name for k in ("add", "mul", "relu", "threshold", "hardswish", "sigmoid", "copy_", "fill_", "clamp")):
-        return "element-wise"
-    return "other"
+    return next((kind for kind, keys in KINDS.items() if any(k in name for k in keys)), "other")
 
 
 def calls():
     """name -> (step function, GFLOP) for the teacher's, the student's and the SAD step."""
     import torch
 
-    from benchmarks.distill_overhead import build
+    from benchmarks.distill_overhead import build, optimizer_step
     from sadc.engine.run import SupervisedObjective
     from sadc.engine.trainer import build_optimizer
     from sadc.models.detector import DenseForward, build_detector
@@ -73,16 +67,8 @@ def calls():
     def train_step(channels_last: bool):
         model = build_detector(teacher.spec).train()
         model.load_state_dict(teacher.state_dict())
-        opt = build_optimizer(model, recipe.train)
         objective = SupervisedObjective(model, DenseForward(model, channels_last=channels_last))
-
-        def step():
-            losses = objective((images, gt))
-            opt.zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
-            opt.step()
-
-        return step
+        return optimizer_step(objective, build_optimizer(model, recipe.train), (images, gt))
 
     from sadc.bench.flops import model_size
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import machine_line
+from benchmarks.common import machine_line, split_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs/search"
@@ -127,14 +127,16 @@ def latency(args) -> None:
     from sadc.runtime.onnx_rt import make_session
 
     models: dict[str, tuple[Callable[[np.ndarray], object], str]] = {}
+    paths = {}
     for key in ["teacher", *keys]:
         path, weights = export_for_latency(None if key == "teacher" else BY_KEY[key], args.steps, tmp, args.raw)
+        paths[key] = path
         if args.raw:  # OrtPredictor wants detections; the raw graph's session is run as it is
             session = make_session(path, threads=args.threads)
             models[key] = (lambda x, s=session: s.run(None, {INPUT_NAME: x}), weights)
         else:
             models[key] = (OrtPredictor(path, threads=args.threads).run, weights)
-    size = tuple(read_sidecar(path)["input_size"])
+    size = tuple(read_sidecar(paths["teacher"])["input_size"])  # the students share the teacher's grid
     rng = np.random.default_rng(0)
     batches = {b: rng.integers(0, 256, (b, 3, *size), dtype=np.uint8) for b in (1, 8)}
     per_round: dict[str, dict[int, list[float]]] = {k: {1: [], 8: []} for k in models}
@@ -173,20 +175,8 @@ def latency(args) -> None:
 
 
 def split_map(ckpt: Path, split: str) -> float:
-    """COCO mAP of a checkpoint on data/synth/<split>, cached beside it per step."""
-    from sadc.artefacts.checkpoint import load_checkpoint
-
-    step = load_checkpoint(ckpt).get("step")
-    cache = ckpt.with_name(f"{ckpt.stem}.{split}_map.json")
-    if cache.is_file() and json.loads(cache.read_text()).get("step") == step:
-        return json.loads(cache.read_text())["map"]
-    from sadc.runtime.accuracy import predictor_accuracy
-    from sadc.runtime.torch_rt import TorchPredictor
-
-    data = ROOT / "data/synth"
-    value = predictor_accuracy(TorchPredictor(ckpt), data / f"{split}.json", data / split)["mAP"]
-    cache.write_text(json.dumps({"step": step, "map": value}))
-    return value
+    """COCO mAP of a checkpoint on data/synth/<split> (cached beside it per step)."""
+    return split_metrics(ckpt, ROOT / "data/synth", split)["mAP"]
 
 
 def train(args) -> None:

@@ -175,37 +175,12 @@ def test_a_calibration_batch_of_only_unreadable_files_cannot_happen(teacher, tmp
     for i in range(8):
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(calib / f"{i}.png")
     (calib / "z.jpg").write_bytes(b"")
-    result = invoke(
-        "export",
-        teacher,
-        "-f",
-        "int8",
-        "--int8-target",
-        "cpu",
-        "--calib",
-        calib,
-        "--no-parity",
-        "--out",
-        tmp_path / "m.int8.onnx",
-    )
+    export_int8 = ("export", teacher, "-f", "int8", "--int8-target", "cpu", "--calib", calib, "--no-parity")
+    result = invoke(*export_int8, "--out", tmp_path / "m.int8.onnx")
     assert result.exit_code == 0, result.output
     (calib / "0.png").rename(calib / "a.jpg")  # also when the first batch is the bad one
     (calib / "z.jpg").rename(calib / "0.jpg")
-    result = invoke(
-        "export",
-        teacher,
-        "-f",
-        "int8",
-        "--int8-target",
-        "cpu",
-        "--calib",
-        calib,
-        "--no-parity",
-        "--calib-batch",
-        "1",
-        "--out",
-        tmp_path / "n.int8.onnx",
-    )
+    result = invoke(*export_int8, "--calib-batch", "1", "--out", tmp_path / "n.int8.onnx")
     assert result.exit_code == 0, result.output
 
 

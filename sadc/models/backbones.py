@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -127,38 +128,25 @@ def _stage_taps(trunk: nn.Sequential) -> tuple[list[int], list[int]]:
     return taps, chans
 
 
-@register_backbone("mobilenet_v3_large")
-def _mobilenet_v3_large(fpn_channels: int, pretrained: bool) -> nn.Module:
-    import torchvision.models as tvm
+def _staged(name: str, trunk_of: Callable[[Any], nn.Sequential]) -> BackboneBuilder:
+    """A torchvision classifier ``name`` as a sequential trunk (``trunk_of(net)``), tapped at
+    the ends of its stride-8/16/32 stages, plus an FPN."""
 
-    weights = _imagenet_weights(tvm.MobileNet_V3_Large_Weights, "mobilenet_v3_large", pretrained)
-    norm = FrozenBatchNorm2d if weights is not None else nn.BatchNorm2d
-    trunk = tvm.mobilenet_v3_large(weights=weights, norm_layer=norm).features
-    taps, chans = _stage_taps(trunk)
-    return _StagesFPN(trunk, taps, chans, fpn_channels)
+    def build(fpn_channels: int, pretrained: bool) -> nn.Module:
+        import torchvision.models as tvm
 
+        weights = _imagenet_weights(tvm.get_model_weights(name), name, pretrained)
+        norm = FrozenBatchNorm2d if weights is not None else nn.BatchNorm2d
+        trunk = trunk_of(tvm.get_model(name, weights=weights, norm_layer=norm))
+        taps, chans = _stage_taps(trunk)
+        return _StagesFPN(trunk, taps, chans, fpn_channels)
 
-@register_backbone("mobilenet_v3_small")
-def _mobilenet_v3_small(fpn_channels: int, pretrained: bool) -> nn.Module:
-    import torchvision.models as tvm
-
-    weights = _imagenet_weights(tvm.MobileNet_V3_Small_Weights, "mobilenet_v3_small", pretrained)
-    norm = FrozenBatchNorm2d if weights is not None else nn.BatchNorm2d
-    trunk = tvm.mobilenet_v3_small(weights=weights, norm_layer=norm).features
-    taps, chans = _stage_taps(trunk)
-    return _StagesFPN(trunk, taps, chans, fpn_channels)
+    return build
 
 
-@register_backbone("regnet_x_400mf")
-def _regnet_x_400mf(fpn_channels: int, pretrained: bool) -> nn.Module:
-    import torchvision.models as tvm
-
-    weights = _imagenet_weights(tvm.RegNet_X_400MF_Weights, "regnet_x_400mf", pretrained)
-    norm = FrozenBatchNorm2d if weights is not None else nn.BatchNorm2d
-    net = tvm.regnet_x_400mf(weights=weights, norm_layer=norm)
-    trunk = nn.Sequential(net.stem, *net.trunk_output)
-    taps, chans = _stage_taps(trunk)
-    return _StagesFPN(trunk, taps, chans, fpn_channels)
+register_backbone("mobilenet_v3_large")(_staged("mobilenet_v3_large", lambda net: net.features))
+register_backbone("mobilenet_v3_small")(_staged("mobilenet_v3_small", lambda net: net.features))
+register_backbone("regnet_x_400mf")(_staged("regnet_x_400mf", lambda net: nn.Sequential(net.stem, *net.trunk_output)))
 
 
 def _narrow_resnet(blocks: list[int], widths: list[int]) -> BackboneBuilder:
@@ -168,9 +156,10 @@ def _narrow_resnet(blocks: list[int], widths: list[int]) -> BackboneBuilder:
     builders fix the widths, so the trunk is assembled here from its stem and blocks. No
     ImageNet weights exist for these shapes (``pretrained`` is refused by the caller's log).
     """
-    from torchvision.models.resnet import BasicBlock, conv1x1
 
     def build(fpn_channels: int, pretrained: bool) -> nn.Module:
+        from torchvision.models.resnet import BasicBlock, conv1x1
+
         if pretrained:
             log.warning("backbone: no ImageNet weights for a narrow ResNet %s/%s; using random init", blocks, widths)
         stem = nn.Sequential(
