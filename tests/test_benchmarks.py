@@ -17,7 +17,9 @@ def test_ablation_quick_runs_every_row(monkeypatch, capsys):
     # One tuned row (mean over its runs) and one knob (per seed) are trained and tabulated.
     tuned, knob = ablation.TUNED_ROWS[0], ablation.KNOBS[0]
     assert f"| ({tuned.row}) | " in out and f"| {tuned.label} | 1 |" in out
-    assert f"| {knob.label} | 0 |" in out
+    assert f"| {knob.label} | 1 |" in out
+    # Row b and its tuned twin both ran on seed 0: one is chosen on val and reported.
+    assert "| KL, labeled images | (b) paper knobs: " in out
 
 
 def test_knob_runs_have_their_own_names():
@@ -60,3 +62,17 @@ def test_budget_plot_reads_each_runs_evaluations(tmp_path):
     for name in BUDGET.values():
         run(tmp_path / "k" / f"{name}-s0", [(400, 0.2), (800, 0.4)])
     assert plot_budget(setup, tmp_path / "b.png") and (tmp_path / "b.png").stat().st_size > 1000
+
+
+def test_mean_curve_averages_the_steps_every_run_has(tmp_path):
+    import json
+
+    from benchmarks.ablation import mean_curve
+
+    for name, evals in {"s0": [(400, 0.2), (800, 0.4)], "s1": [(400, 0.4), (800, 0.6), (1200, 0.7)]}.items():
+        (tmp_path / name).mkdir()
+        lines = [{"step": s, "eval": {"mAP": m}} for s, m in evals]
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    got = mean_curve([tmp_path / "s0", tmp_path / "s1", tmp_path / "missing"])
+    assert [s for s, _ in got] == [400, 800]
+    assert [m for _, m in got] == pytest.approx([0.3, 0.5])
