@@ -465,6 +465,22 @@ def val_map(run_dir: Path) -> float:
     return float(load_checkpoint(run_dir / "last.pt")["metrics"]["mAP"])
 
 
+def choose(setup: Setup, family: str) -> tuple[str, dict[str, float], list[int]] | None:
+    """The member of ``family`` with the best mean val mAP on the seeds every member finished:
+    (name, {name: mean val mAP}, seeds), or None before they have all run."""
+    names = FAMILIES[family]
+    common = sorted(set.intersection(*({r["seed"] for r in _test_runs(setup, n)} for n in names)))
+    if not common:
+        return None
+    val = {n: statistics.fmean(val_map(_run_dir(setup, n, s)) for s in common) for n in names}
+    return max(names, key=lambda n: val[n]), val, common
+
+
+def _name_label(name: str) -> str:
+    knob = {k.name: k for k in [*TUNED_ROWS, *KNOBS]}.get(name)
+    return f"({knob.row}) {knob.label}" if knob else f"({name}) {ROW_BY_KEY[name].label}"
+
+
 def selection_table(setup: Setup) -> str:
     """Each family's candidates by val mAP, and the test mAP of the one chosen."""
     knob_label = {k.name: k.label for k in [*TUNED_ROWS, *KNOBS]}
@@ -473,12 +489,9 @@ def selection_table(setup: Setup) -> str:
         "|---|---|---|---|---|",
     ]
     for family, names in FAMILIES.items():
-        seeds = [{r["seed"] for r in _test_runs(setup, n)} for n in names]
-        common = sorted(set.intersection(*seeds))
-        if not common:
+        if (picked := choose(setup, family)) is None:
             continue
-        val = {n: statistics.fmean(val_map(_run_dir(setup, n, s)) for s in common) for n in names}
-        best = max(names, key=lambda n: val[n])
+        best, val, common = picked
         label = {n: f"({n}) {knob_label.get(n, 'paper knobs')}" for n in names}
         runs = _test_runs(setup, best)
         mean, half = spread([r["mAP"] for r in runs])
@@ -486,6 +499,71 @@ def selection_table(setup: Setup) -> str:
         lines.append(
             f"| {family} | {cands} (seeds {', '.join(map(str, common))}) | {label[best]} | "
             f"{100 * mean:.1f} ± {100 * half:.1f} | {len(runs)} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+# The abstract's five claims as comparisons "A beats B" on test mAP. A name is a row, a knob
+# run or a FAMILIES key (its member chosen on val).
+CLAIMS = [
+    ("(i) ADL beats plain KD", "paper knobs, labeled images", "d", "b"),
+    ("(i)", "best knobs on val, labeled images", "ADL, labeled images", "KL, labeled images"),
+    ("(i)", "best knobs on val, with pseudo boxes (inside SAD)", "ADL + pseudo boxes (SAD)", "KL + pseudo boxes"),
+    ("(i)", "warm-started student (400 supervised steps first)", "w-adl", "w-kl"),
+    ("(i)", "the teacher's architecture as the student", "h-adl", "h-kl"),
+    ("(ii) ADL works with identical architectures", "ADL vs supervised only", "h-adl", "h-sup"),
+    ("(ii)", "SAD vs supervised only", "h-sad", "h-sup"),
+    ("(iii) SAD beats data distillation with hard targets", "paper knobs", "f", "e"),
+    ("(iii)", "SAD at its best knobs on val", "ADL + pseudo boxes (SAD)", "e"),
+    ("(iv) unlabeled images from another distribution help", "shifted set vs no unlabeled images, paper knobs", "f'", "d"),
+    ("(iv)", "the same, lambda 10, gamma 1", "fp-lambda10-gamma1", "d-lambda10-gamma1"),
+    ("(v) the student surpasses its teacher", "SAD, 1,200 steps, lambda 10, gamma 1", f"{_F}-steps1200", "g"),
+    ("(v)", "KL on labeled images, 1,200 steps", "b-steps1200", "g"),
+]
+
+
+def verdict(better: list[float], worse: list[float]) -> str:
+    """'holds' when every run of ``better`` beats every run of ``worse``, 'does not hold' when
+    every run of ``worse`` beats every run of ``better``, else 'within noise'."""
+    if min(better) > max(worse):
+        return "holds"
+    if max(better) < min(worse):
+        return "does not hold"
+    return "within noise"
+
+
+def claims_table(setup: Setup) -> str:
+    """One line per comparison of CLAIMS whose runs have finished: means, spreads, paired
+    per-seed differences and the verdict."""
+    lines = [
+        "| claim | comparison | A | A mAP | B | B mAP | A - B (per seed) | A beats B |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for claim, what, a, b in CLAIMS:
+        names, runs = [], []
+        for name in (a, b):
+            if name in FAMILIES:
+                picked = choose(setup, name)
+                name = picked[0] if picked else ""
+            names.append(name)
+            runs.append({r["seed"]: r["mAP"] for r in _test_runs(setup, name)} if name else {})
+        if not all(runs):
+            continue
+        cells = []
+        for name, r in zip(names, runs, strict=True):
+            mean, half = spread(list(r.values()))
+            cells += [_name_label(name), f"{100 * mean:.1f} ± {100 * half:.1f} ({len(r)})" if len(r) > 1 else f"{100 * mean:.1f}"]
+        diff = 100 * (statistics.fmean(runs[0].values()) - statistics.fmean(runs[1].values()))
+        paired = sorted(set(runs[0]) & set(runs[1])) if b != "g" else []
+        per_seed = ", ".join(f"{100 * (runs[0][s] - runs[1][s]):+.1f}" for s in paired)
+        said = verdict(list(runs[0].values()), list(runs[1].values()))
+        signs = {runs[0][s] > runs[1][s] for s in paired}
+        if said == "within noise" and len(paired) > 1 and len(signs) == 1:
+            said += f" ({'A' if signs == {True} else 'B'} ahead on each of the {len(paired)} seeds)"
+        lines.append(
+            f"| {claim} | {what} | {' | '.join(cells)} | {diff:+.1f}"
+            + (f" ({per_seed})" if per_seed else "")
+            + f" | **{said}** |"
         )
     return "\n".join(lines) if len(lines) > 2 else ""
 
@@ -523,7 +601,14 @@ def write_results(setup: Setup, elapsed: float | None) -> None:
         if chosen
         else ""
     )
-    main = f"{header}\n\n{table(setup)}{tuned_text}{chosen_text}\n"
+    verdicts = claims_table(setup)
+    claims_text = (
+        "\n\nThe claims, each as comparisons of test mAP (mean ± half range (runs); a verdict is "
+        "'holds' only when every run of A beats every run of B):\n\n" + verdicts
+        if verdicts
+        else ""
+    )
+    main = f"{header}\n\n{table(setup)}{tuned_text}{chosen_text}{claims_text}\n"
     docs = ROOT / "docs/ablation.md"
     text = (
         docs.read_text()
@@ -585,7 +670,12 @@ def main() -> None:
             if metrics is not None:
                 setup.knob_results.setdefault(knob.name, []).append({**metrics, "seed": seed})
     print(table(setup))
-    for text in (knob_table(setup, TUNED_ROWS, False), selection_table(setup), knob_table(setup, KNOBS, False)):
+    for text in (
+        knob_table(setup, TUNED_ROWS, False),
+        selection_table(setup),
+        knob_table(setup, KNOBS, False),
+        claims_table(setup),
+    ):
         if text:
             print("\n" + text)
     if not setup.quick:

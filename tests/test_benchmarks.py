@@ -76,3 +76,35 @@ def test_mean_curve_averages_the_steps_every_run_has(tmp_path):
     got = mean_curve([tmp_path / "s0", tmp_path / "s1", tmp_path / "missing"])
     assert [s for s, _ in got] == [400, 800]
     assert [m for _, m in got] == pytest.approx([0.3, 0.5])
+
+
+@pytest.mark.parametrize(
+    "better, worse, expected",
+    [([0.5, 0.6], [0.3, 0.4], "holds"), ([0.3, 0.4], [0.5], "does not hold"), ([0.3, 0.5], [0.4], "within noise")],
+)
+def test_claim_verdict_needs_every_run_on_one_side(better, worse, expected):
+    from benchmarks.ablation import verdict
+
+    assert verdict(better, worse) == expected
+
+
+def test_claims_table_picks_the_family_member_on_val_and_pairs_seeds(tmp_path, monkeypatch):
+    from benchmarks import ablation
+
+    setup = ablation.Setup(tmp_path, tmp_path / "t.pt", tmp_path / "a", 400, [0, 1], False, knobs_out=tmp_path / "k")
+    setup.results = {
+        "b": [{"seed": 0, "mAP": 0.40}, {"seed": 1, "mAP": 0.42}],
+        "d": [{"seed": 0, "mAP": 0.30}, {"seed": 1, "mAP": 0.44}],
+    }
+    # d-lambda10-gamma1 is better on val, and on test it beats b on each seed but not outside the spread.
+    setup.knob_results = {"d-lambda10-gamma1": [{"seed": 0, "mAP": 0.41}, {"seed": 1, "mAP": 0.45}]}
+    val = {"d": 0.2, "d-lambda10-gamma1": 0.3, "b": 0.1, "b-lambda10": 0.0}
+    monkeypatch.setattr(ablation, "val_map", lambda run_dir: val[run_dir.name.rsplit("-s", 1)[0]])
+    setup.knob_results["b-lambda10"] = [{"seed": 0, "mAP": 0.1}, {"seed": 1, "mAP": 0.1}]
+    lines = ablation.claims_table(setup).splitlines()
+    paper = next(line for line in lines if "| paper knobs, labeled images |" in line)
+    assert "-4.0 (-10.0, +2.0)" in paper and "**within noise**" in paper
+    best = next(line for line in lines if "| best knobs on val, labeled images |" in line)
+    assert "(d) lambda 10, gamma 1" in best and "+2.0 (+1.0, +3.0)" in best
+    assert "**within noise (A ahead on each of the 2 seeds)**" in best
+    assert not any("(iii)" in line for line in lines)  # rows e and f have not run: no line
