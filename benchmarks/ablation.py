@@ -134,8 +134,8 @@ class Knob:
 # bar each, and the candidates of "each loss at its best knobs, chosen on val" (claim i).
 TUNED_ROWS = [
     Knob("b", "b-lambda10", "lambda 10", ("distill.weight=10",), (0, 1)),
-    Knob("d", "d-lambda10-gamma1", "lambda 10, gamma 1", TUNED, (0, 1)),
-    Knob("f", "f-lambda10-gamma1", "lambda 10, gamma 1", TUNED, (0, 1)),
+    Knob("d", "d-lambda10-gamma1", "lambda 10, gamma 1", TUNED, (0, 1, 2)),
+    Knob("f", "f-lambda10-gamma1", "lambda 10, gamma 1", TUNED, (0, 1, 2)),
     Knob("f'", "fp-lambda10-gamma1", "lambda 10, gamma 1", TUNED, (0, 1)),
     Knob("j", "j-lambda10", "lambda 10", ("distill.weight=10",), (0, 1)),
 ]
