@@ -166,6 +166,13 @@ KNOBS = [
         (*TUNED, "data.schedule=alternate", "data.unlabeled=[labeled,{data}/unlabeled]"),
         (0, 1),
     ),
+    Knob(
+        "f",
+        f"{_F}-alternate-steps800",
+        "lambda 10, gamma 1, alternating steps, unlabeled = train + unlabeled, 800 steps (the images of 400 joint ones)",
+        (*TUNED, "data.schedule=alternate", "data.unlabeled=[labeled,{data}/unlabeled]", "train.steps=800"),
+        (0, 1),
+    ),
 ]
 
 QUICK_MODEL = {
@@ -527,6 +534,7 @@ RULES = [
     ("ignored anchors", "no ADL on the ignore band", f"{_F}-notignored", _F),
     ("images without teacher boxes", "left out of every term", f"{_F}-skipempty", _F),
     ("labeled / unlabeled mix", "alternating steps, unlabeled = train + unlabeled", f"{_F}-alternate", _F),
+    ("labeled / unlabeled mix", "the same with 800 steps: as many images as 400 joint ones", f"{_F}-alternate-steps800", _F),
 ]
 
 
