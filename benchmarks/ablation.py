@@ -222,7 +222,9 @@ def base_recipe(setup: Setup, row: Row, seed: int, knob: Knob | None = None) -> 
         overrides.append(f"model.student.source={setup.out / run_name(ROW_BY_KEY[row.init_from], seed)}/last.pt")
     pinned = PAPER if row.command == "distill" else ()
     extra = [o.replace("{data}", str(d)) for o in (knob.overrides if knob else ())]
-    return load_recipe(ROOT / "recipes/quickstart.yaml", [*overrides, *pinned, *row.overrides, *extra])
+    # --quick keeps every run at its few steps, whatever a knob asks (the budget's 1,200).
+    quick = [f"train.steps={setup.steps}"] if setup.quick else []
+    return load_recipe(ROOT / "recipes/quickstart.yaml", [*overrides, *pinned, *row.overrides, *extra, *quick])
 
 
 def run_name(row: Row, seed: int, knob: Knob | None = None) -> str:

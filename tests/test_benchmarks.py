@@ -108,3 +108,12 @@ def test_claims_table_picks_the_family_member_on_val_and_pairs_seeds(tmp_path, m
     assert "(d) lambda 10, gamma 1" in best and "+2.0 (+1.0, +3.0)" in best
     assert "**within noise (A ahead on each of the 2 seeds)**" in best
     assert not any("(iii)" in line for line in lines)  # rows e and f have not run: no line
+
+
+def test_quick_runs_keep_their_few_steps_whatever_the_knob(tmp_path):
+    from benchmarks.ablation import KNOBS, ROW_BY_KEY, Setup, base_recipe
+
+    budget = next(k for k in KNOBS if k.name.endswith("steps1200"))
+    for quick, steps in ((True, 2), (False, 1200)):
+        setup = Setup(tmp_path, tmp_path / "t.pt", tmp_path / "a", 2 if quick else 400, [0], quick, knobs_out=tmp_path / "k")
+        assert base_recipe(setup, ROW_BY_KEY[budget.row], 0, budget).train.steps == steps
