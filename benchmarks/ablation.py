@@ -175,6 +175,8 @@ KNOBS = [
     ),
 ]
 
+KNOB_BY_NAME = {k.name: k for k in [*TUNED_ROWS, *KNOBS]}
+
 QUICK_MODEL = {
     "backbone": "tiny",
     "fpn_channels": 16,
@@ -342,20 +344,12 @@ def table(setup: Setup) -> str:
     return "\n".join(lines)
 
 
-def knob_table(setup: Setup, knobs: list[Knob], per_seed: bool) -> str:
-    """Finished knob runs: one line per seed (per_seed) or mean ± half range over seeds."""
-    labels = {r.key: r.label for r in ROWS}
-    head = "| row | setting | knobs (else the table's) | " + ("seed" if per_seed else "runs") + " | mAP | AP50 | AP75 |"
-    lines = [head, "|---|---|---|---|---|---|---|"]
+def knob_table(setup: Setup, knobs: list[Knob]) -> str:
+    """Finished knob runs: mean ± half range over seeds."""
+    lines = ["| row | setting | knobs (else the table's) | runs | mAP | AP50 | AP75 |", "|---|---|---|---|---|---|---|"]
     for knob in knobs:
-        runs = setup.knob_results.get(knob.name, [])
-        if not runs:
-            continue
-        prefix = f"| ({knob.row}) | {labels[knob.row]} | {knob.label} |"
-        if per_seed:
-            lines += [f"{prefix} {r['seed']} | {_cells([r], single=True)} |" for r in runs]
-        else:
-            lines.append(f"{prefix} {len(runs)} | {_cells(runs)} |")
+        if runs := setup.knob_results.get(knob.name, []):
+            lines.append(f"| ({knob.row}) | {ROW_BY_KEY[knob.row].label} | {knob.label} | {len(runs)} | {_cells(runs)} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -423,8 +417,7 @@ def plot_budget(setup: Setup, path: Path) -> bool:
     """mAP against steps: the 1,200-step SAD and KL students (mean over seeds) and the teacher's run.
 
     False if they have not run yet."""
-    seeds = {k.name: k.seeds for k in KNOBS}
-    curves = {label: mean_curve([setup.knobs_out / f"{name}-s{s}" for s in seeds[name]]) for label, name in BUDGET.items()}
+    curves = {label: mean_curve([_run_dir(setup, name, s) for s in KNOB_BY_NAME[name].seeds]) for label, name in BUDGET.items()}
     curves["teacher R18 (700 steps of 16 labeled images)"] = eval_curve(setup.teacher.parent)
     if not all(curves.values()):
         return False
@@ -486,13 +479,12 @@ def choose(setup: Setup, family: str) -> tuple[str, dict[str, float], list[int]]
 
 
 def _name_label(name: str) -> str:
-    knob = {k.name: k for k in [*TUNED_ROWS, *KNOBS]}.get(name)
+    knob = KNOB_BY_NAME.get(name)
     return f"({knob.row}) {knob.label}" if knob else f"({name}) {ROW_BY_KEY[name].label}"
 
 
 def selection_table(setup: Setup) -> str:
     """Each family's candidates by val mAP, and the test mAP of the one chosen."""
-    knob_label = {k.name: k.label for k in [*TUNED_ROWS, *KNOBS]}
     lines = [
         "| loss | candidates, mean val mAP on common seeds | chosen on val | test mAP of the chosen | runs |",
         "|---|---|---|---|---|",
@@ -501,7 +493,7 @@ def selection_table(setup: Setup) -> str:
         if (picked := choose(setup, family)) is None:
             continue
         best, val, common = picked
-        label = {n: f"({n}) {knob_label.get(n, 'paper knobs')}" for n in names}
+        label = {n: f"({n}) {KNOB_BY_NAME[n].label if n in KNOB_BY_NAME else 'paper knobs'}" for n in names}
         runs = _test_runs(setup, best)
         mean, half = spread([r["mAP"] for r in runs])
         cands = "; ".join(f"{label[n]}: {100 * val[n]:.1f}" for n in names)
@@ -572,10 +564,11 @@ def claims_table(setup: Setup, comparisons: list[tuple[str, str, str, str]] | No
             mean, half = spread(list(r.values()))
             cells += [_name_label(name), f"{100 * mean:.1f} ± {100 * half:.1f} ({len(r)})" if len(r) > 1 else f"{100 * mean:.1f}"]
         diff = 100 * (statistics.fmean(runs[0].values()) - statistics.fmean(runs[1].values()))
-        paired = sorted(set(runs[0]) & set(runs[1])) if b != "g" else []
+        teacher = b in ROW_BY_KEY and ROW_BY_KEY[b].command == "teacher"  # one run by nature, no seeds to pair
+        paired = [] if teacher else sorted(set(runs[0]) & set(runs[1]))
         per_seed = ", ".join(f"{100 * (runs[0][s] - runs[1][s]):+.1f}" for s in paired)
         said = verdict(list(runs[0].values()), list(runs[1].values()))
-        if len(runs[0]) < 2 or (len(runs[1]) < 2 and b != "g"):  # the teacher is one run by nature
+        if len(runs[0]) < 2 or (len(runs[1]) < 2 and not teacher):
             said = "one run: no verdict yet"
         signs = {runs[0][s] > runs[1][s] for s in paired}
         if said == "within noise" and len(paired) > 1 and len(signs) == 1:
@@ -597,7 +590,30 @@ def replace_block(text: str, name: str, body: str) -> str:
     return text.rstrip() + "\n\n" + block + "\n"
 
 
-def write_results(setup: Setup, elapsed: float | None) -> None:
+@dataclass(frozen=True)
+class Tables:
+    """Every table of the report, computed once (the choices on val read checkpoints)."""
+
+    main: str
+    tuned: str
+    chosen: str
+    claims: str
+    knobs: str
+    rules: str
+
+
+def tables(setup: Setup) -> Tables:
+    return Tables(
+        main=table(setup),
+        tuned=knob_table(setup, TUNED_ROWS),
+        chosen=selection_table(setup),
+        claims=claims_table(setup),
+        knobs=knob_table(setup, KNOBS),
+        rules=claims_table(setup, RULES, head="authors' rule"),
+    )
+
+
+def write_results(setup: Setup, t: Tables, elapsed: float | None) -> None:
     """Regenerate the tables in docs/ablation.md and benchmarks/RESULTS.md; the prose around them stays."""
     student = load_recipe(ROOT / "recipes/quickstart.yaml").model.student
     header = (
@@ -609,28 +625,24 @@ def write_results(setup: Setup, elapsed: float | None) -> None:
         f"ADL knobs as in the paper (lambda 1, gamma 2, beta 1, theta 1.8) unless a table says otherwise."
         + (f" Wall time {elapsed / 60:.0f} min." if elapsed is not None else "")
     )
-    tuned = knob_table(setup, TUNED_ROWS, per_seed=False)
     tuned_text = (
-        f"\n\nThe rows with soft targets again, with lambda 10 and gamma 1 (the quickstart recipe's knobs):\n\n{tuned}"
-        if tuned
+        f"\n\nThe rows with soft targets again, with lambda 10 and gamma 1 (the quickstart recipe's knobs):\n\n{t.tuned}"
+        if t.tuned
         else ""
     )
-    chosen = selection_table(setup)
     chosen_text = (
-        f"\n\nClaim (i) with each loss at its best knobs: the candidates by val mAP, the chosen one on test:\n\n{chosen}"
-        if chosen
+        f"\n\nClaim (i) with each loss at its best knobs: the candidates by val mAP, the chosen one on test:\n\n{t.chosen}"
+        if t.chosen
         else ""
     )
-    verdicts = claims_table(setup)
     claims_text = (
         "\n\nThe claims, each as comparisons of test mAP (mean ± half range (runs); a verdict is "
-        "'holds' only when every run of A beats every run of B):\n\n" + verdicts
-        if verdicts
+        "'holds' only when every run of A beats every run of B):\n\n" + t.claims
+        if t.claims
         else ""
     )
-    main = f"{header}\n\n{table(setup)}{tuned_text}{chosen_text}{claims_text}\n"
-    rules = claims_table(setup, RULES, head="authors' rule")
-    rules_text = f"\n\nThe authors' rules against sadc's quickstart defaults:\n\n{rules}\n" if rules else ""
+    main = f"{header}\n\n{t.main}{tuned_text}{chosen_text}{claims_text}\n"
+    rules_text = f"\n\nThe authors' rules against sadc's quickstart defaults:\n\n{t.rules}\n" if t.rules else ""
     docs = ROOT / "docs/ablation.md"
     text = (
         docs.read_text()
@@ -638,13 +650,12 @@ def write_results(setup: Setup, elapsed: float | None) -> None:
         else "# SAD ablation\n\nMade by `python -m benchmarks.ablation` (`--knobs` for the knob runs).\n"
     )
     text = replace_block(text, "ablation-tables", main + "\n![ablation](ablation.png)")
-    knobs = knob_table(setup, KNOBS, per_seed=False)
-    if knobs:
+    if t.knobs:
         budget = "\n\n![mAP against steps](ablation-budget.png)" if plot_budget(setup, ROOT / "docs/ablation-budget.png") else ""
         text = replace_block(
             text,
             "ablation-knobs",
-            "The budget and the authors' rules (mean ± half range over seeds):\n\n" + knobs + rules_text + budget,
+            "The budget and the authors' rules (mean ± half range over seeds):\n\n" + t.knobs + rules_text + budget,
         )
     docs.write_text(text)
     plot(setup, ROOT / "docs/ablation.png")
@@ -693,18 +704,13 @@ def main() -> None:
             metrics = run_row(setup, by_key[knob.row], seed, report_only=not train, knob=knob)
             if metrics is not None:
                 setup.knob_results.setdefault(knob.name, []).append({**metrics, "seed": seed})
-    print(table(setup))
-    for text in (
-        knob_table(setup, TUNED_ROWS, False),
-        selection_table(setup),
-        knob_table(setup, KNOBS, False),
-        claims_table(setup),
-        claims_table(setup, RULES, head="authors' rule"),
-    ):
+    report = tables(setup)
+    print(report.main)
+    for text in (report.tuned, report.chosen, report.knobs, report.claims, report.rules):
         if text:
             print("\n" + text)
     if not setup.quick:
-        write_results(setup, None if args.report_only else time.time() - t0)
+        write_results(setup, report, None if args.report_only else time.time() - t0)
 
 
 if __name__ == "__main__":
