@@ -678,6 +678,10 @@ def main() -> None:
     ap.add_argument("--knobs-out", default="runs/ablation-knobs")
     ap.add_argument("--report-only", action="store_true", help="tabulate the finished runs; train nothing")
     args = ap.parse_args()
+    if args.only and not args.knobs:
+        ap.error("--only picks knob runs to train: add --knobs")
+    if unknown := [n for n in args.only or [] if n not in KNOB_BY_NAME]:
+        ap.error(f"--only: no knob run named {', '.join(unknown)}; the names are {', '.join(KNOB_BY_NAME)}")
     t0 = time.time()
     setup = prepare(args)
     by_key = ROW_BY_KEY

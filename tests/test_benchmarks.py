@@ -117,3 +117,16 @@ def test_quick_runs_keep_their_few_steps_whatever_the_knob(tmp_path):
     for quick, steps in ((True, 2), (False, 1200)):
         setup = Setup(tmp_path, tmp_path / "t.pt", tmp_path / "a", 2 if quick else 400, [0], quick, knobs_out=tmp_path / "k")
         assert base_recipe(setup, ROW_BY_KEY[budget.row], 0, budget).train.steps == steps
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [(["--only", "b-steps1200"], "add --knobs"), (["--knobs", "--only", "b-step1200"], "no knob run named b-step1200")],
+)
+def test_ablation_only_names_knob_runs_it_knows(monkeypatch, capsys, argv, message):
+    from benchmarks import ablation
+
+    monkeypatch.setattr(sys, "argv", ["ablation.py", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        ablation.main()
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
