@@ -3,8 +3,16 @@
     ratio = t(distill step) / (t(supervised student step) + t(teacher inference))
 
 on the same batch (quickstart sizes: 8 labeled + 8 unlabeled images at 128 px, the
-quickstart teacher and student architectures, random weights; the teacher's threshold
-is 0 so that pseudo boxes exist). Target: <= 1.05.
+quickstart teacher and student architectures). Target: <= 1.05. Two setups:
+
+- ``--teacher PATH`` (default: runs/quickstart-teacher/best.pt when it and data/synth
+  exist): that trained teacher at the quickstart's pseudo-box threshold (0.4), on real
+  synthetic-world images (train images with their boxes, unlabeled images), so the
+  pseudo boxes per image are as many as in a real run (3.4 for the demo's teacher);
+- ``--teacher random``: random weights on noise images, the teacher's threshold 0 so that
+  pseudo boxes exist at all. NMS then sees 1,000 candidates per image and the student
+  matches up to 100 pseudo boxes per unlabeled image against 2 labeled ones, so this
+  setup overstates the SAD step's box matching (and the teacher call's NMS).
 
 The three are timed in turn, ``--rounds`` times (each a median of ``--iters`` calls), and
 the ratio is the median of the per-round ratios: a slow spell of a shared machine then
@@ -48,12 +56,47 @@ def optimizer_step(objective, opt, batch) -> Callable[[], None]:
     return run
 
 
+DEMO_TEACHER = ROOT / "runs/quickstart-teacher/best.pt"
+DEMO_DATA = ROOT / "data/synth"
+
+
+def default_teacher() -> Path | None:
+    """The demo's trained teacher when it and the synthetic world exist, else None (random weights)."""
+    return DEMO_TEACHER if DEMO_TEACHER.is_file() and (DEMO_DATA / "train.json").is_file() else None
+
+
+def real_batch(
+    n: int, data: Path = DEMO_DATA, size: tuple[int, int] = (128, 128)
+) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """n // 2 train images with their boxes, then n - n // 2 unlabeled images, letterboxed to ``size``.
+
+    The boxes are listed for all n images (the unlabeled half repeats the first ones) because
+    the supervised step trains on the whole batch; the SAD step ignores them for that half.
+    """
+    from sadc.data.coco import CocoDataset
+    from sadc.data.images import load_image
+    from sadc.data.transforms import letterbox
+
+    labeled = CocoDataset(data / "train.json", data / "train", size)
+    items = [labeled[i] for i in range(n // 2)]
+    unlabeled = sorted((data / "unlabeled").glob("*.png"))[: n - n // 2]
+    images = [image for image, _ in items] + [letterbox(load_image(f), size)[0] for f in unlabeled]
+    gt = [{"boxes": target["boxes"], "labels": target["labels"]} for _, target in items]
+    return torch.stack(images), gt + gt[: n - n // 2]
+
+
 def build(
     batch: int = 16,
     recipe_path: Path = ROOT / "recipes/quickstart.yaml",
     teacher_recipe: Path = ROOT / "recipes/quickstart-teacher.yaml",
+    teacher_path: Path | None = None,
+    data: Path = DEMO_DATA,
 ) -> dict[str, Callable[[], object]]:
-    """The three calls to time: a supervised student step, a teacher inference and a SAD step."""
+    """The three calls to time: a supervised student step, a teacher inference and a SAD step.
+
+    ``teacher_path``: a trained teacher, run on real images at the recipe's pseudo-box
+    threshold; None: random weights on noise images, threshold 0 (see the module doc).
+    """
     from sadc.distill.objective import DistillObjective
     from sadc.distill.teacher import TeacherTargets
     from sadc.engine.run import SupervisedObjective
@@ -65,15 +108,24 @@ def build(
     recipe = load_recipe(recipe_path)
     torch.manual_seed(0)
     student = build_detector(spec_from_fields(recipe.model.student)).train()
-    teacher = build_detector(spec_from_fields(load_recipe(teacher_recipe).model.teacher)).eval()
-    h, w = student.spec.input_size
     n = batch
-    images = torch.randint(0, 256, (n, 3, h, w), dtype=torch.uint8)
-    gt = [{"boxes": torch.tensor([[10.0, 12.0, 50.0, 60.0], [70.0, 64.0, 100.0, 90.0]]), "labels": torch.tensor([0, 3])}] * n
+    if teacher_path is None:
+        teacher = build_detector(spec_from_fields(load_recipe(teacher_recipe).model.teacher)).eval()
+        h, w = student.spec.input_size
+        images = torch.randint(0, 256, (n, 3, h, w), dtype=torch.uint8)
+        gt = [{"boxes": torch.tensor([[10.0, 12.0, 50.0, 60.0], [70.0, 64.0, 100.0, 90.0]]), "labels": torch.tensor([0, 3])}] * n
+        threshold = 0.0  # random weights score ~0.01: pseudo boxes exist only at 0
+    else:
+        from sadc.artefacts.checkpoint import load_checkpoint
+        from sadc.models.loading import detector_from_checkpoint
+
+        teacher = detector_from_checkpoint(load_checkpoint(teacher_path)).eval()
+        images, gt = real_batch(n, data, tuple(student.spec.input_size))
+        threshold = recipe.distill.pseudo_threshold
     labeled = (images[: n // 2], gt[: n // 2])
     unlabeled = (images[n // 2 :], [{}] * (n - n // 2))
     opt = build_optimizer(student, recipe.train)
-    targets = TeacherTargets(teacher, list(range(teacher.spec.num_classes)), threshold=0.0)  # pseudo boxes exist
+    targets = TeacherTargets(teacher, list(range(teacher.spec.num_classes)), threshold=threshold)
 
     def teacher_only():
         with torch.inference_mode():
@@ -117,9 +169,9 @@ def sad_step_seconds(batch: int, iters: int) -> float:
     return statistics.median(one_round(build(batch), iters)["distill"])
 
 
-def _worker(batch: int, iters: int) -> None:
+def _worker(batch: int, iters: int, teacher: Path | None) -> None:
     """``--worker``: build once, then one JSON line of round times per line read from stdin."""
-    calls = build(batch)
+    calls = build(batch, teacher_path=teacher)
     one_round(calls, 1)  # warm-up outside the rounds
     import sadc
 
@@ -128,10 +180,11 @@ def _worker(batch: int, iters: int) -> None:
         print(json.dumps(one_round(calls, iters)), flush=True)
 
 
-def _start(tree: Path, batch: int, iters: int) -> subprocess.Popen:
+def _start(tree: Path, batch: int, iters: int, teacher: Path | None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     # This file's worker (the other tree's benchmark may predate it), that tree's sadc.
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--batch", str(batch), "--iters", str(iters)]
+    cmd += ["--teacher", str(teacher) if teacher else "random"]
     proc = subprocess.Popen(cmd, cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     ready = json.loads(proc.stdout.readline())["ready"]
@@ -159,23 +212,37 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=5, help="timed calls per kind and round (their median)")
     ap.add_argument("--rounds", type=int, default=7, help="rounds of the three in turn (the median ratio is reported)")
     ap.add_argument("--compare", type=Path, help="another sadc checkout, timed in interleaved rounds with this one")
+    ap.add_argument(
+        "--teacher",
+        default="auto",
+        help="a trained teacher checkpoint, 'random' (random weights on noise images), or 'auto' (default: "
+        "runs/quickstart-teacher/best.pt with data/synth when both exist, else random)",
+    )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    teacher = {"random": None, "auto": default_teacher()}.get(args.teacher, Path(args.teacher))
+    if teacher is not None and not teacher.is_file():
+        ap.error(f"--teacher {teacher}: no such checkpoint (or use --teacher random)")
     if args.worker:
-        _worker(args.batch, args.iters)
+        _worker(args.batch, args.iters, teacher)
         return
     from benchmarks.common import machine_line
 
     print(machine_line(), f"cpu capability {torch.backends.cpu.get_cpu_capability()}", sep="; ")
+    print(
+        f"teacher: {teacher}, real images, pseudo-box threshold of the recipe"
+        if teacher
+        else "teacher: random weights on noise images, pseudo-box threshold 0 (overstates box matching)"
+    )
     if args.compare is None:
-        calls = build(args.batch)
+        calls = build(args.batch, teacher_path=teacher)
         one_round(calls, 1)
         s = summarize([one_round(calls, args.iters) for _ in range(args.rounds)])
         print(_line(f"batch {args.batch}, {args.rounds} rounds", s))
         print(f"distill_overhead ratio = {s['ratio']:.3f} (target <= 1.05)")
         return
     trees = {"this tree": ROOT, f"{args.compare}": args.compare.resolve()}
-    procs = {name: _start(tree, args.batch, args.iters) for name, tree in trees.items()}
+    procs = {name: _start(tree, args.batch, args.iters, teacher) for name, tree in trees.items()}
     rounds: dict[str, list[dict[str, list[float]]]] = {name: [] for name in trees}
     try:
         for i in range(args.rounds):

@@ -130,3 +130,33 @@ def test_ablation_only_names_knob_runs_it_knows(monkeypatch, capsys, argv, messa
     with pytest.raises(SystemExit) as exit_:
         ablation.main()
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_distill_overhead_real_batch_is_the_worlds_images_and_boxes(tmp_path):
+    """The realistic setup's batch: train images with the json's boxes, then unlabeled files."""
+    import json
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from benchmarks.distill_overhead import real_batch
+    from sadc.data.synth import make_synthetic_world
+
+    make_synthetic_world(tmp_path, train=3, val=0, test=0, unlabeled=3, size=64, seed=0)
+    images, gt = real_batch(4, tmp_path, (64, 64))
+
+    def read_image(path):  # PIL directly, not sadc's loader
+        return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+
+    assert images.shape == (4, 3, 64, 64) and images.dtype == torch.uint8 and len(gt) == 4
+    coco = json.loads((tmp_path / "train.json").read_text())
+    for k in range(2):  # the labeled half, in the json's order, from the json by hand
+        im = coco["images"][k]
+        rows = [a for a in coco["annotations"] if a["image_id"] == im["id"]]
+        want = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in rows)]).reshape(-1, 4)
+        torch.testing.assert_close(gt[k]["boxes"], want, check_dtype=False)
+        assert gt[k]["labels"].tolist() == [a["category_id"] - 1 for a in rows]
+        assert torch.equal(images[k], read_image(tmp_path / "train" / im["file_name"]))
+    first_unlabeled = sorted((tmp_path / "unlabeled").glob("*.png"))[0]
+    assert torch.equal(images[2], read_image(first_unlabeled))
