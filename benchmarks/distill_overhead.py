@@ -74,13 +74,12 @@ def real_batch(
     the supervised step trains on the whole batch; the SAD step ignores them for that half.
     """
     from sadc.data.coco import CocoDataset
-    from sadc.data.images import load_image
-    from sadc.data.transforms import letterbox
+    from sadc.data.folder import UnlabeledFolder
 
     labeled = CocoDataset(data / "train.json", data / "train", size)
+    unlabeled = UnlabeledFolder(data / "unlabeled", size)
     items = [labeled[i] for i in range(n // 2)]
-    unlabeled = sorted((data / "unlabeled").glob("*.png"))[: n - n // 2]
-    images = [image for image, _ in items] + [letterbox(load_image(f), size)[0] for f in unlabeled]
+    images = [image for image, _ in items] + [unlabeled[i][0] for i in range(n - n // 2)]
     gt = [{"boxes": target["boxes"], "labels": target["labels"]} for _, target in items]
     return torch.stack(images), gt + gt[: n - n // 2]
 
@@ -97,6 +96,7 @@ def build(
     ``teacher_path``: a trained teacher, run on real images at the recipe's pseudo-box
     threshold; None: random weights on noise images, threshold 0 (see the module doc).
     """
+    from sadc.data.images import noise_images
     from sadc.distill.objective import DistillObjective
     from sadc.distill.teacher import TeacherTargets
     from sadc.engine.run import SupervisedObjective
@@ -111,8 +111,7 @@ def build(
     n = batch
     if teacher_path is None:
         teacher = build_detector(spec_from_fields(load_recipe(teacher_recipe).model.teacher)).eval()
-        h, w = student.spec.input_size
-        images = torch.randint(0, 256, (n, 3, h, w), dtype=torch.uint8)
+        images = noise_images(n, student.spec.input_size)
         gt = [{"boxes": torch.tensor([[10.0, 12.0, 50.0, 60.0], [70.0, 64.0, 100.0, 90.0]]), "labels": torch.tensor([0, 3])}] * n
         threshold = 0.0  # random weights score ~0.01: pseudo boxes exist only at 0
     else:
@@ -220,7 +219,7 @@ def main() -> None:
     )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    teacher = {"random": None, "auto": default_teacher()}.get(args.teacher, Path(args.teacher))
+    teacher = default_teacher() if args.teacher == "auto" else None if args.teacher == "random" else Path(args.teacher)
     if teacher is not None and not teacher.is_file():
         ap.error(f"--teacher {teacher}: no such checkpoint (or use --teacher random)")
     if args.worker:
