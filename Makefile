@@ -34,13 +34,16 @@ endif
 
 # Every stage is idempotent: synth and export skip when their output is current, train
 # and distill --resume finish an interrupted run or do nothing when it is complete.
+# STAGE prefixes each stage's command; to log their wall times (README's table):
+#   make demo STAGE="$(BIN)/python -m benchmarks.stage_time --log demo-times.txt"
+STAGE ?=
 demo: $(STAMP)
-	$(BIN)/sadc data synth $(DATA)
-	$(BIN)/sadc train --recipe recipes/quickstart-teacher.yaml --resume
-	$(BIN)/sadc distill --recipe recipes/quickstart.yaml --resume
+	$(STAGE) $(BIN)/sadc data synth $(DATA)
+	$(STAGE) $(BIN)/sadc train --recipe recipes/quickstart-teacher.yaml --resume
+	$(STAGE) $(BIN)/sadc distill --recipe recipes/quickstart.yaml --resume
 	test $(STUDENT)/best.int8.onnx -nt $(STUDENT)/best.pt || \
-	  $(BIN)/sadc export $(STUDENT)/best.pt --format int8 --int8-target cpu --calib $(DATA)/unlabeled --val $(DATA)/val.json
-	$(BIN)/sadc bench $(TEACHER)/best.pt $(STUDENT)/best.pt $(STUDENT)/best.onnx $(STUDENT)/best.int8.onnx \
+	  $(STAGE) $(BIN)/sadc export $(STUDENT)/best.pt --format int8 --int8-target cpu --calib $(DATA)/unlabeled --val $(DATA)/val.json
+	$(STAGE) $(BIN)/sadc bench $(TEACHER)/best.pt $(STUDENT)/best.pt $(STUDENT)/best.onnx $(STUDENT)/best.int8.onnx \
 	  --data $(DATA)/val.json --out $(STUDENT)/bench
 
 clean:

@@ -160,3 +160,19 @@ def test_distill_overhead_real_batch_is_the_worlds_images_and_boxes(tmp_path):
         assert torch.equal(images[k], read_image(tmp_path / "train" / im["file_name"]))
     first_unlabeled = sorted((tmp_path / "unlabeled").glob("*.png"))[0]
     assert torch.equal(images[2], read_image(first_unlabeled))
+
+
+def test_stage_time_logs_each_command_and_passes_its_status_on(tmp_path, capsys):
+    """`make demo STAGE=...`'s wrapper: the machine line once, then one timed line per command."""
+    from benchmarks.stage_time import main
+
+    log = tmp_path / "times.txt"
+    assert main(["--log", str(log), sys.executable, "-c", "import time; time.sleep(0.2)"]) == 0
+    assert main(["--log", str(log), sys.executable, "-c", "import sys; sys.exit(3)"]) == 3
+    lines = log.read_text().splitlines()
+    assert len(lines) == 3
+    assert "kernels " in lines[0] and "torch" in lines[0]
+    first, second = lines[1].split(" s rc=0: "), lines[2].split(" s rc=3: ")
+    assert float(first[0]) >= 0.2 and first[1].endswith("-c 'import time; time.sleep(0.2)'")
+    assert second[1].endswith("-c 'import sys; sys.exit(3)'")
+    assert lines[2] in capsys.readouterr().err
