@@ -24,11 +24,13 @@ def time_it(fn: Callable[[], object], *, warmup: int = 3, iters: int = 10) -> fl
 
 
 def machine_line() -> str:
+    """CPU, cores, torch threads, package versions and torch's CPU kernels, in one line."""
     from sadc.engine.machine import machine_summary
 
     m = machine_summary()
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-    return f"{m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads); {versions}"
+    # the vector kernels torch runs (AVX2, AVX512, ...): speeds and results differ across them
+    return f"{m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads); {versions}; kernels {m['cpu_capability']}"
 
 
 def split_metrics(checkpoint: Path, data: Path, split: str) -> dict:

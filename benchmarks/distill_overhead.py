@@ -227,7 +227,7 @@ def main() -> None:
         return
     from benchmarks.common import machine_line
 
-    print(machine_line(), f"cpu capability {torch.backends.cpu.get_cpu_capability()}", sep="; ")
+    print(machine_line())
     print(
         f"teacher: {teacher}, real images, pseudo-box threshold of the recipe"
         if teacher

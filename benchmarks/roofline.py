@@ -138,7 +138,7 @@ def main() -> None:
         res = json.loads(
             subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1]
         )
-        print(f"{res['machine']}; kernels {res['capability']}")
+        print(res["machine"])
         print(f"  fp32 matmul {res['matmul_gflops']:.0f} GFLOP/s before, {res['matmul_gflops_after']:.0f} after")
         for name, r in res["rows"].items():
             where = ", ".join(f"{k} {v:.0%}" for k, v in r["shares"].items())

@@ -26,11 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         ap.error("no command to time")
     if not args.log.exists():
-        import torch
-
         from benchmarks.common import machine_line
 
-        args.log.write_text(f"{machine_line()}; kernels {torch.backends.cpu.get_cpu_capability()}\n")
+        args.log.write_text(machine_line() + "\n")
     start = time.perf_counter()
     rc = subprocess.call(args.command)
     line = f"{time.perf_counter() - start:.1f} s rc={rc}: {shlex.join(args.command)}"
