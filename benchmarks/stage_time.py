@@ -30,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
 
         args.log.write_text(machine_line() + "\n")
     start = time.perf_counter()
-    rc = subprocess.call(args.command)
+    try:
+        rc = subprocess.call(args.command)
+    except OSError as err:  # not found, not executable: one line, as for any usage error
+        ap.error(f"cannot run {args.command[0]}: {err.strerror}; check the command's path")
     line = f"{time.perf_counter() - start:.1f} s rc={rc}: {shlex.join(args.command)}"
     with args.log.open("a") as f:
         f.write(line + "\n")

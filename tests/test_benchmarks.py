@@ -176,3 +176,16 @@ def test_stage_time_logs_each_command_and_passes_its_status_on(tmp_path, capsys)
     assert float(first[0]) >= 0.2 and first[1].endswith("-c 'import time; time.sleep(0.2)'")
     assert second[1].endswith("-c 'import sys; sys.exit(3)'")
     assert lines[2] in capsys.readouterr().err
+
+
+def test_stage_time_says_in_one_line_when_the_command_cannot_run(tmp_path, capsys):
+    from benchmarks.stage_time import main
+
+    missing = tmp_path / "no-such-sadc"
+    with pytest.raises(SystemExit) as exit_:
+        main(["--log", str(tmp_path / "times.txt"), str(missing), "train"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.endswith(f"cannot run {missing}: No such file or directory; check the command's path"), err
