@@ -189,3 +189,27 @@ def test_stage_time_says_in_one_line_when_the_command_cannot_run(tmp_path, capsy
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert last.endswith(f"cannot run {missing}: No such file or directory; check the command's path"), err
+
+
+def test_ort_profile_counts_each_kernel_of_the_optimized_graph_once_per_call(tmp_path):
+    import collections
+
+    import onnx
+    import onnxruntime as ort
+
+    from benchmarks.ort_profile import profile
+    from sadc.export.onnx import export_onnx
+    from sadc.models.detector import build_detector
+    from tests.helpers import tiny_spec
+
+    graph = export_onnx(build_detector(tiny_spec()).eval(), tmp_path / "tiny.onnx")
+    per_op, count = profile(graph, batch=2, runs=3, warmup=2, threads=1, folder=None)
+    # the graph ORT runs, after the same optimizations: one kernel per node per call
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = 1
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    nodes = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+    assert {op: round(n, 6) for op, n in count.items()} == dict(nodes)
+    assert set(per_op) == {*nodes, "(wall p50)"} and all(ms >= 0 for ms in per_op.values())
