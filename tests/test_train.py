@@ -1,3 +1,4 @@
+import copy
 import json
 from typing import ClassVar
 
@@ -249,3 +250,45 @@ def test_ema_of_weights_is_evaluated_saved_and_resumed(tiny_world, tmp_path, mon
     monkeypatch.undo()
     resumed = load_checkpoint(run_train(recipe, resume=True) / "last.pt")["train"]["ema"]
     assert all(torch.equal(resumed[k], last[k]) for k in last)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_the_optimizer_is_fused_on_cpu_and_steps_as_the_foreach_form_does(optimizer):
+    from sadc.engine.trainer import build_optimizer
+    from sadc.recipe.schema import TrainSection
+
+    cfg = TrainSection(optimizer=optimizer, lr=0.01, weight_decay=0.05)
+    torch.manual_seed(0)
+    fused_model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.GroupNorm(2, 4), torch.nn.Flatten(), torch.nn.Linear(144, 2)
+    )
+    plain_model, start = copy.deepcopy(fused_model), copy.deepcopy(fused_model)
+    fused = build_optimizer(fused_model, cfg)
+    assert all(group["fused"] for group in fused.param_groups)
+    # the reference: torch's foreach form of the same update, with the same parameter groups
+    decay = [p for p in plain_model.parameters() if p.ndim > 1]
+    no_decay = [p for p in plain_model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}]
+    plain = (
+        torch.optim.AdamW(groups, lr=0.01, foreach=True)
+        if optimizer == "adamw"
+        else torch.optim.SGD(groups, lr=0.01, momentum=cfg.momentum, foreach=True)
+    )
+    x, target = torch.randn(2, 3, 8, 8), torch.tensor([[1.0, -1.0], [0.5, 2.0]])
+    for _ in range(5):
+        for model, opt in ((fused_model, fused), (plain_model, plain)):
+            opt.zero_grad()
+            (model(x) - target).square().mean().backward()
+            opt.step()
+    for a, b in zip(fused_model.parameters(), plain_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    moved = [(a - b).abs().max().item() for a, b in zip(fused_model.parameters(), start.parameters(), strict=True)]
+    assert min(moved) > 1e-3  # every parameter was updated: the comparison is not of two idle models
+
+
+def test_the_optimizer_is_not_fused_where_torch_has_no_fused_kernel():
+    from sadc.engine.trainer import build_optimizer
+    from sadc.recipe.schema import TrainSection
+
+    model = torch.nn.Linear(3, 2, device="meta")
+    assert not any(group["fused"] for group in build_optimizer(model, TrainSection()).param_groups)

@@ -41,14 +41,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(check_device(name, "train.device"))
 
 
+FUSED_DEVICES = frozenset({"cpu", "cuda"})  # where torch has fused SGD and AdamW kernels
+
+
 def build_optimizer(model: nn.Module, cfg: TrainSection) -> torch.optim.Optimizer:
     # No weight decay on norms and biases (1-d parameters), as detection codebases do.
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # torch's fused kernels (one pass over each parameter, where foreach makes ~10): the
+    # quickstart teacher's AdamW step takes 7 instead of 25 ms on a 2-core CPU (benchmarks/RESULTS.md).
+    # Same update rule; the float rounding differs from the foreach form in the last bits.
+    fused = FUSED_DEVICES.issuperset(p.device.type for p in [*decay, *no_decay]) or None
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, fused=fused)
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
 
 
 def lr_factor(step: int, cfg: TrainSection) -> float:
