@@ -213,3 +213,20 @@ def test_ort_profile_counts_each_kernel_of_the_optimized_graph_once_per_call(tmp
     nodes = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
     assert {op: round(n, 6) for op, n in count.items()} == dict(nodes)
     assert set(per_op) == {*nodes, "(wall p50)"} and all(ms >= 0 for ms in per_op.values())
+
+
+def test_interference_reads_each_cells_p50_and_divides_by_the_first_artefacts_at_its_batch():
+    from benchmarks.interference import p50s, ratios
+
+    def cell(batch, ms):
+        return {"batch": batch, "p50_ms": ms}
+
+    report = {
+        "results": [
+            {"name": "teacher", "latency": {"model": [cell(1, 10.0), cell(8, 40.0)]}},
+            {"name": "student", "latency": {"model": [cell(1, 4.0), cell(8, 30.0)]}},
+        ]
+    }
+    p = p50s(report)
+    assert p == {("teacher", 1): 10.0, ("teacher", 8): 40.0, ("student", 1): 4.0, ("student", 8): 30.0}
+    assert ratios(p, "teacher") == {("student", 1): 0.4, ("student", 8): 0.75}
