@@ -51,7 +51,8 @@ def build_optimizer(model: nn.Module, cfg: TrainSection) -> torch.optim.Optimize
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # torch's fused kernels (one pass over each parameter, where foreach makes ~10): the
     # quickstart teacher's AdamW step takes 7 instead of 25 ms on a 2-core CPU (benchmarks/RESULTS.md).
-    # Same update rule; the float rounding differs from the foreach form in the last bits.
+    # Same update rule; its float rounding can differ from the foreach form's in the last bits
+    # (with torch's AVX-512 kernels it does, and a run lands elsewhere; with AVX2 it did not).
     fused = FUSED_DEVICES.issuperset(p.device.type for p in [*decay, *no_decay]) or None
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, fused=fused)
