@@ -52,12 +52,6 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
     raise ValueError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
 
 
-def _x_times(x: Tensor, y: Tensor) -> Tensor:
-    # x·y with 0·y = 0 even where y is ±inf (log 0 at a teacher logit of ±inf). x is
-    # the detached teacher probability, so the masked branch sends back 0·finite = 0.
-    return torch.where(x > 0, x * y, torch.zeros_like(x))
-
-
 def _binary_terms(
     student_logits: Tensor, teacher_logits: Tensor, temperature: float
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -72,17 +66,24 @@ def _binary_terms(
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     dtype = _compute_dtype(student_logits.dtype)
-    s = student_logits.to(dtype) / temperature
-    t = teacher_logits.detach().to(dtype) / temperature
+    s = student_logits.to(dtype)
+    t = teacher_logits.detach().to(dtype)
+    if temperature != 1.0:  # the elementwise passes are the loss' whole cost: none is spent on /1
+        s, t = s / temperature, t / temperature
 
     log_p, log_1mp = F.logsigmoid(s), F.logsigmoid(-s)  # finite for any finite s
     q, q1 = torch.sigmoid(t), torch.sigmoid(-t)  # 1 - q without cancellation
-    log_q, log_1mq = F.logsigmoid(t), F.logsigmoid(-t)
-    entropy = -(_x_times(q, log_q) + _x_times(q1, log_1mq))
+    # log q is -inf only where q is 0 (a teacher logit of -inf), and log(1-q) only where
+    # 1-q is 0 (+inf). Clamped to the lowest float, every product below with q or 1-q is
+    # then 0·finite = 0 there rather than 0·inf = NaN, in one pass where a `where` takes
+    # three; the gradient, taken with respect to the student only, is unaffected.
+    lowest = torch.finfo(dtype).min
+    log_q, log_1mq = F.logsigmoid(t).clamp_min(lowest), F.logsigmoid(-t).clamp_min(lowest)
+    entropy = -(q * log_q + q1 * log_1mq)
     # Grouped as differences of logs, KL is exactly 0 where s == t; elsewhere its two
     # terms can still round to a slightly negative sum, which would make the ADW base
     # negative (NaN under a fractional power): hence the clamp.
-    kl = _x_times(q, log_q - log_p) + _x_times(q1, log_1mq - log_1mp)
+    kl = q * (log_q - log_p) + q1 * (log_1mq - log_1mp)
     return q, q1, log_p, log_1mp, kl.clamp_min(0.0), entropy
 
 
@@ -95,12 +96,27 @@ def _adaptive_weight(kl: Tensor, entropy: Tensor, gamma: float, beta: float) -> 
     (float32, gamma <= 0.1, logits ±100 apart by 1e-5 suffice). Bases below the
     smallest normal float are therefore treated as 0 with zero gradient (double
     `where`, so no inf·0 reaches autograd); the forward error is ADW·KL <= tiny.
+    gamma = 1 (the quickstart recipe's) has no such derivative and skips the guard.
     """
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
     if gamma == 0:
         return torch.ones_like(kl)
-    base = -torch.expm1(-(kl + beta * entropy))  # 1 - exp(-x), accurate for small x
+    return _adw(_adw_base(kl, entropy, beta)[1], gamma)
+
+
+def _adw_base(kl: Tensor, entropy: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    """u = KL + beta·H and the ADW base b = 1 - exp(-u) (expm1: accurate for small u)."""
+    u = kl + entropy if beta == 1.0 else kl + beta * entropy
+    return u, -torch.expm1(-u)
+
+
+def _adw(base: Tensor, gamma: float) -> Tensor:
+    """b^gamma for gamma > 0, 0 (with zero gradient) where b is below the smallest normal float."""
+    if gamma == 1.0:
+        # b^1 needs no guard (the guard is for gamma < 1), and b >= 0 since KL >= 0 (clamped),
+        # H >= 0 and beta >= 0: the default recipe's ADW in one pass instead of five.
+        return base
     ok = base > torch.finfo(base.dtype).tiny
     safe = torch.where(ok, base, torch.ones_like(base))
     return torch.where(ok, safe.pow(gamma), torch.zeros_like(base))
@@ -178,7 +194,8 @@ def _adl_forward(
         base_loss = kl
     else:
         base_loss = -(alpha * q * log_p + (1.0 - alpha) * q1 * log_1mp)
-    return adw * base_loss * temperature**2, adw, base_loss, q
+    loss = adw * base_loss
+    return loss * temperature**2 if temperature != 1.0 else loss, adw, base_loss, q
 
 
 class _ADL(torch.autograd.Function):
@@ -211,24 +228,28 @@ class _ADL(torch.autograd.Function):
         with torch.no_grad():
             dtype = _compute_dtype(student.dtype)
             q, q1, log_p, log_1mp, kl, entropy = _binary_terms(student, teacher, temperature)
-            p = torch.sigmoid(student.to(dtype) / temperature)
+            s = student.to(dtype)
+            p = torch.sigmoid(s / temperature if temperature != 1.0 else s)
             diff = p - q  # d KL / d s'
-            adw = _adaptive_weight(kl, entropy, gamma, beta)
             if gamma == 0:
-                dadw = torch.zeros_like(kl)
+                adw, dadw = torch.ones_like(kl), torch.zeros_like(kl)
             else:
-                u = kl + beta * entropy
-                base = -torch.expm1(-u)
-                ok = base > torch.finfo(base.dtype).tiny
-                safe = torch.where(ok, base, torch.ones_like(base))
-                dadw = torch.where(ok, gamma * safe.pow(gamma - 1.0) * torch.exp(-u), torch.zeros_like(base))
+                u, base = _adw_base(kl, entropy, beta)
+                adw = _adw(base, gamma)
+                if gamma == 1.0:  # d b / d u = e^(-u): finite everywhere, no guard needed
+                    dadw = torch.exp(-u)
+                else:
+                    ok = base > torch.finfo(base.dtype).tiny
+                    safe = torch.where(ok, base, torch.ones_like(base))
+                    dadw = torch.where(ok, gamma * safe.pow(gamma - 1.0) * torch.exp(-u), torch.zeros_like(base))
             if form == "paper":
                 grad = (adw + kl * dadw) * diff
             else:
                 bce = -(alpha * q * log_p + (1.0 - alpha) * q1 * log_1mp)
                 dbce = -alpha * q * (1.0 - p) + (1.0 - alpha) * q1 * p
                 grad = adw * dbce + bce * dadw * diff
-            grad = grad * temperature  # T² · (1/T) from ds'/ds
+            if temperature != 1.0:
+                grad = grad * temperature  # T² · (1/T) from ds'/ds
             return (grad * grad_out).to(student.dtype), None, None, None, None, None, None
 
 
