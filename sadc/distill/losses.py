@@ -111,14 +111,21 @@ def _adw_base(kl: Tensor, entropy: Tensor, beta: float) -> tuple[Tensor, Tensor]
     return u, -torch.expm1(-u)
 
 
-def _adw(base: Tensor, gamma: float) -> Tensor:
-    """b^gamma for gamma > 0, 0 (with zero gradient) where b is below the smallest normal float."""
+def _guarded(base: Tensor) -> tuple[Tensor, Tensor]:
+    """(ok, safe): where b is at least the smallest normal float, and b with 1 elsewhere, so
+    that no power of b overflows or sends inf·0 into a gradient."""
+    ok = base > torch.finfo(base.dtype).tiny
+    return ok, torch.where(ok, base, torch.ones_like(base))
+
+
+def _adw(base: Tensor, gamma: float, guard: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """b^gamma for gamma > 0, 0 (with zero gradient) where b is below the smallest normal
+    float; ``guard``: :func:`_guarded` of ``base`` when the caller has it already."""
     if gamma == 1.0:
         # b^1 needs no guard (the guard is for gamma < 1), and b >= 0 since KL >= 0 (clamped),
         # H >= 0 and beta >= 0: the default recipe's ADW in one pass instead of five.
         return base
-    ok = base > torch.finfo(base.dtype).tiny
-    safe = torch.where(ok, base, torch.ones_like(base))
+    ok, safe = guard if guard is not None else _guarded(base)
     return torch.where(ok, safe.pow(gamma), torch.zeros_like(base))
 
 
@@ -235,12 +242,11 @@ class _ADL(torch.autograd.Function):
                 adw, dadw = torch.ones_like(kl), torch.zeros_like(kl)
             else:
                 u, base = _adw_base(kl, entropy, beta)
-                adw = _adw(base, gamma)
                 if gamma == 1.0:  # d b / d u = e^(-u): finite everywhere, no guard needed
-                    dadw = torch.exp(-u)
+                    adw, dadw = base, torch.exp(-u)
                 else:
-                    ok = base > torch.finfo(base.dtype).tiny
-                    safe = torch.where(ok, base, torch.ones_like(base))
+                    ok, safe = guard = _guarded(base)  # once, for ADW and its derivative
+                    adw = _adw(base, gamma, guard)
                     dadw = torch.where(ok, gamma * safe.pow(gamma - 1.0) * torch.exp(-u), torch.zeros_like(base))
             if form == "paper":
                 grad = (adw + kl * dadw) * diff
