@@ -89,7 +89,8 @@ def main() -> None:
         for (model, b), ms in p.items():
             extra = f", x{r[(model, b)]:.2f} of the first" if (model, b) in r else ""
             print(f"  {model:40s} b{b}: p50 {ms:8.2f} ms{extra}")
-    quiet_p, quiet_r = p50s(runs["quiet, --repeat 1"]), ratios(p50s(runs["quiet, --repeat 1"]), first)
+    quiet_p = p50s(runs["quiet, --repeat 1"])
+    quiet_r = ratios(quiet_p, first)
     print("\nagainst quiet, --repeat 1: median (max) of |busy / quiet - 1| over the cells")
     for name, report in runs.items():
         p = p50s(report)

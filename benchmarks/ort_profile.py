@@ -32,31 +32,24 @@ from benchmarks.common import machine_line
 def images(size: tuple[int, int], batch: int, folder: Path | None) -> np.ndarray:
     if folder is None:
         return np.random.default_rng(0).integers(0, 256, (batch, 3, *size), dtype=np.uint8)
-    from sadc.data.images import load_image
-    from sadc.data.transforms import letterbox
-
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:batch]
     import torch
 
-    return torch.stack([letterbox(load_image(p), size)[0] for p in paths]).numpy()
+    from sadc.data.images import find_images, load_image
+    from sadc.data.transforms import letterbox
+
+    return torch.stack([letterbox(load_image(p), size)[0] for p in find_images(folder)[:batch]]).numpy()
 
 
 def profile(path: Path, batch: int, runs: int, warmup: int, threads: int, folder: Path | None) -> tuple[dict, dict]:
     """(op type -> kernel ms per call, plus ``"(wall p50)"``; op type -> kernels run per call)."""
-    import onnxruntime as ort
-
     from sadc.artefacts.sidecar import read_sidecar
+    from sadc.runtime.onnx_rt import make_session
 
     size = tuple(read_sidecar(path)["input_size"])
     feed = {"images": images(size, batch, folder)}
     with tempfile.TemporaryDirectory(prefix="sadc-ortprof-") as tmp:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.enable_profiling = True
-        options.profile_file_prefix = os.path.join(tmp, "prof")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        profiling = {"enable_profiling": True, "profile_file_prefix": os.path.join(tmp, "prof")}
+        session = make_session(path, threads=threads, options=profiling)
         for _ in range(warmup):
             session.run(None, feed)
         walls = []

@@ -92,7 +92,7 @@ def measure(iters: int) -> dict:
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
     peak = 2 * n**3 / time_it(lambda: a @ b, warmup=3, iters=10) / 1e9
-    out = {"machine": machine_line(), "capability": torch.backends.cpu.get_cpu_capability(), "matmul_gflops": peak, "rows": {}}
+    out = {"machine": machine_line(), "matmul_gflops": peak, "rows": {}}
     for name, (fn, gflop) in calls().items():
         fn()
         fn()  # warm-up: oneDNN primitive caches, allocator

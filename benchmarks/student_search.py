@@ -164,7 +164,7 @@ def latency(args) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     cap = out["cpu_capability"]
     (OUT / f"latency-{out['graph']}-{cap}.json").write_text(json.dumps(out, indent=1))
-    print(out["machine"], f"capability {cap}")
+    print(out["machine"])  # it ends with "kernels <capability>"
     for key, r in rows.items():
         print(
             f"{key:16s} {r['weights']:7s} b1 {r['b1_ms']:6.2f} ms ({r['b1_ratio']:.2f}x)  "

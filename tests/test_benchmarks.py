@@ -195,21 +195,17 @@ def test_ort_profile_counts_each_kernel_of_the_optimized_graph_once_per_call(tmp
     import collections
 
     import onnx
-    import onnxruntime as ort
 
     from benchmarks.ort_profile import profile
     from sadc.export.onnx import export_onnx
     from sadc.models.detector import build_detector
+    from sadc.runtime.onnx_rt import make_session
     from tests.helpers import tiny_spec
 
     graph = export_onnx(build_detector(tiny_spec()).eval(), tmp_path / "tiny.onnx")
     per_op, count = profile(graph, batch=2, runs=3, warmup=2, threads=1, folder=None)
     # the graph ORT runs, after the same optimizations: one kernel per node per call
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = 1
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    make_session(graph, threads=1, options={"optimized_model_filepath": str(tmp_path / "optimized.onnx")})
     nodes = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
     assert {op: round(n, 6) for op, n in count.items()} == dict(nodes)
     assert set(per_op) == {*nodes, "(wall p50)"} and all(ms >= 0 for ms in per_op.values())

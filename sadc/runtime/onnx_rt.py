@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,8 +21,19 @@ PROVIDERS = {
 }
 
 
-def make_session(path: Path | bytes, *, provider: str = "cpu", threads: int | None = None, optimize: bool = True):
-    """An ONNX Runtime session; fails in one line if onnxruntime or the provider is missing."""
+def make_session(
+    path: Path | bytes,
+    *,
+    provider: str = "cpu",
+    threads: int | None = None,
+    optimize: bool = True,
+    options: dict[str, Any] | None = None,
+):
+    """An ONNX Runtime session; fails in one line if onnxruntime or the provider is missing.
+
+    ``options``: further ``SessionOptions`` attributes (e.g. ``enable_profiling``), set after
+    sadc's own, so that tools that need them still run the session ``sadc bench`` runs.
+    """
     try:
         import onnxruntime as ort
     except ImportError:
@@ -35,16 +47,18 @@ def make_session(path: Path | bytes, *, provider: str = "cpu", threads: int | No
             f"ONNX Runtime has no {wanted[0]} here (available: {', '.join(available)}); "
             "on a CUDA machine: pip install 'sadc[gpu]'"
         )
-    options = ort.SessionOptions()
-    options.graph_optimization_level = (
+    session_options = ort.SessionOptions()
+    session_options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
     if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+        session_options.intra_op_num_threads = threads
+        session_options.inter_op_num_threads = 1
+    for name, value in (options or {}).items():
+        setattr(session_options, name, value)
     source = str(path) if isinstance(path, Path) else path
     try:
-        return ort.InferenceSession(source, options, providers=[p for p in wanted if p in available])
+        return ort.InferenceSession(source, session_options, providers=[p for p in wanted if p in available])
     except Exception as err:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for bad files
         what = path if isinstance(path, Path) else "the ONNX model"
         raise SadcError(
