@@ -23,12 +23,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection._utils import Matcher
-from torchvision.ops import box_iou
 
 from sadc.distill.losses import distillation_loss
 from sadc.distill.teacher import TeacherTargets
 from sadc.errors import SadcError
 from sadc.models.detector import DenseOutput, Detector
+from sadc.models.retina_loss import match_anchors
 from sadc.recipe import DistillSection
 
 
@@ -54,15 +54,7 @@ def anchor_matches(model: Detector, anchors: Tensor, targets: list[dict[str, Ten
     any other, not ignored.
     """
     matcher = getattr(model.net, "proposal_matcher", None)
-    if matcher is None:
-        return None
-    rows = []
-    for t in targets:
-        if t["boxes"].numel() == 0:
-            rows.append(torch.full((anchors.shape[0],), Matcher.BELOW_LOW_THRESHOLD, dtype=torch.int64, device=anchors.device))
-        else:
-            rows.append(matcher(box_iou(t["boxes"].to(anchors.device), anchors)))
-    return torch.stack(rows)
+    return None if matcher is None else match_anchors(matcher, anchors, targets)
 
 
 def positive_anchors(model: Detector, anchors: Tensor, targets: list[dict[str, Tensor]]) -> Tensor:

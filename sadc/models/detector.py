@@ -21,6 +21,7 @@ from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from sadc.artefacts.postprocess import PostProcess
 from sadc.models.backbones import build_backbone
+from sadc.models.retina_loss import retinanet_loss
 from sadc.models.spec import DetectorSpec
 
 
@@ -110,11 +111,11 @@ class Detector(nn.Module):
         0..C-1. Returns named unweighted loss terms: cls, box (, ctr).
         """
         targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
-        anchors = [out.anchors] * out.cls_logits.shape[0]
         if isinstance(self.net, FCOS):
+            anchors = [out.anchors] * out.cls_logits.shape[0]
             raw = self.net.compute_loss(targets, out.head_outputs(), anchors, out.num_anchors_per_level)
-        else:
-            raw = self.net.compute_loss(targets, out.head_outputs(), anchors)
+        else:  # torchvision's RetinaNet loss, computed for the batch at once
+            raw = retinanet_loss(self.net, out.cls_logits, out.bbox_regression, out.anchors, targets)
         return {_LOSS_NAMES.get(k, k): v for k, v in raw.items()}
 
     def decode(self, out: DenseOutput) -> tuple[Tensor, Tensor]:
