@@ -100,7 +100,11 @@ class DataSection(_Section):
         "steps in turn (labeled first), as the authors' loader.",
     )
     batch_size: int = Field(16, gt=0, description="Images per step (per device under DDP).")
-    workers: int = Field(2, ge=0, description="DataLoader worker processes.")
+    workers: int = Field(
+        2,
+        ge=0,
+        description="DataLoader worker processes per data stream; 0 loads in the training process (faster on 2 CPU cores).",
+    )
     augment: AugmentSection = Field(default_factory=AugmentSection, description="Training augmentation.")
 
     @property
