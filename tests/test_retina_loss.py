@@ -7,9 +7,11 @@ import torch
 from torchvision.models.detection._utils import Matcher
 from torchvision.ops import box_iou
 
+from sadc.engine.run import run_train
 from sadc.models.detector import build_detector
 from sadc.models.retina_loss import match_anchors, retinanet_loss
-from tests.helpers import tiny_spec
+from sadc.recipe import recipe_from_dict
+from tests.helpers import logged_losses, tiny_recipe_dict, tiny_spec
 
 
 def _targets(seed: int, counts: list[int], size: int = 64) -> list[dict[str, torch.Tensor]]:
@@ -83,10 +85,38 @@ def test_loss_and_gradients_equal_torchvision(setup, loss_type, counts):
         det.net.head.regression_head._loss_type = "l1"
 
 
-def test_detector_loss_uses_it_in_fp32(setup):
+def test_detector_loss_is_torchvision_unless_batched(setup):
     det, out = setup
     targets = _targets(4, [2, 5, 1, 0, 3])
-    ours = det.loss(out, targets)
     ref = det.net.compute_loss(targets, out.head_outputs(), [out.anchors] * 5)
-    torch.testing.assert_close(ours["cls"], ref["classification"], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(ours["box"], ref["bbox_regression"], rtol=1e-5, atol=1e-6)
+    plain = det.loss(out, targets)
+    assert torch.equal(plain["cls"], ref["classification"]) and torch.equal(plain["box"], ref["bbox_regression"])
+    det.batched_loss = True
+    try:
+        batched = det.loss(out, targets)
+    finally:
+        det.batched_loss = False
+    torch.testing.assert_close(batched["cls"], ref["classification"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(batched["box"], ref["bbox_regression"], rtol=1e-5, atol=1e-6)
+
+
+def test_recipe_switch_reaches_training(tiny_world, tmp_path, monkeypatch):
+    """train.batched_loss: the run's steps go through retinanet_loss, and its first loss is the per-image one's."""
+    import sadc.models.detector as detector_module
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return retinanet_loss(*args, **kwargs)
+
+    monkeypatch.setattr(detector_module, "retinanet_loss", counted)
+    first = {}
+    for batched in (False, True):
+        fields = tiny_recipe_dict(tiny_world, tmp_path / str(batched), steps=2, eval_every=0, log_every=1, batched_loss=batched)
+        recipe = recipe_from_dict(fields)
+        before = len(calls)
+        first[batched] = logged_losses(run_train(recipe))[0]
+        assert (len(calls) > before) == batched
+    assert first[True][0] == first[False][0] == 1
+    assert first[True][1] == pytest.approx(first[False][1], rel=1e-5)

@@ -249,6 +249,7 @@ def run_train(recipe: Recipe, *, resume: bool = False, console: Console | None =
                 + (f" x {dist.world_size} ranks = {bs * dist.world_size}" if dist.enabled else "")
                 + f", {cfg.steps} steps, device {s.device} -> {s.run_dir}"
             )
+        model.batched_loss = cfg.batched_loss
         objective = SupervisedObjective(model, wrap_for_training(model, s))
         metrics = fit(s, model, objective, batches, bs, val_set)
         if metrics and dist.is_main:

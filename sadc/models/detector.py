@@ -62,6 +62,7 @@ class Detector(nn.Module):
 
     mean: Tensor  # buffers, registered in __init__
     std: Tensor
+    batched_loss: bool = False  # RetinaNet: loss() through sadc.models.retina_loss (train.batched_loss)
 
     def __init__(self, spec: DetectorSpec, net: RetinaNet | FCOS):
         super().__init__()
@@ -114,8 +115,10 @@ class Detector(nn.Module):
         if isinstance(self.net, FCOS):
             anchors = [out.anchors] * out.cls_logits.shape[0]
             raw = self.net.compute_loss(targets, out.head_outputs(), anchors, out.num_anchors_per_level)
-        else:  # torchvision's RetinaNet loss, computed for the batch at once
+        elif self.batched_loss:  # torchvision's RetinaNet loss, computed for the batch at once
             raw = retinanet_loss(self.net, out.cls_logits, out.bbox_regression, out.anchors, targets)
+        else:
+            raw = self.net.compute_loss(targets, out.head_outputs(), [out.anchors] * out.cls_logits.shape[0])
         return {_LOSS_NAMES.get(k, k): v for k, v in raw.items()}
 
     def decode(self, out: DenseOutput) -> tuple[Tensor, Tensor]:

@@ -135,6 +135,12 @@ class TrainSection(_Section):
     channels_last: bool = Field(
         False, description="NHWC memory format for the trained model (and teacher): faster convs on some CPUs/GPUs."
     )
+    batched_loss: bool = Field(
+        False,
+        description="RetinaNet's loss for the whole batch at once (sadc/models/retina_loss.py): the same math as "
+        "torchvision's per-image loss, 6-8 % faster steps for the quickstart student on CPU, another floating-point "
+        "path (benchmarks/RESULTS.md).",
+    )
     ema_decay: float = Field(
         0.0,
         ge=0,
