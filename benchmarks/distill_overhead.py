@@ -90,11 +90,13 @@ def build(
     teacher_recipe: Path = ROOT / "recipes/quickstart-teacher.yaml",
     teacher_path: Path | None = None,
     data: Path = DEMO_DATA,
+    batched_loss: bool = False,
 ) -> dict[str, Callable[[], object]]:
     """The three calls to time: a supervised student step, a teacher inference and a SAD step.
 
     ``teacher_path``: a trained teacher, run on real images at the recipe's pseudo-box
     threshold; None: random weights on noise images, threshold 0 (see the module doc).
+    ``batched_loss``: the student's loss as ``train.batched_loss: true`` computes it.
     """
     from sadc.data.images import noise_images
     from sadc.distill.objective import DistillObjective
@@ -108,6 +110,7 @@ def build(
     recipe = load_recipe(recipe_path)
     torch.manual_seed(0)
     student = build_detector(spec_from_fields(recipe.model.student)).train()
+    student.batched_loss = batched_loss
     n = batch
     if teacher_path is None:
         teacher = build_detector(spec_from_fields(load_recipe(teacher_recipe).model.teacher)).eval()

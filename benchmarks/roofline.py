@@ -1,7 +1,8 @@
 """Training throughput against the machine's matmul roofline (issue 18, item 2).
 
 For the quickstart teacher's train step (batch 16), the quickstart student's supervised
-step (batch 16) and its SAD step (8 labeled + 8 unlabeled, teacher forward included):
+step (batch 16) and its SAD step (8 labeled + 8 unlabeled, teacher forward included), the
+last two also with ``train.batched_loss: true``:
 
     fraction = (FLOPs of the step) / (median seconds of the step)
                / (fp32 GFLOP/s of a 2048^2 matmul, same threads)
@@ -72,7 +73,7 @@ def calls():
 
     from sadc.bench.flops import model_size
 
-    student = build(16)
+    student, batched = build(16), build(16, batched_loss=True)
     t = model_size(teacher.spec).gflops
     s = model_size(spec_from_fields(load_recipe(ROOT / "recipes/quickstart.yaml").model.student)).gflops
     return {
@@ -80,6 +81,8 @@ def calls():
         "teacher train step, channels_last": (train_step(True), 16 * 3 * t),
         "student train step": (student["supervised"], 16 * 3 * s),
         "SAD step": (student["distill"], 16 * (t + 3 * s)),
+        "student train step, train.batched_loss": (batched["supervised"], 16 * 3 * s),
+        "SAD step, train.batched_loss": (batched["distill"], 16 * (t + 3 * s)),
     }
 
 
