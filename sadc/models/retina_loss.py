@@ -13,6 +13,9 @@ compute the same quantities on the stacked batch:
   anchors, each image's sum divided by its own foreground count (at least 1), then the
   mean over images, as torchvision's heads do. Only the order of the floating-point
   sums differs (tests/test_retina_loss.py compares losses and gradients with torchvision's).
+
+``Detector.loss`` uses it when ``train.batched_loss`` is set; the distillation objective's
+anchor labelling uses :func:`match_anchors` always (integers, equal to the per-image ones).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def _stacked_targets(targets: list[dict[str, Tensor]], device: torch.device) -> 
     labels = (
         torch.cat([t["labels"].reshape(-1).to(device, torch.int64) for t in targets])
         if targets
-        else torch.zeros(0, dtype=torch.int64)
+        else torch.zeros(0, dtype=torch.int64, device=device)
     )
     return boxes, labels, offsets
 
