@@ -28,17 +28,16 @@ from torchvision.models.detection.retinanet import RetinaNet
 from torchvision.ops import box_iou, complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss, sigmoid_focal_loss
 
 
-def _stacked_targets(targets: list[dict[str, Tensor]], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """All images' boxes [sum M, 4] and labels [sum M] concatenated, and each image's first index [N]."""
-    counts = torch.tensor([len(t["boxes"]) for t in targets], dtype=torch.int64)
-    offsets = (torch.cumsum(counts, 0) - counts).to(device)
+def _stacked_targets(targets: list[dict[str, Tensor]], device: torch.device) -> tuple[Tensor, Tensor, list[int]]:
+    """All images' boxes [sum M, 4] and labels [sum M] concatenated, and each image's box count M_i."""
+    counts = [len(t["boxes"]) for t in targets]
     boxes = torch.cat([t["boxes"].reshape(-1, 4).to(device) for t in targets]) if targets else torch.zeros(0, 4, device=device)
     labels = (
         torch.cat([t["labels"].reshape(-1).to(device, torch.int64) for t in targets])
         if targets
         else torch.zeros(0, dtype=torch.int64, device=device)
     )
-    return boxes, labels, offsets
+    return boxes, labels, counts
 
 
 def match_anchors(matcher: Matcher, anchors: Tensor, targets: list[dict[str, Tensor]]) -> Tensor:
@@ -49,12 +48,16 @@ def match_anchors(matcher: Matcher, anchors: Tensor, targets: list[dict[str, Ten
     one ``box_iou`` call; padded rows (images with fewer boxes than the most) hold -1, an
     IoU no anchor can have, and take no part in the low-quality matches.
     """
-    n, a = len(targets), anchors.shape[0]
-    counts = [len(t["boxes"]) for t in targets]
+    boxes, _, counts = _stacked_targets(targets, anchors.device)
+    return _match(matcher, anchors, boxes, counts)
+
+
+def _match(matcher: Matcher, anchors: Tensor, boxes: Tensor, counts: list[int]) -> Tensor:
+    """:func:`match_anchors` of the stacked boxes [sum M, 4], ``counts[i]`` of them image i's."""
+    n, a = len(counts), anchors.shape[0]
     m = max(counts, default=0)
     if m == 0:
         return torch.full((n, a), Matcher.BELOW_LOW_THRESHOLD, dtype=torch.int64, device=anchors.device)
-    boxes, _, _ = _stacked_targets(targets, anchors.device)
     real = torch.arange(m, device=anchors.device)[None, :] < torch.tensor(counts, device=anchors.device)[:, None]  # [N, M]
     iou = anchors.new_full((n, m, a), -1.0)
     iou[real] = box_iou(boxes.to(anchors.dtype), anchors)
@@ -91,8 +94,10 @@ def retinanet_loss(
     image), targets: per image ``boxes`` [M_i, 4] xyxy and ``labels`` [M_i].
     """
     n = cls_logits.shape[0]
-    matches = match_anchors(net.proposal_matcher, anchors, targets)
-    boxes, labels, offsets = _stacked_targets(targets, cls_logits.device)
+    boxes, labels, counts = _stacked_targets(targets, cls_logits.device)
+    matches = _match(net.proposal_matcher, anchors, boxes, counts)
+    per_image = torch.tensor(counts, dtype=torch.int64, device=cls_logits.device)
+    offsets = per_image.cumsum(0) - per_image  # image i's first row in the stacked boxes
     fg = matches >= 0
     num_fg = fg.sum(dim=1).clamp(min=1).to(cls_logits.dtype)  # torchvision: max(1, num_foreground)
     img, anc = fg.nonzero(as_tuple=True)
