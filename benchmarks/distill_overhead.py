@@ -3,7 +3,8 @@
     ratio = t(distill step) / (t(supervised student step) + t(teacher inference))
 
 on the same batch (quickstart sizes: 8 labeled + 8 unlabeled images at 128 px, the
-quickstart teacher and student architectures). Target: <= 1.05. Two setups:
+quickstart teacher and student architectures, in the recipe's memory format and loss:
+``train.channels_last``, ``train.batched_loss``). Target: <= 1.05. Two setups:
 
 - ``--teacher PATH`` (default: runs/quickstart-teacher/best.pt when it and data/synth
   exist): that trained teacher at the quickstart's pseudo-box threshold (0.4), on real
@@ -90,13 +91,15 @@ def build(
     teacher_recipe: Path = ROOT / "recipes/quickstart-teacher.yaml",
     teacher_path: Path | None = None,
     data: Path = DEMO_DATA,
-    batched_loss: bool = False,
+    batched_loss: bool | None = None,
+    channels_last: bool | None = None,
 ) -> dict[str, Callable[[], object]]:
     """The three calls to time: a supervised student step, a teacher inference and a SAD step.
 
     ``teacher_path``: a trained teacher, run on real images at the recipe's pseudo-box
     threshold; None: random weights on noise images, threshold 0 (see the module doc).
-    ``batched_loss``: the student's loss as ``train.batched_loss: true`` computes it.
+    ``batched_loss``: the student's loss as ``train.batched_loss: true`` (True) or torchvision (False)
+    computes it, ``channels_last``: the student's and the teacher's memory format; None: as the recipe says.
     """
     from sadc.data.images import noise_images
     from sadc.distill.objective import DistillObjective
@@ -110,7 +113,8 @@ def build(
     recipe = load_recipe(recipe_path)
     torch.manual_seed(0)
     student = build_detector(spec_from_fields(recipe.model.student)).train()
-    student.batched_loss = batched_loss
+    student.batched_loss = recipe.train.batched_loss if batched_loss is None else batched_loss
+    nhwc = recipe.train.channels_last if channels_last is None else channels_last
     n = batch
     if teacher_path is None:
         teacher = build_detector(spec_from_fields(load_recipe(teacher_recipe).model.teacher)).eval()
@@ -127,17 +131,17 @@ def build(
     labeled = (images[: n // 2], gt[: n // 2])
     unlabeled = (images[n // 2 :], [{}] * (n - n // 2))
     opt = build_optimizer(student, recipe.train)
-    targets = TeacherTargets(teacher, list(range(teacher.spec.num_classes)), threshold=threshold)
+    targets = TeacherTargets(teacher, list(range(teacher.spec.num_classes)), threshold=threshold, channels_last=nhwc)
 
     def teacher_only():
         with torch.inference_mode():
             targets(images)
 
     return {
-        "supervised": optimizer_step(SupervisedObjective(student, DenseForward(student)), opt, (images, gt)),
+        "supervised": optimizer_step(SupervisedObjective(student, DenseForward(student, nhwc)), opt, (images, gt)),
         "teacher": teacher_only,
         "distill": optimizer_step(
-            DistillObjective(student, DenseForward(student), targets, recipe.distill), opt, (labeled, unlabeled)
+            DistillObjective(student, DenseForward(student, nhwc), targets, recipe.distill), opt, (labeled, unlabeled)
         ),
     }
 

@@ -1,8 +1,9 @@
 """Training throughput against the machine's matmul roofline (issue 18, item 2).
 
-For the quickstart teacher's train step (batch 16), the quickstart student's supervised
-step (batch 16) and its SAD step (8 labeled + 8 unlabeled, teacher forward included), the
-last two also with ``train.batched_loss: true``:
+For the quickstart teacher's train step (batch 16, NCHW as its recipe, and channels_last), the
+quickstart student's supervised step (batch 16) and its SAD step (8 labeled + 8 unlabeled,
+teacher forward included), the last two in the four forms of ``train.channels_last`` (student
+and teacher) and ``train.batched_loss``, the recipe's first:
 
     fraction = (FLOPs of the step) / (median seconds of the step)
                / (fp32 GFLOP/s of a 2048^2 matmul, same threads)
@@ -73,17 +74,22 @@ def calls():
 
     from sadc.bench.flops import model_size
 
-    student, batched = build(16), build(16, batched_loss=True)
+    student_recipe = load_recipe(ROOT / "recipes/quickstart.yaml")
     t = model_size(teacher.spec).gflops
-    s = model_size(spec_from_fields(load_recipe(ROOT / "recipes/quickstart.yaml").model.student)).gflops
-    return {
+    s = model_size(spec_from_fields(student_recipe.model.student)).gflops
+    rows = {
         "teacher train step": (train_step(False), 16 * 3 * t),
         "teacher train step, channels_last": (train_step(True), 16 * 3 * t),
-        "student train step": (student["supervised"], 16 * 3 * s),
-        "SAD step": (student["distill"], 16 * (t + 3 * s)),
-        "student train step, train.batched_loss": (batched["supervised"], 16 * 3 * s),
-        "SAD step, train.batched_loss": (batched["distill"], 16 * (t + 3 * s)),
     }
+    recipe_form = (student_recipe.train.channels_last, student_recipe.train.batched_loss)
+    others = [f for f in [(False, False), (True, False), (False, True), (True, True)] if f != recipe_form]
+    for form in [recipe_form, *others]:
+        steps = build(16, channels_last=form[0], batched_loss=form[1])
+        label = ("channels_last" if form[0] else "NCHW") + (", batched loss" if form[1] else ", torchvision loss")
+        label += " (the recipe)" if form == recipe_form else ""
+        rows[f"student train step, {label}"] = (steps["supervised"], 16 * 3 * s)
+        rows[f"SAD step, {label}"] = (steps["distill"], 16 * (t + 3 * s))
+    return rows
 
 
 def measure(iters: int) -> dict:
