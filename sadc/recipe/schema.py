@@ -139,7 +139,7 @@ class TrainSection(_Section):
         False,
         description="RetinaNet's loss for the whole batch at once (sadc/models/retina_loss.py): the same math as "
         "torchvision's per-image loss, 6-8 % faster steps for the quickstart student on CPU, another floating-point "
-        "path (benchmarks/RESULTS.md).",
+        "path (benchmarks/RESULTS.md); recipes/quickstart.yaml uses it, its teacher's recipe does not.",
     )
     ema_decay: float = Field(
         0.0,
