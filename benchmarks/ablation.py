@@ -230,6 +230,7 @@ def base_recipe(setup: Setup, row: Row, seed: int, knob: Knob | None = None) -> 
         "data.schedule=joint",
         "data.batch_size=8",
         "train.lr=0.001",
+        "train.batched_loss=false",  # torchvision's per-image loss, as measured (the recipe's is batched since 2026-12-05)
     ]
     if setup.quick:
         overrides += [f"model.student.{k}={json.dumps(v)}" for k, v in QUICK_MODEL.items()]
