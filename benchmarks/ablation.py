@@ -124,6 +124,7 @@ TEACHER_AS_MEASURED = (
     "train.steps=700",
     "train.lr=0.001",
     "train.warmup_steps=50",
+    "train.schedule=cosine",
     "train.eval_every=100",
 )
 PAPER = ("distill.weight=1", "distill.gamma=2", "distill.beta=1", "distill.theta=1.8")
