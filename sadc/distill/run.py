@@ -238,7 +238,6 @@ def _run(recipe: Recipe, teacher_src: ModelSource, resume: bool, console: Consol
                 f"[bold]distill[/] {teacher.spec.backbone} -> {student.spec.backbone} ({dcfg.loss}, lambda {dcfg.weight}, "
                 f"gamma {dcfg.gamma}, beta {dcfg.beta}), {what}, {cfg.steps} steps, device {s.device} -> {s.run_dir}"
             )
-        student.batched_loss = cfg.batched_loss
         objective = DistillObjective(student, wrap_for_training(student, s), targets, dcfg)
         metrics = fit(
             s,

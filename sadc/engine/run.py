@@ -125,7 +125,9 @@ def session(recipe: Recipe, resume: bool, console: Console | None) -> Iterator[S
 
 
 def wrap_for_training(model: Detector, s: Session) -> nn.Module:
-    """The module the objective calls: DenseForward, wrapped in DDP when distributed."""
+    """The module the objective calls: DenseForward, wrapped in DDP when distributed; the model's
+    loss follows ``train.batched_loss``."""
+    model.batched_loss = s.recipe.train.batched_loss
     forward: nn.Module = DenseForward(model, channels_last=s.recipe.train.channels_last)
     if s.dist.enabled:
         ids = [s.device.index] if s.device.type == "cuda" else None
@@ -249,7 +251,6 @@ def run_train(recipe: Recipe, *, resume: bool = False, console: Console | None =
                 + (f" x {dist.world_size} ranks = {bs * dist.world_size}" if dist.enabled else "")
                 + f", {cfg.steps} steps, device {s.device} -> {s.run_dir}"
             )
-        model.batched_loss = cfg.batched_loss
         objective = SupervisedObjective(model, wrap_for_training(model, s))
         metrics = fit(s, model, objective, batches, bs, val_set)
         if metrics and dist.is_main:
