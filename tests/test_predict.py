@@ -15,8 +15,9 @@ from PIL import Image
 from sadc.errors import SadcError
 from sadc.models.spec import DetectorSpec
 from sadc.runtime.annotate import draw_detections
+from sadc.runtime.base import host_work
 from sadc.runtime.inputs import expand_inputs
-from sadc.runtime.predict import predict_images
+from sadc.runtime.predict import predict_files, predict_images
 from tests.helpers import invoke, save_tiny_checkpoint, tensorrt_runs_here
 
 
@@ -112,6 +113,60 @@ def test_boxes_map_back_through_the_letterbox_and_are_drawn_there():
     assert changed[64, 0] and changed[32, 32] and changed[95:97, 32].any()  # left, top, bottom edge (PIL: inclusive)
     assert not changed[64, 32] and not changed[110, 32]  # inside the box and below it
     assert torch.equal(image, torch.full((3, 128, 64), 40, dtype=torch.uint8))  # the original is untouched
+
+
+class ThreadsSeen(FixedPredictor):
+    """FixedPredictor that records torch's thread count while its model runs (``torch_cpu``: as given)."""
+
+    def __init__(self, torch_cpu: bool | None):
+        if torch_cpu is not None:
+            self.torch_cpu = torch_cpu
+        self.seen: list[int] = []
+
+    def predict(self, images):
+        self.seen.append(torch.get_num_threads())
+        return super().predict(images)
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("torch_cpu", "inside"), [(None, 1), (False, 1), (True, 2)])
+def test_host_work_runs_on_one_torch_thread_beside_another_runtime(two_threads, torch_cpu, inside, tmp_path):
+    """ORT/TensorRT-like predictors (and ones that do not say) get torch's host-side work on one thread, so
+    torch's spinning OpenMP workers do not take the cores from the runtime; a torch CPU model keeps its pool."""
+    predictor = ThreadsSeen(torch_cpu)
+    predict_images(predictor, [torch.zeros(3, 64, 64, dtype=torch.uint8)])
+    path = tmp_path / "x.png"
+    Image.new("RGB", (64, 64)).save(path)
+    predict_files(predictor, [path])
+    assert predictor.seen == [inside, inside]
+    assert torch.get_num_threads() == 2  # restored
+    with pytest.raises(RuntimeError, match="boom"), host_work(predictor):
+        assert torch.get_num_threads() == inside
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == 2  # restored after an error too
+
+
+def test_accuracy_runs_its_loop_on_one_torch_thread_beside_another_runtime(two_threads, tiny_world, tiny_spec):
+    from sadc.runtime.accuracy import predictor_accuracy
+
+    predictor = ThreadsSeen(False)
+    predictor.spec = tiny_spec  # the world's classes at 64 px
+    metrics = predictor_accuracy(predictor, tiny_world / "val.json", tiny_world / "val", batch_size=8)
+    assert predictor.seen == [1, 1] and metrics  # 16 val images in two batches
+    assert torch.get_num_threads() == 2
+
+
+def test_torch_predictor_says_whether_it_uses_torchs_cpu_threads(checkpoint):
+    from sadc.runtime.torch_rt import TorchPredictor
+
+    assert TorchPredictor(checkpoint).torch_cpu is True
 
 
 def test_expand_inputs(tmp_path):

@@ -11,7 +11,7 @@ from sadc.data.formats import open_labeled
 from sadc.data.loaders import build_loader
 from sadc.errors import SadcError
 from sadc.progress import progress_bar
-from sadc.runtime.base import Predictor
+from sadc.runtime.base import Predictor, host_work
 
 
 def predictor_accuracy(
@@ -36,7 +36,7 @@ def predictor_accuracy(
             f"{annotations}: categories {data.class_names} differ from {predictor.path}'s classes {predictor.spec.class_names}"
         )
     loader = build_loader(data, batch_size=batch_size, workers=workers, shuffle=False, seed=0, infinite=False)
-    with progress_bar(console) as progress:
+    with progress_bar(console) as progress, host_work(predictor):
         task = progress.add_task(f"mAP {predictor.name}", total=len(data))
         return evaluate(
             predictor.predict,

@@ -73,6 +73,8 @@ class OrtPredictor:
     tensorrt (ORT's TensorRT execution provider).
     """
 
+    torch_cpu = False  # its threads are ONNX Runtime's / the GPU's: host-side torch work runs on one thread
+
     def __init__(self, path: Path, *, device: str = "cpu", provider: str | None = None, threads: int | None = None):
         from sadc.artefacts.sidecar import check_sidecar_sha, read_sidecar
         from sadc.models.spec import spec_from_sidecar

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from sadc.data.images import load_image
 from sadc.data.transforms import LetterboxMeta, boxes_from_letterbox, letterbox
-from sadc.runtime.base import Predictor
+from sadc.runtime.base import Predictor, host_work
 
 
 def letterbox_batch(images: Sequence[Tensor], input_size: tuple[int, int]) -> tuple[Tensor, list[LetterboxMeta]]:
@@ -32,17 +32,19 @@ def predict_images(predictor: Predictor, images: Sequence[Tensor]) -> list[dict[
     Returns per image ``{boxes [k, 4] float32 xyxy original px (clipped), scores [k],
     labels [k] int64}``.
     """
-    batch, metas = letterbox_batch(images, predictor.spec.input_size)
-    return [
-        {
-            "boxes": boxes_from_letterbox(det["boxes"].float().cpu(), meta),
-            "scores": det["scores"].cpu(),
-            "labels": det["labels"].cpu(),
-        }
-        for det, meta in zip(predictor.predict(batch), metas, strict=True)
-    ]
+    with host_work(predictor):
+        batch, metas = letterbox_batch(images, predictor.spec.input_size)
+        return [
+            {
+                "boxes": boxes_from_letterbox(det["boxes"].float().cpu(), meta),
+                "scores": det["scores"].cpu(),
+                "labels": det["labels"].cpu(),
+            }
+            for det, meta in zip(predictor.predict(batch), metas, strict=True)
+        ]
 
 
 def predict_files(predictor: Predictor, paths: Sequence[Path]) -> list[dict[str, Tensor]]:
     """End to end: image files -> read + decode -> :func:`predict_images` (boxes in original pixels)."""
-    return predict_images(predictor, [load_image(path) for path in paths])
+    with host_work(predictor):
+        return predict_images(predictor, [load_image(path) for path in paths])

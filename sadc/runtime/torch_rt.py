@@ -36,6 +36,11 @@ class TorchPredictor:
         self.post = post
         self.weights: str | None = None  # torchvision sources: "DEFAULT" or "random (why)"
 
+    @property
+    def torch_cpu(self) -> bool:
+        """The model runs on torch's CPU threads (so the host-side work shares them: see ``host_work``)."""
+        return self.device.type == "cpu"
+
     @classmethod
     def from_torchvision(
         cls, source: str, input_size, *, device: str = "cpu", post: PostProcess = PostProcess()

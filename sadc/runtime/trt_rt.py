@@ -85,6 +85,8 @@ class TrtPredictor:
     optimization profile allows; :meth:`run` (model only) takes one batch within it.
     """
 
+    torch_cpu = False  # the GPU runs the model: host-side torch work runs on one thread
+
     def __init__(self, path: Path, *, device: str = "cuda"):
         from sadc.artefacts.sidecar import ENGINE_NOTE, read_sidecar, sidecar_path
         from sadc.models.spec import spec_from_sidecar

@@ -1,0 +1,92 @@
+"""End-to-end latency of ONNX Runtime artefacts: torch's host-side work on its pool vs on one thread.
+
+``sadc bench``'s "e2e" column (and ``sadc predict``) decode files, letterbox them with torch,
+run the predictor and map the boxes back with torch. Before 2026-12-05 that torch work ran
+on torch's intra-op pool (2 threads here), whose OpenMP workers spin for a while after each
+parallel region; ONNX Runtime's own threads then started on cores the spinning workers
+held. :func:`sadc.runtime.base.host_work` now runs that work on one torch thread when the
+model is not torch's. This script times both forms on the same artefacts, interleaved
+(``--rounds`` rounds of ``--iters`` calls each, median of the per-round p50s), with the
+model-only call beside them; "pooled" is the old path, got by marking the predictor as
+running on torch's CPU threads.
+
+    python -m benchmarks.host_threads [runs/quickstart/best.onnx runs/quickstart/best.int8.onnx]
+        [--images data/synth/val] [--batches 1 8] [--rounds 5] [--iters 30]
+
+Torch's thread count is the machine's cores up to 2 (as ``sadc bench --threads``); the three
+AVX2 variables of issue 18 change torch's kernels only (ONNX Runtime ignores them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def p50_p95(fn: Callable[[], object], iters: int) -> tuple[float, float]:
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+
+
+def main() -> None:
+    import torch
+
+    from benchmarks.common import machine_line
+    from sadc.bench.latency import files_for_batch, fixed_batch
+    from sadc.data.images import IMAGE_SUFFIXES
+    from sadc.runtime.load import load_predictor
+    from sadc.runtime.predict import predict_files
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "artefacts", nargs="*", type=Path, default=[ROOT / "runs/quickstart/best.onnx", ROOT / "runs/quickstart/best.int8.onnx"]
+    )
+    ap.add_argument("--images", type=Path, default=ROOT / "data/synth/val")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--iters", type=int, default=30)
+    args = ap.parse_args()
+
+    threads = min(2, torch.get_num_threads())
+    torch.set_num_threads(threads)
+    files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    print(machine_line())
+    print(f"torch threads {threads}, ONNX Runtime intra-op threads {threads}; {args.rounds} rounds x {args.iters} calls")
+    print("artefact | batch | model p50 | e2e pooled p50 / p95 | e2e one thread p50 / p95 | pooled / one thread (p50)")
+    for path in args.artefacts:
+        predictor = load_predictor(path, threads=threads)
+        for batch in args.batches:
+            chosen = files_for_batch(files, batch)
+            model = predictor.model_call(fixed_batch(batch, tuple(predictor.spec.input_size)))
+
+            def e2e(predictor=predictor, chosen=chosen):
+                return predict_files(predictor, chosen)
+
+            got: dict[str, list[tuple[float, float]]] = {"model": [], "pooled": [], "one": []}
+            for _ in range(args.rounds):
+                for form in ("model", "pooled", "one"):
+                    predictor.torch_cpu = form == "pooled"  # the old path: host work on torch's pool
+                    fn = model if form == "model" else e2e
+                    for _ in range(5):
+                        fn()  # warm-up, and the form's own thread state
+                    got[form].append(p50_p95(fn, args.iters))
+            med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for k, v in got.items()}
+            print(
+                f"{path.name} | {batch} | {med['model'][0]:.2f} ms | {med['pooled'][0]:.2f} / {med['pooled'][1]:.2f} ms | "
+                f"{med['one'][0]:.2f} / {med['one'][1]:.2f} ms | {med['pooled'][0] / med['one'][0]:.2f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()
