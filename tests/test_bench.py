@@ -18,7 +18,9 @@ from torch import nn
 from sadc.artefacts.postprocess import PostProcess
 from sadc.bench.flops import model_size
 from sadc.bench.latency import LatencyStats, fixed_batch, measure, summarize, time_calls
+from sadc.bench.report import machine_line
 from sadc.bench.run import BenchReport, BenchResult, check_gates, parse_batches
+from sadc.engine.machine import int8_dot_products
 from sadc.errors import SadcError
 from sadc.models.detector import build_detector
 from sadc.runtime.load import BACKENDS, backend_for, load_predictor
@@ -228,6 +230,9 @@ def test_bench_end_to_end_reports_and_map_equals_pycocotools(artefacts, tiny_wor
     assert abs(second["delta_map"]) < 1e-3  # the export scores what the checkpoint scores
     md = (out / "bench.md").read_text()
     assert "onnxruntime:" in md and "torch:" in md and "bench.png" in md
+    # the machine line says which kernels the torch rows ran and whether ORT's INT8 has its fast ones
+    assert f"torch kernels {torch.backends.cpu.get_cpu_capability()}" in md
+    assert report["machine"]["int8_dot"] == int8_dot_products()
 
 
 def _report(maps: list[float]) -> BenchReport:
@@ -277,3 +282,17 @@ def test_bench_flag_errors_are_one_line(artefacts, tiny_world, tmp_path):
 def test_latency_stats_json_roundtrip():
     stats = LatencyStats(batch=1, warmup=0, iters=1, p50_ms=1.0, p90_ms=1.0, p99_ms=1.0, mean_ms=1.0, throughput=1000.0)
     assert LatencyStats(**json.loads(json.dumps(stats.to_json()))) == stats
+
+
+@pytest.mark.parametrize(
+    ("int8_dot", "says"),
+    [
+        (["avx512_vnni"], "INT8 dot products avx512_vnni)"),
+        ([], "INT8 dot products none (no VNNI: INT8 may be no faster than fp32)"),
+        (None, "torch kernels AVX2)"),  # flags unreadable: nothing said of INT8
+    ],
+)
+def test_machine_line_says_kernels_and_int8_instructions(int8_dot, says):
+    machine = {"cpu": "EPYC", "cores": 2, "cpu_capability": "AVX2", "int8_dot": int8_dot, "versions": {"torch": "2.14.1"}}
+    line = machine_line(BenchReport(machine=machine, settings={"device": "cpu", "threads": 2}, results=[]))
+    assert line.startswith("EPYC (2 cores, torch kernels AVX2") and says in line and line.endswith("torch 2.14.1")

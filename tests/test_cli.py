@@ -23,6 +23,39 @@ def test_doctor_reports_versions_and_unavailable_features():
     assert "tensorrt" in result.output.lower()
 
 
+def test_cpu_flags_and_int8_dot_products(tmp_path):
+    from sadc.engine.machine import cpu_flags, int8_dot_products
+
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\n")
+    assert cpu_flags(x86) == frozenset({"fpu", "sse2", "avx", "avx2", "fma"})
+    assert int8_dot_products(cpu_flags(x86)) == []  # a Zen 3: no VNNI
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp sha2\n")
+    assert int8_dot_products(cpu_flags(arm)) == ["asimddp"]
+    assert int8_dot_products(frozenset({"avx512f", "amx_int8", "avx512_vnni"})) == ["avx512_vnni", "amx_int8"]
+    assert cpu_flags(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize(
+    ("dots", "status", "detail"),
+    [
+        (["avx512_vnni"], "ok", "avx512_vnni: ONNX Runtime's fast INT8 kernels"),
+        ([], "slow", "ONNX Runtime's INT8 may be no faster than fp32 here"),
+        (None, "unknown", "no CPU flags to read"),
+    ],
+)
+def test_doctor_says_whether_int8_has_its_fast_kernels(monkeypatch, dots, status, detail):
+    import sadc.cli.doctor as doctor
+
+    got_status, got_detail = doctor.int8_row(dots)
+    assert status in got_status and detail in got_detail
+    monkeypatch.setattr(doctor, "int8_dot_products", lambda: dots)
+    result = invoke("doctor")
+    assert result.exit_code == 0, result.output
+    assert "int8 (cpu)" in result.output and status in next(line for line in result.output.splitlines() if "int8 (cpu)" in line)
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

@@ -103,7 +103,12 @@ def machine_line(report: BenchReport) -> str:
     m, s = report.machine, report.settings
     versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
-    return f"{m.get('cpu')} ({m.get('cores')} cores{gpu}), device {s['device']}, {s['threads']} threads; {versions}"
+    kernels = f", torch kernels {m['cpu_capability']}" if m.get("cpu_capability") else ""
+    dots = m.get("int8_dot")  # absent in reports written before 2026-12-05; None: flags unreadable
+    int8 = "" if dots is None else f", INT8 dot products {', '.join(dots) or 'none (no VNNI: INT8 may be no faster than fp32)'}"
+    return (
+        f"{m.get('cpu')} ({m.get('cores')} cores{gpu}{kernels}{int8}), device {s['device']}, {s['threads']} threads; {versions}"
+    )
 
 
 def tables(report: BenchReport) -> list[Table]:

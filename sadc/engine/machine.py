@@ -18,6 +18,30 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
+"""/proc/cpuinfo flags of the INT8 dot-product instructions that ONNX Runtime's INT8 kernels (MLAS) use
+when present: x86 AVX-512 VNNI, AVX-VNNI, AMX-INT8; ARM's dot product (``asimddp``)."""
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str] | None:
+    """The CPU's feature flags (x86 ``flags``, ARM ``Features``), or None where there is no cpuinfo to read."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features"):
+                return frozenset(value.split())
+    except OSError:
+        pass
+    return None
+
+
+def int8_dot_products(flags: frozenset[str] | None = None) -> list[str] | None:
+    """Which of :data:`INT8_DOT_FLAGS` this CPU has ([] = none: ONNX Runtime's INT8 then runs plain AVX2/SSE
+    kernels, often no faster than fp32); None where the flags cannot be read. ``flags``: default :func:`cpu_flags`."""
+    flags = cpu_flags() if flags is None else flags
+    return None if flags is None else [flag for flag in INT8_DOT_FLAGS if flag in flags]
+
+
 def package_version(name: str) -> str | None:
     """Installed distribution version, or None (no import: cheap and side-effect free)."""
     try:
@@ -35,6 +59,7 @@ def machine_summary() -> dict:
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the vector kernels: results differ across them
+        "int8_dot": int8_dot_products(),  # whether ONNX Runtime's INT8 has its fast kernels here
         "gpu": gpu,
         "python": platform.python_version(),
         "platform": f"{platform.system()} {platform.machine()}",
