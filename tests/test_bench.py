@@ -296,3 +296,28 @@ def test_machine_line_says_kernels_and_int8_instructions(int8_dot, says):
     machine = {"cpu": "EPYC", "cores": 2, "cpu_capability": "AVX2", "int8_dot": int8_dot, "versions": {"torch": "2.14.1"}}
     line = machine_line(BenchReport(machine=machine, settings={"device": "cpu", "threads": 2}, results=[]))
     assert line.startswith("EPYC (2 cores, torch kernels AVX2") and says in line and line.endswith("torch 2.14.1")
+
+
+def test_latency_rows_give_each_p50_as_a_ratio_of_the_first_artefacts():
+    from sadc.bench.report import latency_rows
+
+    def stats(batch: int, p50: float) -> LatencyStats:
+        return LatencyStats(batch=batch, warmup=1, iters=2, p50_ms=p50, p90_ms=p50, p99_ms=p50, mean_ms=p50, throughput=1.0)
+
+    teacher = BenchResult(
+        name="t.pt", path="t.pt", backend="torch", file_mb=1.0, latency={"model": [stats(1, 20.0), stats(8, 80.0)]}
+    )
+    student = BenchResult(
+        name="s.onnx",
+        path="s.onnx",
+        backend="onnxruntime",
+        file_mb=1.0,
+        latency={"model": [stats(1, 5.0), stats(2, 9.0), stats(8, 24.0)]},
+    )
+    header, rows = latency_rows(BenchReport(machine={}, settings={}, results=[teacher, student]))
+    col = header.index("x ref")
+    assert header[col - 1] == "p50 ms"
+    assert [(row[0], row[1], row[col]) for row in rows] == [
+        ("t.pt", "1", "ref"), ("t.pt", "8", "ref"),
+        ("s.onnx", "1", "0.25"), ("s.onnx", "2", "-"), ("s.onnx", "8", "0.30"),  # no batch 2 for the reference
+    ]  # fmt: skip

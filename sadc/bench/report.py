@@ -76,8 +76,14 @@ def model_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
 
 
 def latency_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the latency table: one row per artefact and batch size."""
-    header = ["model", "batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "e2e p50 ms", "e2e p99 ms", "e2e img/s"]
+    """(header, rows) of the latency table: one row per artefact and batch size.
+
+    ``x ref``: the model p50 over the first artefact's at the same batch size (with ``--repeat``, of the
+    medians of the interleaved rounds), the ratio to quote between artefacts.
+    """
+    header = ["model", "batch", "p50 ms", "x ref", "p90 ms", "p99 ms", "img/s", "e2e p50 ms", "e2e p99 ms", "e2e img/s"]
+    reference = report.results[0] if report.results else None
+    ref_p50 = {s.batch: s.p50_ms for s in reference.latency.get("model", [])} if reference else {}
     rows = []
     for r in report.results:
         e2e_by_batch = {s.batch: s for s in r.latency.get("end_to_end", [])}
@@ -88,6 +94,7 @@ def latency_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
                     r.name,
                     str(s.batch),
                     f"{s.p50_ms:.2f}",
+                    "ref" if r is reference else _num(s.p50_ms / ref_p50[s.batch] if ref_p50.get(s.batch) else None, ".2f"),
                     f"{s.p90_ms:.2f}",
                     f"{s.p99_ms:.2f}",
                     f"{s.throughput:.1f}",
@@ -111,13 +118,21 @@ def machine_line(report: BenchReport) -> str:
     )
 
 
+def _add_column(table: Table, title: str, *, name: bool) -> None:
+    """A right-aligned number column, or the left-aligned artefact name, which folds rather than end in "…" on 80 columns."""
+    if name:
+        table.add_column(title, justify="left", min_width=16, overflow="fold")
+    else:
+        table.add_column(title, justify="right")
+
+
 def tables(report: BenchReport) -> list[Table]:
     """Rich tables for the terminal: artefacts, then latency (if measured)."""
     out = []
     header, rows = model_rows(report)
     table = Table(title="sadc bench", caption=machine_line(report) + "\n" + thresholds_line(report))
     for col in header[:1] + header[2:]:  # the name already says the backend
-        table.add_column(col, justify="left" if col == "model" else "right")
+        _add_column(table, col, name=col == "model")
     for row in rows:
         table.add_row(*row[:1], *row[2:])
     out.append(table)
@@ -129,10 +144,11 @@ def tables(report: BenchReport) -> list[Table]:
             caption=f"warm-up {s['warmup']}, {s['iters']} timed calls per cell{_rounds(s)}"
             + (f"\n{summary_line(report.interference)}" if report.interference else ""),
         )
-        for i, col in enumerate(header):
-            table.add_column(col, justify="left" if i == 0 else "right")
+        keep = [i for i, col in enumerate(header) if col != "p90 ms"]  # as narrow as before "x ref"; bench.md has p90
+        for i in keep:
+            _add_column(table, header[i], name=i == 0)
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(row[i] for i in keep))
         out.append(table)
     header, rows = class_rows(report)
     if len(header) > 2 and rows:
