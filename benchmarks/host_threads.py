@@ -43,7 +43,7 @@ def main() -> None:
     import torch
 
     from benchmarks.common import machine_line
-    from sadc.bench.latency import files_for_batch, fixed_batch
+    from sadc.bench.latency import files_for_batch, model_batch
     from sadc.data.images import IMAGE_SUFFIXES
     from sadc.runtime.load import load_predictor
     from sadc.runtime.predict import predict_files
@@ -68,7 +68,7 @@ def main() -> None:
         predictor = load_predictor(path, threads=threads)
         for batch in args.batches:
             chosen = files_for_batch(files, batch)
-            model = predictor.model_call(fixed_batch(batch, tuple(predictor.spec.input_size)))
+            model = predictor.model_call(model_batch(batch, tuple(predictor.spec.input_size), files))
 
             def e2e(predictor=predictor, chosen=chosen):
                 return predict_files(predictor, chosen)

@@ -321,3 +321,40 @@ def test_latency_rows_give_each_p50_as_a_ratio_of_the_first_artefacts():
         ("t.pt", "1", "ref"), ("t.pt", "8", "ref"),
         ("s.onnx", "1", "0.25"), ("s.onnx", "2", "-"), ("s.onnx", "8", "0.30"),  # no batch 2 for the reference
     ]  # fmt: skip
+
+
+def test_model_only_timing_runs_on_the_end_to_end_files_or_noise_without_them(tiny_world):
+    """The model-only batch is the first B files, decoded and letterboxed like predict's; noise only without files."""
+    from sadc.bench.latency import bench_latency
+    from sadc.data.images import load_image
+    from sadc.data.transforms import letterbox
+
+    class Recorder:
+        spec = tiny_spec()
+        name = "recorder"
+        path = Path("recorder.onnx")
+        torch_cpu = False
+
+        def __init__(self):
+            self.inputs: list[torch.Tensor] = []
+
+        def model_call(self, images):
+            self.inputs.append(images)
+            return lambda: None
+
+        def predict(self, images):
+            return [
+                {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
+                for _ in images
+            ]
+
+    files = sorted((tiny_world / "val").glob("*.png"))[:3]
+    recorder = Recorder()
+    bench_latency(recorder, batches=[2, 5], warmup=1, iters=1, files=files)
+    size = tuple(recorder.spec.input_size)
+    expected = [letterbox(load_image(files[i % 3]), size)[0] for i in range(5)]  # 5 > 3 files: they cycle
+    assert torch.equal(recorder.inputs[0], torch.stack(expected[:2]))
+    assert torch.equal(recorder.inputs[1], torch.stack(expected))
+    recorder = Recorder()
+    bench_latency(recorder, batches=[2], warmup=1, iters=1)
+    assert torch.equal(recorder.inputs[0], fixed_batch(2, size))

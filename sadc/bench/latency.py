@@ -3,8 +3,9 @@
 Two things are timed per artefact and batch size B, and never mixed up:
 
 - **model**: the predictor's model-only call (``Predictor.model_call``) on one
-  fixed uint8 [B, 3, H, W] batch (:func:`fixed_batch`: seeded random pixels, the same
-  for every artefact of that input size). CUDA calls synchronise before returning.
+  fixed uint8 [B, 3, H, W] batch (:func:`model_batch`: the end-to-end files, decoded and
+  letterboxed once, or seeded random pixels where there are none; the same for every
+  artefact of that input size). CUDA calls synchronise before returning.
 - **end_to_end**: :func:`sadc.runtime.predict.predict_files` on B image files: read + decode
   (JPEG/PNG) + letterbox + the predictor's ``predict`` (model + conversion to per-image
   tensors on the host) + mapping boxes back to original image pixels.
@@ -127,6 +128,25 @@ def fixed_batch(batch: int, input_size: tuple[int, int], seed: int = 0) -> torch
     return noise_images(batch, input_size, seed)
 
 
+def model_batch(batch: int, input_size: tuple[int, int], files: Sequence[Path] | None = None) -> torch.Tensor:
+    """The model-only input: uint8 [batch, 3, H, W] of ``files`` (:func:`files_for_batch`) decoded and
+    letterboxed to ``input_size`` as in :func:`sadc.runtime.predict.predict_images`; :func:`fixed_batch`
+    without files.
+
+    Real images, because the model-only time of a torch model depends on them: its NMS works
+    on every box above the score threshold, and a trained detector finds the maximum number
+    of boxes in noise (100 per image for the quickstart's; 26-30 on val images at batch 1).
+    The quickstart student's eager forward took 33.1 ms at batch 8 on noise and 24.0 ms on
+    val images; ONNX graphs, whose top-k is fixed, within 5 % (benchmarks/RESULTS.md).
+    """
+    if not files:
+        return fixed_batch(batch, input_size)
+    from sadc.data.images import load_image
+    from sadc.runtime.predict import letterbox_batch
+
+    return letterbox_batch([load_image(path) for path in files_for_batch(files, batch)], input_size)[0]
+
+
 def files_for_batch(files: Sequence[Path], batch: int) -> list[Path]:
     """The first ``batch`` files, cycling when there are fewer (the same files for every artefact)."""
     if not files:
@@ -155,7 +175,7 @@ def bench_latency(
     for batch in batches:
         if progress:
             progress(f"latency {predictor.name} batch {batch}: model")
-        call = predictor.model_call(fixed_batch(batch, tuple(predictor.spec.input_size)))
+        call = predictor.model_call(model_batch(batch, tuple(predictor.spec.input_size), files))
         out["model"].append(measure(call, batch=batch, warmup=warmup, iters=iters, clock=clock))
         if files:
             if progress:

@@ -198,7 +198,8 @@ def markdown(report: BenchReport, plot: str | None = None, class_plot: str | Non
             parts += [f"**{line}**" if not report.interference["reliable"] else str(line), ""]
         if s.get("repeat", 1) > 1:
             parts += [f"Timing in {s['repeat']} interleaved rounds; each number is the median of the rounds'.", ""]
-        parts += [_markdown_table(header, rows), "", 'What "model" times, per backend:', ""]
+        inputs = s.get("model_inputs", "seeded random pixels")  # reports before 2026-12-05: noise
+        parts += [_markdown_table(header, rows), "", f'What "model" times, per backend (inputs: {inputs}):', ""]
         parts += [f"- {name}: {what}" for name, what in s["model_only"].items()]
         parts += [
             "- e2e (end to end): read + decode the image files, letterbox, the predictor's predict, boxes back "

@@ -248,6 +248,7 @@ def run_bench(
             "data": str(settings.data) if settings.data else None,
             "images": str(image_dir) if image_dir else None,
             "end_to_end_files": [str(f) for f in files],
+            "model_inputs": "the end-to-end files, letterboxed" if files else "seeded random pixels (no image files)",
             "same_input_shape": len(input_sizes) == 1,
             "same_thresholds": len({r.post for r in results}) == 1,
             "model_only": {b.name: b.model_only for b in _backends_of(results)},
