@@ -358,3 +358,35 @@ def test_model_only_timing_runs_on_the_end_to_end_files_or_noise_without_them(ti
     recorder = Recorder()
     bench_latency(recorder, batches=[2], warmup=1, iters=1)
     assert torch.equal(recorder.inputs[0], fixed_batch(2, size))
+
+
+def test_plot_labels_of_nearby_points_do_not_overlap_and_stay_in_the_axes():
+    """fp32 torch, its ONNX and INT8 exports have equal mAPs and close latencies: their labels must not print over
+    each other (the demo's plot did), nor leave the axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from sadc.bench.report import _place_labels
+
+    points = [("quickstart-teacher/best.pt (torch)", 16.5, 0.627), ("quickstart/best.pt (torch)", 5.6, 0.573),
+              ("quickstart/best.onnx (ort cpu)", 2.34, 0.5731), ("quickstart/best.int8.onnx (ort cpu)", 1.99, 0.5722)]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for _, x, y in points:
+        ax.scatter([x], [y], s=60)
+    ax.set_xlim(0, 16.5 * 1.35)
+    ax.set_ylim(0.55, 0.65)
+    fig.tight_layout()
+    _place_labels(fig, ax, [(text, x, y, "C0") for text, x, y in points])
+    renderer = fig.canvas.get_renderer()
+    notes = [child for child in ax.get_children() if isinstance(child, matplotlib.text.Annotation)]
+    assert sorted(n.get_text() for n in notes) == sorted(text for text, _, _ in points)  # one label per point
+    boxes = [Text.get_window_extent(n, renderer) for n in notes]
+    inside = ax.get_window_extent(renderer)
+    for i, a in enumerate(boxes):
+        assert inside.x0 <= a.x0 and a.x1 <= inside.x1 and inside.y0 <= a.y0 and a.y1 <= inside.y1, notes[i].get_text()
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b), (a, b)
+    plt.close(fig)

@@ -221,6 +221,64 @@ def plot_point(r: BenchResult) -> tuple[float, float, int] | None:
     return stats.p50_ms, r.map, stats.batch
 
 
+LABEL_OFFSETS = [(6, 8), (6, -14), (-6, 8), (-6, -14), (6, 20), (6, -26), (-6, 20), (-6, -26), (6, 32), (6, -38)]
+"""Where a point's label may go (points from the marker; negative x: the label ends left of it), in order of preference."""
+
+
+def _place_labels(fig, ax, labels: list[tuple[str, float, float, str]]) -> None:
+    """Annotate each (text, x, y, colour) in its point's colour at the first of :data:`LABEL_OFFSETS` whose box overlaps no earlier label, no
+    marker and stays inside the axes (else the offset that overlaps least): artefacts of equal mAP (fp32 torch,
+    its ONNX and INT8 exports) sit close together and would otherwise print over each other."""
+    from matplotlib.text import Text
+
+    renderer = fig.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    markers = [ax.transData.transform((x, y)) for _, x, y, _ in labels]
+    radius = 6.0 * fig.dpi / 72  # the markers' (s=60) radius, in pixels
+    placed: list = []
+
+    def overlap(box) -> float:
+        area = sum(
+            max(0.0, min(box.x1, b.x1) - max(box.x0, b.x0)) * max(0.0, min(box.y1, b.y1) - max(box.y0, b.y0)) for b in placed
+        )
+        for mx, my in markers:
+            dx = max(0.0, min(box.x1, mx + radius) - max(box.x0, mx - radius))
+            dy = max(0.0, min(box.y1, my + radius) - max(box.y0, my - radius))
+            area += dx * dy
+        outside = box.width * box.height - max(0.0, min(box.x1, inside.x1) - max(box.x0, inside.x0)) * max(
+            0.0, min(box.y1, inside.y1) - max(box.y0, inside.y0)
+        )
+        return area + outside
+
+    for text, x, y, colour in labels:
+        best = None
+        for dx, dy in LABEL_OFFSETS:
+            far = abs(dy) > 14  # a label two lines away gets a leader line to its point
+            note = ax.annotate(
+                text,
+                (x, y),
+                textcoords="offset points",
+                xytext=(dx, dy),
+                fontsize=8,
+                color=colour,
+                ha="left" if dx >= 0 else "right",
+                arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.6, "shrinkA": 1, "shrinkB": 5} if far else None,
+            )
+            note.update_positions(renderer)
+            box = Text.get_window_extent(note, renderer)  # the text alone: Annotation's own extent includes the leader
+            cost = overlap(box)
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, note, box)
+            else:
+                note.remove()
+            if cost == 0:
+                break
+        assert best is not None
+        placed.append(best[2])
+
+
 def write_plot(report: BenchReport, path: Path) -> Path | None:
     """Scatter of model-only p50 latency vs mAP, one labelled point per artefact; None if nothing to plot."""
     points = [(r, p) for r in report.results if (p := plot_point(r)) is not None]
@@ -235,10 +293,8 @@ def write_plot(report: BenchReport, path: Path) -> Path | None:
         return None
     batch = points[0][1][2]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for i, (r, (ms, m, _)) in enumerate(points):
+    for i, (_, (ms, m, _)) in enumerate(points):
         ax.scatter([ms], [m], s=60, color=f"C{i % 10}", zorder=3)
-        # Alternate label sides so that artefacts of equal mAP (fp32 torch vs ONNX) stay legible.
-        ax.annotate(r.name, (ms, m), textcoords="offset points", xytext=(6, 8 if i % 2 == 0 else -14), fontsize=8)
     xs = [p[0] for _, p in points]
     ys = [p[1] for _, p in points]
     ax.set_xlim(0, max(xs) * 1.35)
@@ -250,7 +306,8 @@ def write_plot(report: BenchReport, path: Path) -> Path | None:
     machine, s = report.machine, report.settings
     ax.set_title(f"latency vs accuracy — {s['device']}, {s['threads']} threads\n{machine.get('cpu')}", fontsize=9)
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
+    fig.tight_layout()  # before the labels: they are placed in the final axes and kept inside them
+    _place_labels(fig, ax, [(r.name, p[0], p[1], f"C{i % 10}") for i, (r, p) in enumerate(points)])
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
