@@ -104,17 +104,19 @@ def build(
     from sadc.data.images import noise_images
     from sadc.distill.objective import DistillObjective
     from sadc.distill.teacher import TeacherTargets
-    from sadc.engine.run import SupervisedObjective
+    from sadc.engine.run import SupervisedObjective, training_forward
     from sadc.engine.trainer import build_optimizer
-    from sadc.models.detector import DenseForward, build_detector
+    from sadc.models.detector import build_detector
     from sadc.models.loading import spec_from_fields
     from sadc.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
     torch.manual_seed(0)
     student = build_detector(spec_from_fields(recipe.model.student)).train()
-    student.batched_loss = recipe.train.batched_loss if batched_loss is None else batched_loss
-    nhwc = recipe.train.channels_last if channels_last is None else channels_last
+    forms = {"batched_loss": batched_loss, "channels_last": channels_last}
+    train = recipe.train.model_copy(update={k: v for k, v in forms.items() if v is not None})
+    forward = training_forward(student, train)  # as sadc train/distill build it
+    nhwc = train.channels_last
     n = batch
     if teacher_path is None:
         teacher = build_detector(spec_from_fields(load_recipe(teacher_recipe).model.teacher)).eval()
@@ -138,11 +140,9 @@ def build(
             targets(images)
 
     return {
-        "supervised": optimizer_step(SupervisedObjective(student, DenseForward(student, nhwc)), opt, (images, gt)),
+        "supervised": optimizer_step(SupervisedObjective(student, forward), opt, (images, gt)),
         "teacher": teacher_only,
-        "distill": optimizer_step(
-            DistillObjective(student, DenseForward(student, nhwc), targets, recipe.distill), opt, (labeled, unlabeled)
-        ),
+        "distill": optimizer_step(DistillObjective(student, forward, targets, recipe.distill), opt, (labeled, unlabeled)),
     }
 
 

@@ -292,3 +292,17 @@ def test_the_optimizer_is_not_fused_where_torch_has_no_fused_kernel():
 
     model = torch.nn.Linear(3, 2, device="meta")
     assert not any(group["fused"] for group in build_optimizer(model, TrainSection()).param_groups)
+
+
+@pytest.mark.parametrize(("channels_last", "batched_loss"), [(False, False), (True, True)])
+def test_training_forward_follows_the_train_section(tiny_spec, channels_last, batched_loss):
+    """train and distill (through wrap_for_training) and the benchmarks build the trained forward with one function."""
+    from sadc.engine.run import training_forward
+    from sadc.models.detector import build_detector
+    from sadc.recipe import TrainSection
+
+    model = build_detector(tiny_spec).train()
+    forward = training_forward(model, TrainSection(channels_last=channels_last, batched_loss=batched_loss))
+    assert forward.detector is model and forward.channels_last is channels_last and model.batched_loss is batched_loss
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) is channels_last

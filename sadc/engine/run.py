@@ -36,7 +36,7 @@ from sadc.engine.trainer import Objective, Trainer, resolve_device
 from sadc.errors import SadcError
 from sadc.models.detector import DenseForward, Detector
 from sadc.models.loading import load_detector, mismatch_line, spec_from_fields
-from sadc.recipe import Recipe, SplitSection, check_paths, save_recipe
+from sadc.recipe import Recipe, SplitSection, TrainSection, check_paths, save_recipe
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +124,16 @@ def session(recipe: Recipe, resume: bool, console: Console | None) -> Iterator[S
         yield Session(recipe, run_dir, resume_from, device, dist, console)
 
 
+def training_forward(model: Detector, train: TrainSection) -> DenseForward:
+    """``model`` as training runs it: its memory format from ``train.channels_last``, its loss as
+    ``train.batched_loss`` says (the benchmarks build their steps with this too)."""
+    model.batched_loss = train.batched_loss
+    return DenseForward(model, channels_last=train.channels_last)
+
+
 def wrap_for_training(model: Detector, s: Session) -> nn.Module:
-    """The module the objective calls: DenseForward, wrapped in DDP when distributed; the model's
-    loss follows ``train.batched_loss``."""
-    model.batched_loss = s.recipe.train.batched_loss
-    forward: nn.Module = DenseForward(model, channels_last=s.recipe.train.channels_last)
+    """The module the objective calls: :func:`training_forward`, wrapped in DDP when distributed."""
+    forward: nn.Module = training_forward(model, s.recipe.train)
     if s.dist.enabled:
         ids = [s.device.index] if s.device.type == "cuda" else None
         forward = nn.parallel.DistributedDataParallel(forward, device_ids=ids)
