@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 from collections.abc import Callable
@@ -31,6 +32,24 @@ def machine_line() -> str:
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     # the vector kernels torch runs (AVX2, AVX512, ...): speeds and results differ across them
     return f"{m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads); {versions}; kernels {m['cpu_capability']}"
+
+
+def artefact_timing_setup(doc: str, artefacts: list[str], rounds: int) -> tuple[argparse.Namespace, int, list[Path]]:
+    """The command line of the scripts that time artefacts on image files (host_threads, model_inputs):
+    (args, torch threads = the cores up to 2 as in ``sadc bench``, the image files of ``--images``)."""
+    from sadc.data.images import find_images
+
+    root = Path(__file__).resolve().parents[1]
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("artefacts", nargs="*", type=Path, default=[root / a for a in artefacts])
+    ap.add_argument("--images", type=Path, default=root / "data/synth/val")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--iters", type=int, default=30)
+    args = ap.parse_args()
+    threads = min(2, torch.get_num_threads())
+    torch.set_num_threads(threads)
+    return args, threads, find_images(args.images)
 
 
 def split_metrics(checkpoint: Path, data: Path, split: str) -> dict:

@@ -19,15 +19,11 @@ AVX2 variables of issue 18 change torch's kernels only (ONNX Runtime ignores the
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def p50_p95(fn: Callable[[], object], iters: int) -> tuple[float, float]:
@@ -40,27 +36,12 @@ def p50_p95(fn: Callable[[], object], iters: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    import torch
-
-    from benchmarks.common import machine_line
+    from benchmarks.common import artefact_timing_setup, machine_line
     from sadc.bench.latency import files_for_batch, model_batch
-    from sadc.data.images import IMAGE_SUFFIXES
     from sadc.runtime.load import load_predictor
     from sadc.runtime.predict import predict_files
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "artefacts", nargs="*", type=Path, default=[ROOT / "runs/quickstart/best.onnx", ROOT / "runs/quickstart/best.int8.onnx"]
-    )
-    ap.add_argument("--images", type=Path, default=ROOT / "data/synth/val")
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--iters", type=int, default=30)
-    args = ap.parse_args()
-
-    threads = min(2, torch.get_num_threads())
-    torch.set_num_threads(threads)
-    files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    args, threads, files = artefact_timing_setup(__doc__, ["runs/quickstart/best.onnx", "runs/quickstart/best.int8.onnx"], 5)
     print(machine_line())
     print(f"torch threads {threads}, ONNX Runtime intra-op threads {threads}; {args.rounds} rounds x {args.iters} calls")
     print("artefact | batch | model p50 | e2e pooled p50 / p95 | e2e one thread p50 / p95 | pooled / one thread (p50)")

@@ -15,12 +15,9 @@ and INT8 ONNX. Torch threads: the machine's cores up to 2 (as `sadc bench`).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = [
     "runs/quickstart-teacher/best.pt",
     "runs/quickstart/best.pt",
@@ -41,24 +38,11 @@ def p50(fn, iters: int) -> float:
 
 
 def main() -> None:
-    import torch
-
-    from benchmarks.common import machine_line
+    from benchmarks.common import artefact_timing_setup, machine_line
     from sadc.bench.latency import fixed_batch, model_batch
-    from sadc.data.images import IMAGE_SUFFIXES
     from sadc.runtime.load import load_predictor
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("artefacts", nargs="*", type=Path, default=[ROOT / a for a in DEFAULT])
-    ap.add_argument("--images", type=Path, default=ROOT / "data/synth/val")
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--iters", type=int, default=30)
-    args = ap.parse_args()
-
-    threads = min(2, torch.get_num_threads())
-    torch.set_num_threads(threads)
-    files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    args, threads, files = artefact_timing_setup(__doc__, DEFAULT, 3)
     print(machine_line())
     print(f"{args.rounds} interleaved rounds x {args.iters} calls; median of the rounds' p50")
     print("artefact | batch | noise p50 (detections) | images p50 (detections) | noise / images")
