@@ -63,6 +63,23 @@ def test_int8_auto_target_on_a_cpu_machine_is_the_cpu_form(exports):
     assert quant["activations"].startswith("uint8")
 
 
+@pytest.mark.parametrize(("dots", "noted"), [([], True), (["avx512_vnni"], False), (None, False)])
+def test_cpu_int8_export_notes_a_cpu_without_int8_dot_products(exports, tiny_world, tmp_path, monkeypatch, dots, noted):
+    """On a CPU without VNNI (a Zen 3) ONNX Runtime's INT8 can be slower than fp32: the export says so, once."""
+    import sadc.engine.machine as machine
+
+    monkeypatch.setattr(machine, "int8_dot_products", lambda: dots)
+    ckpt, *_ = exports
+    out = tmp_path / "best.int8.onnx"
+    result = invoke(
+        "export", ckpt, "-f", "int8", "--int8-target", "cpu", "--out", out, "--calib", tiny_world / "unlabeled",
+        "--calib-images", 4, "--no-parity", "--no-simplify",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert ("no INT8 dot-product instructions" in result.output) is noted
+    assert "INT8 graph may run no faster than fp32" in result.output.replace("\n", " ") or not noted
+
+
 def test_second_int8_export_reuses_the_calibration_cache(exports, tiny_world, monkeypatch):
     """Other thresholds and another target: the ranges come from best.calib.json, no image is read."""
     ckpt, _, int8, _, first_calls = exports
