@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from sadc.data.images import load_image
 from sadc.errors import SadcError
 from sadc.models.spec import DetectorSpec
 from sadc.runtime.annotate import draw_detections
@@ -167,6 +168,23 @@ def test_torch_predictor_says_whether_it_uses_torchs_cpu_threads(checkpoint):
     from sadc.runtime.torch_rt import TorchPredictor
 
     assert TorchPredictor(checkpoint).torch_cpu is True
+
+
+def test_torch_predictor_runs_channels_last_on_the_cpu_with_the_same_detections(checkpoint, tiny_world):
+    """channels_last is oneDNN's faster layout on CPUs; the detections must not depend on it."""
+    from sadc.runtime.torch_rt import TorchPredictor
+
+    def layout(predictor) -> bool:
+        conv = next(m for m in predictor.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+        return conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+    default, nchw = TorchPredictor(checkpoint), TorchPredictor(checkpoint, channels_last=False)
+    assert default.channels_last and layout(default) and not nchw.channels_last and not layout(nchw)
+    images = torch.stack([load_image(path) for path in sorted((tiny_world / "val").glob("*.png"))[:4]])
+    for a, b in zip(default.predict(images), nchw.predict(images), strict=True):
+        assert a["labels"].tolist() == b["labels"].tolist() and len(a["boxes"]) > 0
+        torch.testing.assert_close(a["boxes"], b["boxes"], atol=1e-3, rtol=1e-4)
+        torch.testing.assert_close(a["scores"], b["scores"], atol=1e-5, rtol=1e-4)
 
 
 def test_expand_inputs(tmp_path):

@@ -92,7 +92,7 @@ BACKENDS: tuple[Backend, ...] = (
         (".pt", ".pth"),
         _load_torch,
         "eager Detector(images): uint8 -> normalise -> backbone/FPN/head -> decode -> per-image batched NMS "
-        "(input already on the device; CUDA synchronised)",
+        "(input already on the device; channels_last on the CPU; CUDA synchronised)",
     ),
     Backend(
         "onnxruntime",
