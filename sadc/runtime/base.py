@@ -54,10 +54,12 @@ def host_work(predictor: Predictor) -> Iterator[None]:
     After each parallel region torch's OpenMP workers spin for a while before they sleep
     (libgomp's default wait policy). An ONNX Runtime session started meanwhile shares the
     cores with them: on 2 cores a 0.02 ms letterbox before a 2.6 ms ``session.run`` made the
-    pair take 7.4 ms at the median and 24 ms at p95 (benchmarks/RESULTS.md). These tensors
-    are small, so one thread costs them nothing. Predictors without the attribute (ONNX
-    Runtime, TensorRT, a caller's own) count as not torch's. The thread count is restored
-    on exit (torch's setting is process-wide; changing it costs well under a microsecond).
+    pair take 7.4 ms at the median and 24 ms at p95 (benchmarks/RESULTS.md). One thread costs
+    the quickstart's 128 px images nothing; a 1080p original's layout copy takes 2.3 ms
+    instead of 1.2 (its letterbox 3.0 ms either way), less than the spinning cost.
+    Predictors without the attribute (ONNX Runtime, TensorRT, a caller's own) count as not
+    torch's. The thread count is restored on exit (torch's setting is process-wide;
+    changing it costs well under a microsecond).
     """
     threads = torch.get_num_threads()
     if getattr(predictor, "torch_cpu", False) or threads == 1:
