@@ -16,7 +16,6 @@ and INT8 ONNX. Torch threads: the machine's cores up to 2 (as `sadc bench`).
 from __future__ import annotations
 
 import statistics
-import time
 
 DEFAULT = [
     "runs/quickstart-teacher/best.pt",
@@ -26,19 +25,8 @@ DEFAULT = [
 ]
 
 
-def p50(fn, iters: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
 def main() -> None:
-    from benchmarks.common import artefact_timing_setup, machine_line
+    from benchmarks.common import artefact_timing_setup, machine_line, time_it
     from sadc.bench.latency import fixed_batch, model_batch
     from sadc.runtime.load import load_predictor
 
@@ -55,7 +43,7 @@ def main() -> None:
             got: dict[str, list[float]] = {k: [] for k in inputs}
             for _ in range(args.rounds):
                 for k, call in calls.items():
-                    got[k].append(p50(call, args.iters))
+                    got[k].append(time_it(call, warmup=3, iters=args.iters) * 1e3)  # median ms
             med = {k: statistics.median(v) for k, v in got.items()}
             dets = {k: sum(len(d["boxes"]) for d in predictor.predict(v)) for k, v in inputs.items()}
             print(

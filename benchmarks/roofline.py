@@ -53,9 +53,9 @@ def calls():
     import torch
 
     from benchmarks.distill_overhead import build, optimizer_step
-    from sadc.engine.run import SupervisedObjective
+    from sadc.engine.run import SupervisedObjective, training_forward
     from sadc.engine.trainer import build_optimizer
-    from sadc.models.detector import DenseForward, build_detector
+    from sadc.models.detector import build_detector
     from sadc.models.loading import spec_from_fields
     from sadc.recipe import load_recipe
 
@@ -69,7 +69,8 @@ def calls():
     def train_step(channels_last: bool):
         model = build_detector(teacher.spec).train()
         model.load_state_dict(teacher.state_dict())
-        objective = SupervisedObjective(model, DenseForward(model, channels_last=channels_last))
+        forward = training_forward(model, recipe.train.model_copy(update={"channels_last": channels_last}))
+        objective = SupervisedObjective(model, forward)
         return optimizer_step(objective, build_optimizer(model, recipe.train), (images, gt))
 
     from sadc.bench.flops import model_size
