@@ -288,7 +288,7 @@ def test_latency_stats_json_roundtrip():
     ("int8_dot", "says"),
     [
         (["avx512_vnni"], "INT8 dot products avx512_vnni)"),
-        ([], "INT8 dot products none (no VNNI: INT8 may be no faster than fp32)"),
+        ([], "no INT8 dot-product instructions (VNNI/AMX/asimddp): ONNX Runtime's INT8 may be no faster than fp32)"),
         (None, "torch kernels AVX2)"),  # flags unreadable: nothing said of INT8
     ],
 )

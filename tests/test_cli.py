@@ -41,7 +41,7 @@ def test_cpu_flags_and_int8_dot_products(tmp_path):
     ("dots", "status", "detail"),
     [
         (["avx512_vnni"], "ok", "avx512_vnni: ONNX Runtime's fast INT8 kernels"),
-        ([], "slow", "ONNX Runtime's INT8 may be no faster than fp32 here"),
+        ([], "slow", "no INT8 dot-product instructions (VNNI/AMX/asimddp): ONNX Runtime's INT8 may be no faster than fp32 here"),
         (None, "unknown", "no CPU flags to read"),
     ],
 )

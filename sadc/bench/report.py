@@ -16,6 +16,7 @@ from sadc.bench.classes import class_markdown, class_rows, lost_lines, write_cla
 from sadc.bench.interference import summary_line
 from sadc.bench.latency import LatencyStats
 from sadc.bench.run import BenchReport, BenchResult
+from sadc.engine.machine import NO_INT8_DOT
 
 
 def _num(value, fmt: str) -> str:
@@ -112,7 +113,7 @@ def machine_line(report: BenchReport) -> str:
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
     kernels = f", torch kernels {m['cpu_capability']}" if m.get("cpu_capability") else ""
     dots = m.get("int8_dot")  # absent in reports written before 2026-12-05; None: flags unreadable
-    int8 = "" if dots is None else f", INT8 dot products {', '.join(dots) or 'none (no VNNI: INT8 may be no faster than fp32)'}"
+    int8 = "" if dots is None else (f", INT8 dot products {', '.join(dots)}" if dots else f", {NO_INT8_DOT}")
     return (
         f"{m.get('cpu')} ({m.get('cores')} cores{gpu}{kernels}{int8}), device {s['device']}, {s['threads']} threads; {versions}"
     )

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sadc.cli.common import console, handle_errors
-from sadc.engine.machine import cpu_model, int8_dot_products, package_version
+from sadc.engine.machine import NO_INT8_DOT, cpu_model, int8_dot_products, package_version
 from sadc.errors import first_line
 
 
@@ -28,10 +28,7 @@ def int8_row(dots: list[str] | None) -> tuple[str, str]:
         return "[yellow]unknown[/]", "no CPU flags to read (/proc/cpuinfo): INT8 speed unknown; compare with sadc bench"
     if dots:
         return "[green]ok[/]", f"{', '.join(dots)}: ONNX Runtime's fast INT8 kernels"
-    return "[yellow]slow[/]", (
-        "no VNNI/AMX/dot-product instructions: ONNX Runtime's INT8 may be no faster than fp32 here "
-        "(a Zen 3 ran it at 1.07-1.24x fp32, issue 18); compare both with sadc bench"
-    )
+    return "[yellow]slow[/]", f"{NO_INT8_DOT} here (a Zen 3 ran it at 1.07-1.24x fp32, issue 18); compare both with sadc bench"
 
 
 @handle_errors

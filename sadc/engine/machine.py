@@ -22,6 +22,10 @@ INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
 """/proc/cpuinfo flags of the INT8 dot-product instructions that ONNX Runtime's INT8 kernels (MLAS) use
 when present: x86 AVX-512 VNNI, AVX-VNNI, AMX-INT8; ARM's dot product (``asimddp``)."""
 
+NO_INT8_DOT = "no INT8 dot-product instructions (VNNI/AMX/asimddp): ONNX Runtime's INT8 may be no faster than fp32"
+"""What ``sadc doctor``, ``sadc bench`` and ``sadc export --int8-target cpu`` say where :func:`int8_dot_products` is []:
+one phrase, so that the three read alike (a Zen 3 ran the INT8 graph at 1.07-1.24x fp32, issue 18)."""
+
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str] | None:
     """The CPU's feature flags (x86 ``flags``, ARM ``Features``), or None where there is no cpuinfo to read."""

@@ -310,13 +310,10 @@ def _quantize(fp32_graph: Path, out: Path, options: ExportOptions, result: Expor
     result.int8_target = target
     console.print(f"int8 target: {target} ({why})")
     if target == "cpu":
-        from sadc.engine.machine import int8_dot_products
+        from sadc.engine.machine import NO_INT8_DOT, int8_dot_products
 
         if int8_dot_products() == []:  # None: flags unreadable, nothing to say
-            console.print(
-                "note: this CPU has no INT8 dot-product instructions (VNNI/AMX/asimddp): ONNX Runtime's INT8 graph "
-                "may run no faster than fp32 here; sadc bench times both (run it on the machine you deploy to)"
-            )
+            console.print(f"note: {NO_INT8_DOT} here; sadc bench times both (run it on the machine you deploy to)")
     int8_path = (
         out if Path(out).name.endswith(".int8.onnx") or Path(out).name.endswith(".int8.raw.onnx") else sibling(out, ".int8.onnx")
     )
