@@ -36,3 +36,26 @@ def test_no_test_module_imports_another_or_the_conftest():
 def test_benchmarks_import_the_installed_package(path):
     """Benchmarks run as ``python -m benchmarks.X`` against the installed sadc, with no sys.path edits."""
     assert "sys.path" not in path.read_text()
+
+
+def test_architecture_page_names_every_module_and_no_missing_one():
+    """docs/architecture.md's package table cannot drift: each module of sadc/ is named in its package's row
+    (``name.py`` or the package's folder for subpackages), and every ``sadc/...`` path the page names exists."""
+    import re
+
+    page = (ROOT / "docs/architecture.md").read_text()
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(sadc/[a-z_]+/)` \|.*$", page, re.M)}
+    missing = []
+    for path in sorted((ROOT / "sadc").rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if path.name == "__init__.py" or len(rel.parts) == 2:  # top-level modules: named anywhere on the page
+            if len(rel.parts) == 2 and path.name not in ("__init__.py", "__main__.py") and f"`{rel}`" not in page:
+                missing.append(str(rel))
+            continue
+        package = f"{rel.parts[0]}/{rel.parts[1]}/"
+        named = path.name if len(rel.parts) == 3 else f"{rel.parts[2]}/"
+        if f"`{named}`" not in rows.get(package, ""):
+            missing.append(str(rel))
+    assert missing == []
+    named_paths = set(re.findall(r"`(sadc/[\w/]+(?:\.py|/))`", page))
+    assert named_paths and [p for p in sorted(named_paths) if not (ROOT / p).exists()] == []
