@@ -10,7 +10,11 @@ and teacher) and ``train.batched_loss``, the recipe's first:
 
 where a training step counts 3x its forward FLOPs (backward = 2x forward, the usual
 convention; torch.utils.flop_counter overcounts the backward of depthwise convolutions)
-and the SAD step adds the teacher's forward. Forward FLOPs are sadc's own count
+and the SAD step adds the teacher's forward. The student's and the SAD step run on the
+setup of ``benchmarks.distill_overhead`` (``--teacher``, default ``auto``): the demo's trained
+teacher on synthetic-world images when they exist, so that the pseudo boxes per image are
+as many as in a real run; ``random`` (random weights on noise, every candidate a pseudo box)
+overstates the SAD step's box matching (223-242 ms against 191 ms, 2026-12-05). Forward FLOPs are sadc's own count
 (:func:`sadc.bench.flops.model_size`, torch.utils.flop_counter on a forward);
 all measured in one process; target >= 0.5. ``--isa both`` runs the measurement a second
 time in a child process with torch, oneDNN and MKL held to AVX2 (the slow machine's kernels;
@@ -18,7 +22,7 @@ the variables must be set before torch loads). Where the rest goes: the profiler
 self CPU time by kind of operator (convolution forward/backward, normalisation,
 element-wise, optimizer, the rest).
 
-    python -m benchmarks.roofline [--isa native|avx2|both] [--iters 8]
+    python -m benchmarks.roofline [--isa native|avx2|both] [--iters 8] [--teacher auto|random|PATH]
 """
 
 from __future__ import annotations
@@ -48,8 +52,10 @@ def kind_of(name: str) -> str:
     return next((kind for kind, keys in KINDS.items() if any(k in name for k in keys)), "other")
 
 
-def calls():
-    """name -> (step function, GFLOP) for the teacher's, the student's and the SAD step."""
+def calls(teacher_path: Path | None = None):
+    """name -> (step function, GFLOP) for the teacher's, the student's and the SAD step.
+
+    ``teacher_path``: the SAD step's trained teacher (and real images), None: random weights on noise."""
     import torch
 
     from benchmarks.distill_overhead import build, optimizer_step
@@ -85,7 +91,7 @@ def calls():
     recipe_form = (student_recipe.train.channels_last, student_recipe.train.batched_loss)
     others = [f for f in [(False, False), (True, False), (False, True), (True, True)] if f != recipe_form]
     for form in [recipe_form, *others]:
-        steps = build(16, channels_last=form[0], batched_loss=form[1])
+        steps = build(16, teacher_path=teacher_path, channels_last=form[0], batched_loss=form[1])
         label = ("channels_last" if form[0] else "NCHW") + (", batched loss" if form[1] else ", torchvision loss")
         label += " (the recipe)" if form == recipe_form else ""
         rows[f"student train step, {label}"] = (steps["supervised"], 16 * 3 * s)
@@ -93,7 +99,7 @@ def calls():
     return rows
 
 
-def measure(iters: int) -> dict:
+def measure(iters: int, teacher_path: Path | None = None) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -102,8 +108,9 @@ def measure(iters: int) -> dict:
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
     peak = 2 * n**3 / time_it(lambda: a @ b, warmup=3, iters=10) / 1e9
-    out = {"machine": machine_line(), "matmul_gflops": peak, "rows": {}}
-    for name, (fn, gflop) in calls().items():
+    setup = f"trained teacher {teacher_path}, synthetic-world images" if teacher_path else "random weights, noise images"
+    out = {"machine": machine_line(), "matmul_gflops": peak, "setup": setup, "rows": {}}
+    for name, (fn, gflop) in calls(teacher_path).items():
         fn()
         fn()  # warm-up: oneDNN primitive caches, allocator
         flops = gflop * 1e9
@@ -133,10 +140,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--isa", choices=["native", "avx2", "both"], default="both")
     ap.add_argument("--iters", type=int, default=8)
+    ap.add_argument(
+        "--teacher",
+        default="auto",
+        help="the SAD step's teacher: a checkpoint, 'random' (random weights on noise images) or 'auto' (default: "
+        "runs/quickstart-teacher/best.pt with data/synth when both exist, else random)",
+    )
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # child mode: one JSON line
     args = ap.parse_args()
+    from benchmarks.distill_overhead import default_teacher
+
+    teacher = default_teacher() if args.teacher == "auto" else None if args.teacher == "random" else Path(args.teacher)
+    if teacher is not None and not teacher.is_file():
+        ap.error(f"--teacher {teacher}: no such checkpoint (or use --teacher random)")
     if args.json:
-        print(json.dumps(measure(args.iters)))
+        print(json.dumps(measure(args.iters, teacher)))
         return
     isas = ["native", "avx2"] if args.isa == "both" else [args.isa]
     for isa in isas:
@@ -145,11 +163,13 @@ def main() -> None:
             for k in AVX2_ENV:
                 env.pop(k, None)
         cmd = [sys.executable, "-m", "benchmarks.roofline", "--json", "--iters", str(args.iters)]
+        cmd += ["--teacher", str(teacher) if teacher else "random"]
         res = json.loads(
             subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1]
         )
         print(res["machine"])
         print(f"  fp32 matmul {res['matmul_gflops']:.0f} GFLOP/s before, {res['matmul_gflops_after']:.0f} after")
+        print(f"  student and SAD steps: {res['setup']}")
         for name, r in res["rows"].items():
             where = ", ".join(f"{k} {v:.0%}" for k, v in r["shares"].items())
             print(
