@@ -66,6 +66,24 @@ def default_teacher() -> Path | None:
     return DEMO_TEACHER if DEMO_TEACHER.is_file() and (DEMO_DATA / "train.json").is_file() else None
 
 
+def add_teacher_option(ap: argparse.ArgumentParser) -> None:
+    """``--teacher auto|random|PATH``, read by :func:`teacher_option` (this script's and benchmarks.roofline's)."""
+    ap.add_argument(
+        "--teacher",
+        default="auto",
+        help="a trained teacher checkpoint, 'random' (random weights on noise images), or 'auto' (default: "
+        "runs/quickstart-teacher/best.pt with data/synth when both exist, else random)",
+    )
+
+
+def teacher_option(ap: argparse.ArgumentParser, value: str) -> Path | None:
+    """``--teacher``'s checkpoint, or None for random weights; a usage error where the file is missing."""
+    teacher = default_teacher() if value == "auto" else None if value == "random" else Path(value)
+    if teacher is not None and not teacher.is_file():
+        ap.error(f"--teacher {teacher}: no such checkpoint (or use --teacher random)")
+    return teacher
+
+
 def real_batch(
     n: int, data: Path = DEMO_DATA, size: tuple[int, int] = (128, 128)
 ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
@@ -218,17 +236,10 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=5, help="timed calls per kind and round (their median)")
     ap.add_argument("--rounds", type=int, default=7, help="rounds of the three in turn (the median ratio is reported)")
     ap.add_argument("--compare", type=Path, help="another sadc checkout, timed in interleaved rounds with this one")
-    ap.add_argument(
-        "--teacher",
-        default="auto",
-        help="a trained teacher checkpoint, 'random' (random weights on noise images), or 'auto' (default: "
-        "runs/quickstart-teacher/best.pt with data/synth when both exist, else random)",
-    )
+    add_teacher_option(ap)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    teacher = default_teacher() if args.teacher == "auto" else None if args.teacher == "random" else Path(args.teacher)
-    if teacher is not None and not teacher.is_file():
-        ap.error(f"--teacher {teacher}: no such checkpoint (or use --teacher random)")
+    teacher = teacher_option(ap, args.teacher)
     if args.worker:
         _worker(args.batch, args.iters, teacher)
         return

@@ -140,19 +140,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--isa", choices=["native", "avx2", "both"], default="both")
     ap.add_argument("--iters", type=int, default=8)
-    ap.add_argument(
-        "--teacher",
-        default="auto",
-        help="the SAD step's teacher: a checkpoint, 'random' (random weights on noise images) or 'auto' (default: "
-        "runs/quickstart-teacher/best.pt with data/synth when both exist, else random)",
-    )
+    from benchmarks.distill_overhead import add_teacher_option, teacher_option
+
+    add_teacher_option(ap)  # the SAD step's teacher
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # child mode: one JSON line
     args = ap.parse_args()
-    from benchmarks.distill_overhead import default_teacher
-
-    teacher = default_teacher() if args.teacher == "auto" else None if args.teacher == "random" else Path(args.teacher)
-    if teacher is not None and not teacher.is_file():
-        ap.error(f"--teacher {teacher}: no such checkpoint (or use --teacher random)")
+    teacher = teacher_option(ap, args.teacher)
     if args.json:
         print(json.dumps(measure(args.iters, teacher)))
         return
