@@ -226,3 +226,28 @@ def test_interference_reads_each_cells_p50_and_divides_by_the_first_artefacts_at
     p = p50s(report)
     assert p == {("teacher", 1): 10.0, ("teacher", 8): 40.0, ("student", 1): 4.0, ("student", 8): 30.0}
     assert ratios(p, "teacher") == {("student", 1): 0.4, ("student", 8): 0.75}
+
+
+def test_teacher_option_of_distill_overhead_and_roofline(tmp_path, monkeypatch, capsys):
+    """--teacher: random -> None, a file -> that file, auto -> the demo's teacher only where it and the world exist,
+    a missing file -> a usage error naming it (both scripts read the option through these two functions)."""
+    import argparse
+
+    from benchmarks import distill_overhead
+
+    ap = argparse.ArgumentParser(prog="roofline.py")
+    distill_overhead.add_teacher_option(ap)
+    ckpt = tmp_path / "t.pt"
+    ckpt.write_bytes(b"x")
+    assert distill_overhead.teacher_option(ap, ap.parse_args([]).teacher) == distill_overhead.default_teacher()
+    assert distill_overhead.teacher_option(ap, "random") is None
+    assert distill_overhead.teacher_option(ap, str(ckpt)) == ckpt
+    monkeypatch.setattr(distill_overhead, "DEMO_TEACHER", ckpt)
+    monkeypatch.setattr(distill_overhead, "DEMO_DATA", tmp_path / "no-world")
+    assert distill_overhead.teacher_option(ap, "auto") is None  # no data/synth: random weights
+    (tmp_path / "no-world").mkdir()
+    (tmp_path / "no-world" / "train.json").write_text("{}")
+    assert distill_overhead.teacher_option(ap, "auto") == ckpt
+    with pytest.raises(SystemExit) as exit_:
+        distill_overhead.teacher_option(ap, str(tmp_path / "missing.pt"))
+    assert exit_.value.code == 2 and f"--teacher {tmp_path / 'missing.pt'}: no such checkpoint" in capsys.readouterr().err
