@@ -1,8 +1,13 @@
 """The benchmark scripts' pipelines work (tiny versions; they assert nothing about speed or mAP)."""
 
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
@@ -251,3 +256,27 @@ def test_teacher_option_of_distill_overhead_and_roofline(tmp_path, monkeypatch, 
     with pytest.raises(SystemExit) as exit_:
         distill_overhead.teacher_option(ap, str(tmp_path / "missing.pt"))
     assert exit_.value.code == 2 and f"--teacher {tmp_path / 'missing.pt'}: no such checkpoint" in capsys.readouterr().err
+
+
+def test_avx2_cpu_masks_avx512_and_vnni_for_every_library():
+    """benchmarks.avx2_cpu: a command run through it sees an AVX2 CPU (numpy's CPUID probe and torch's kernels),
+    where this process sees AVX-512; a command that fails gives its own exit code back."""
+    from benchmarks import avx2_cpu
+
+    if why := avx2_cpu.unavailable():
+        pytest.skip(f"benchmarks.avx2_cpu cannot mask this machine: {why}")
+    from numpy._core._multiarray_umath import __cpu_features__ as here
+
+    if not here["AVX512F"]:
+        pytest.skip("this CPU has no AVX-512 to mask, so the mask would change nothing to observe")
+    probe = (
+        "import torch; from numpy._core._multiarray_umath import __cpu_features__ as f; "
+        "print(f['AVX2'], f['AVX512F'], f['AVX512VNNI'], torch.backends.cpu.get_cpu_capability())"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "PYTHONFAULTHANDLER")}
+    run = [sys.executable, "-m", "benchmarks.avx2_cpu", "--"]
+    masked = subprocess.run([*run, sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert masked.returncode == 0, masked.stderr
+    assert masked.stdout.split() == ["True", "False", "False", "AVX2"]
+    failing = subprocess.run([*run, sys.executable, "-c", "raise SystemExit(3)"], env=env, capture_output=True, cwd=ROOT)
+    assert failing.returncode == 3
