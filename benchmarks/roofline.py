@@ -13,9 +13,10 @@ convention; torch.utils.flop_counter overcounts the backward of depthwise convol
 and the SAD step adds the teacher's forward. The student's and the SAD step run on the
 setup of ``benchmarks.distill_overhead`` (``--teacher``, default ``auto``): the demo's trained
 teacher on synthetic-world images when they exist, so that the pseudo boxes per image are
-as many as in a real run; ``random`` (random weights on noise, every candidate a pseudo box)
-overstates the SAD step's box matching (223-242 ms against 191 ms, 2026-12-05). Forward FLOPs are sadc's own count
-(:func:`sadc.bench.flops.model_size`, torch.utils.flop_counter on a forward);
+as many as in a real run; ``random`` (random weights on noise, every candidate a pseudo
+box) overstates the SAD step's box matching (223-242 ms against 191 ms, 2026-12-05).
+Forward FLOPs are sadc's own count (:func:`sadc.bench.flops.model_size`,
+torch.utils.flop_counter on a forward);
 all measured in one process; target >= 0.5. ``--isa both`` runs the measurement a second
 time in a child process with torch, oneDNN and MKL held to AVX2 (the slow machine's kernels;
 the variables must be set before torch loads). Where the rest goes: the profiler's share of
@@ -137,11 +138,11 @@ def measure(iters: int, teacher_path: Path | None = None) -> dict:
 
 
 def main() -> None:
+    from benchmarks.distill_overhead import add_teacher_option, teacher_option
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--isa", choices=["native", "avx2", "both"], default="both")
     ap.add_argument("--iters", type=int, default=8)
-    from benchmarks.distill_overhead import add_teacher_option, teacher_option
-
     add_teacher_option(ap)  # the SAD step's teacher
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # child mode: one JSON line
     args = ap.parse_args()
