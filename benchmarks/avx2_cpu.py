@@ -93,7 +93,11 @@ def main() -> int:
                 out = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, check=True)
                 print(f"{name}: {out.stdout.strip()}")
             return 0
-        return subprocess.run(command, env=masked_env(lib)).returncode
+        try:
+            return subprocess.run(command, env=masked_env(lib)).returncode
+        except FileNotFoundError:
+            print(f"avx2_cpu: {command[0]}: command not found", file=sys.stderr)
+            return 127
 
 
 if __name__ == "__main__":
