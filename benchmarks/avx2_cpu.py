@@ -45,15 +45,11 @@ CHECK = (
 
 def unavailable() -> str | None:
     """Why the mask cannot work here, or None."""
+    from sadc.engine.machine import cpu_flags
+
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return f"needs Linux on x86-64, this is {platform.system()} on {platform.machine()}"
-    try:
-        flags = next(
-            (ln.split(":", 1)[1].split() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), []
-        )
-    except OSError:
-        flags = []
-    if "cpuid_fault" not in flags:
+    if "cpuid_fault" not in (cpu_flags() or ()):
         return "this CPU or hypervisor has no CPUID faulting (no cpuid_fault in /proc/cpuinfo)"
     if shutil.which("cc") is None:
         return "no C compiler (cc) to build benchmarks/avx2_cpu.c"
@@ -87,7 +83,11 @@ def main() -> int:
         print(f"avx2_cpu: {why}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="sadc-avx2-cpu-") as tmp:
-        lib = build(Path(tmp))
+        try:
+            lib = build(Path(tmp))
+        except subprocess.CalledProcessError:
+            print(f"avx2_cpu: cc could not build {SOURCE} (its errors are above)", file=sys.stderr)
+            return 2
         if args.check:
             for name, env in (("this CPU", dict(os.environ)), ("masked", masked_env(lib))):
                 out = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, check=True)
