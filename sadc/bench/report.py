@@ -231,25 +231,24 @@ def _place_labels(fig, ax, labels: list[tuple[str, float, float, str]]) -> None:
     marker and stays inside the axes (else the offset that overlaps least): artefacts of equal mAP (fp32 torch,
     its ONNX and INT8 exports) sit close together and would otherwise print over each other."""
     from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
 
     renderer = fig.canvas.get_renderer()
     inside = ax.get_window_extent(renderer)
-    markers = [ax.transData.transform((x, y)) for _, x, y, _ in labels]
     radius = 6.0 * fig.dpi / 72  # the markers' (s=60) radius, in pixels
+    markers = [
+        Bbox.from_extents(mx - radius, my - radius, mx + radius, my + radius)
+        for mx, my in (ax.transData.transform((x, y)) for _, x, y, _ in labels)
+    ]
     placed: list = []
 
+    def common(a, b) -> float:
+        both = Bbox.intersection(a, b)
+        return 0.0 if both is None else both.width * both.height
+
     def overlap(box) -> float:
-        area = sum(
-            max(0.0, min(box.x1, b.x1) - max(box.x0, b.x0)) * max(0.0, min(box.y1, b.y1) - max(box.y0, b.y0)) for b in placed
-        )
-        for mx, my in markers:
-            dx = max(0.0, min(box.x1, mx + radius) - max(box.x0, mx - radius))
-            dy = max(0.0, min(box.y1, my + radius) - max(box.y0, my - radius))
-            area += dx * dy
-        outside = box.width * box.height - max(0.0, min(box.x1, inside.x1) - max(box.x0, inside.x0)) * max(
-            0.0, min(box.y1, inside.y1) - max(box.y0, inside.y0)
-        )
-        return area + outside
+        outside = box.width * box.height - common(box, inside)
+        return sum(common(box, other) for other in placed + markers) + outside
 
     for text, x, y, colour in labels:
         best = None
