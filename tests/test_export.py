@@ -8,6 +8,7 @@ Runtime vs torch within 1e-4 (scores) and 1e-3 px (boxes).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import partial
 from pathlib import Path
@@ -27,7 +28,7 @@ from sadc.artefacts.sidecar import read_sidecar, sidecar_path
 from sadc.data.images import noise_images
 from sadc.errors import SadcError
 from sadc.export import formats, tensorrt
-from sadc.export.deploy import DeployModule
+from sadc.export.deploy import DeployModule, top_pairs
 from sadc.export.onnx import export_onnx
 from sadc.export.parity import (
     ParityError,
@@ -99,12 +100,14 @@ def quantized(exported, calib_dir) -> Path:
 # ------------------------------------------------------------------------------ deploy module
 
 
-def test_deploy_eager_equals_detector_detect(detector):
-    module = DeployModule(detector, THRESHOLDS)
+@pytest.mark.parametrize("topk", [200, 30])  # k above and below the 86 anchors
+def test_deploy_eager_equals_detector_detect(detector, topk):
+    post = dataclasses.replace(THRESHOLDS, topk_candidates=topk)
+    module = DeployModule(detector, post)
     images = _images(3)
     with torch.no_grad():
         num_dets, boxes, scores, labels = module(images)
-        ref = detector.detect(detector.dense(detector.preprocess(images)), THRESHOLDS)
+        ref = detector.detect(detector.dense(detector.preprocess(images)), post)
     assert num_dets.dtype == labels.dtype == torch.int32 and boxes.dtype == scores.dtype == torch.float32
     assert num_dets.shape == (3, 1) and boxes.shape == (3, K, 4) and scores.shape == labels.shape == (3, K)
     for i, r in enumerate(ref):
@@ -115,6 +118,19 @@ def test_deploy_eager_equals_detector_detect(detector):
         assert torch.equal(labels[i, :n].long(), r["labels"])
         assert not boxes[i, n:].any() and not scores[i, n:].any() and not labels[i, n:].any()
     assert boxes.min() >= 0 and boxes.max() <= 64
+
+
+@pytest.mark.parametrize("k", [1, 7, 40, 50, 150])  # below, at and above the 50 anchors
+def test_top_pairs_equals_topk_over_all_pairs(k):
+    gen = torch.Generator().manual_seed(k)
+    scores = torch.rand(3, 50, 3, generator=gen)  # distinct values: no ties to order
+    scores[0, 17] = 2.0 + torch.arange(3.0)  # one anchor holds the 3 best pairs of image 0
+    scores[1, :, 0] = 3.0 + torch.rand(50, generator=gen)  # every anchor's class 0 beats all else
+    top, anchors, classes = top_pairs(scores, k)
+    ref_top, ref_idx = scores.flatten(1).topk(k, dim=1)
+    torch.testing.assert_close(top, ref_top, rtol=0, atol=0)
+    assert torch.equal(anchors * 3 + classes, ref_idx)
+    assert torch.equal(scores[torch.arange(3)[:, None], anchors, classes], top)
 
 
 def test_deploy_pads_when_few_survive(detector, tmp_path):

@@ -5,8 +5,9 @@ One module is both the exported graph and its own eager reference:
     images uint8 [B, 3, H, W]
       -> cast, subtract mean, divide by std          (no Resize/Pad: TensorRT-friendly)
       -> backbone + FPN + head                        (Detector.dense)
-      -> decode against constant anchors              (Detector.decode)
-      -> clip to the image, top-k over A*C            (TopK, GatherElements)
+      -> scores, top-k over A*C in two exact steps    (Detector.scores; ReduceMax, TopK, TopK)
+      -> decode the k candidates against their anchors, clip to the image
+                                                      (GatherElements, Gather, Detector.decode_boxes)
       -> per-class NMS                                (torchvision eager, ONNX NonMaxSuppression exported)
       -> re-rank the survivors, pad to K              (ScatterElements, TopK, Where)
     num_dets int32 [B, 1], boxes float32 [B, K, 4], scores float32 [B, K], labels int32 [B, K]
@@ -74,6 +75,24 @@ class MultiClassNMS(torch.autograd.Function):
             g.op("Constant", value_t=torch.tensor([score_threshold], dtype=torch.float32)),
             center_point_box_i=0,
         )
+
+
+def top_pairs(scores: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The k best (anchor, class) pairs of scores [B, A, C]: (scores, anchors, classes), each [B, k], by score.
+
+    The same pairs as ``scores.flatten(1).topk(k)`` (up to the order of exactly tied
+    scores), found in two exact steps: an anchor with a pair in the top k has its best
+    class score in the top k of the anchors' best scores (fewer than k pairs beat it),
+    so the k best anchors hold all k pairs. ONNX Runtime's TopK costs far more over A*C
+    values than over A and then k*C (batch 1, A*C = 15,345, k = 1,000: 0.25 ms against
+    0.03 + 0.05 ms); for 80 classes the gap is wider.
+    """
+    num_anchors, num_classes = scores.shape[1], scores.shape[2]
+    best_anchors = scores.amax(dim=2).topk(min(k, num_anchors), dim=1).indices  # [B, ka]
+    pairs = scores.gather(1, best_anchors.unsqueeze(-1).expand(-1, -1, num_classes)).flatten(1)  # [B, ka*C]
+    top_scores, idx = pairs.topk(k, dim=1)  # [B, k], sorted
+    row = torch.div(idx, num_classes, rounding_mode="trunc")  # idx >= 0: trunc == floor, and a plain Div
+    return top_scores, best_anchors.gather(1, row), idx - row * num_classes  # idx % C without a Mod node
 
 
 class DeployModule(nn.Module):
@@ -150,10 +169,9 @@ class DeployModule(nn.Module):
         else:
             out = self.detector.dense(x)
         out = dataclasses.replace(out, anchors=self.anchors)
-        scores, boxes = self.detector.decode(out)  # [B, A, C] in 0..1, [B, A, 4] xyxy
         if self.raw:
-            return scores, boxes
-        return self._postprocess(scores, boxes)
+            return self.detector.decode(out)  # scores [B, A, C] in 0..1, boxes [B, A, 4] xyxy
+        return self._postprocess(self.detector.scores(out), out.bbox_regression)
 
     def _check_input(self, images: Tensor) -> None:
         h, w = self.spec.input_size
@@ -163,20 +181,21 @@ class DeployModule(nn.Module):
                 "letterbox to the spec's input_size first"
             )
 
-    def _postprocess(self, scores: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _postprocess(self, scores: Tensor, codes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """scores [B, A, C] in 0..1, box codes [B, A, 4] -> the four deploy outputs."""
         h, w = self.spec.input_size
         num_classes = self.num_classes
-        limits = torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
-        # Not clip_boxes_to_image: its strided slices + stack become six graph ops, Max + Min two.
-        boxes = torch.min(boxes.clamp(min=0), limits)  # clip x to [0, W], y to [0, H]
-
-        flat = scores.flatten(1)  # [B, A*C], anchor-major like Detector.detect
         post = self.post
-        k = min(post.topk_candidates, flat.shape[1])
-        cand_scores, idx = flat.topk(k, dim=1)  # [B, k], sorted
-        anchor_idx = torch.div(idx, num_classes, rounding_mode="trunc")  # idx >= 0: trunc == floor, and a plain Div
-        cand_labels = idx - anchor_idx * num_classes  # idx % C without a Mod node
-        cand_boxes = boxes.gather(1, anchor_idx.unsqueeze(-1).expand(-1, -1, 4))  # [B, k, 4]
+        k = min(post.topk_candidates, scores.shape[1] * num_classes)
+        cand_scores, anchor_idx, cand_labels = top_pairs(scores, k)  # [B, k] each, by score
+        # Decode and clip the k candidates, not all A anchors (k rows instead of A: 1,000
+        # against 3,069 at the quickstart's 128 px, 76,725 at COCO's 640), row for row
+        # the same arithmetic as Detector.detect.
+        cand_codes = codes.gather(1, anchor_idx.unsqueeze(-1).expand(-1, -1, 4))  # [B, k, 4]
+        cand_boxes = self.detector.decode_boxes(cand_codes, self.anchors[anchor_idx])
+        limits = torch.tensor([w, h, w, h], dtype=cand_boxes.dtype, device=cand_boxes.device)
+        # Not clip_boxes_to_image: its strided slices + stack become six graph ops, Max + Min two.
+        cand_boxes = torch.min(cand_boxes.clamp(min=0), limits)  # clip x to [0, W], y to [0, H]
 
         selected = MultiClassNMS.apply(
             cand_boxes,

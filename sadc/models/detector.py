@@ -124,14 +124,25 @@ class Detector(nn.Module):
     def decode(self, out: DenseOutput) -> tuple[Tensor, Tensor]:
         """Scores [N, A, C] in 0..1 and boxes [N, A, 4] xyxy in input pixels (unclipped)."""
         n, a, _ = out.bbox_regression.shape
-        anchors = out.anchors.unsqueeze(0).expand(n, a, 4).reshape(-1, 4)
+        anchors = out.anchors.unsqueeze(0).expand(n, a, 4)
+        return self.scores(out), self.decode_boxes(out.bbox_regression, anchors)
+
+    def scores(self, out: DenseOutput) -> Tensor:
+        """Scores [N, A, C] in 0..1: sigmoid of the logits (FCOS: sqrt(cls * centerness))."""
+        scores = torch.sigmoid(out.cls_logits)
+        if out.bbox_ctrness is not None:
+            scores = torch.sqrt(scores * torch.sigmoid(out.bbox_ctrness))
+        return scores
+
+    def decode_boxes(self, codes: Tensor, anchors: Tensor) -> Tensor:
+        """Box codes [..., 4] against anchors [..., 4] (same shape) -> boxes [..., 4] xyxy, unclipped.
+
+        Row by row, so decoding a subset of anchors (the deploy graph's top-k candidates)
+        gives bit for bit the boxes of decoding them all.
+        """
         coder = self.net.box_coder
         decode = coder.decode if isinstance(self.net, FCOS) else coder.decode_single  # Linear vs BoxCoder
-        boxes = decode(out.bbox_regression.reshape(-1, 4), anchors).view(n, a, 4)
-        scores = torch.sigmoid(out.cls_logits)
-        if out.bbox_ctrness is not None:  # FCOS ranks by sqrt(cls * centerness)
-            scores = torch.sqrt(scores * torch.sigmoid(out.bbox_ctrness))
-        return scores, boxes
+        return decode(codes.reshape(-1, 4), anchors.reshape(-1, 4)).view(codes.shape)
 
     @torch.no_grad()
     def detect(self, out: DenseOutput, post: PostProcess = PostProcess()) -> list[dict[str, Tensor]]:
