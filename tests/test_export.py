@@ -452,6 +452,27 @@ def test_quantize_refuses_bad_inputs(quantized, exported, calib_dir, tmp_path):
         quantize_int8(exported, tmp_path / "x.int8.onnx", calib_dir, method="magic")
 
 
+def test_quantize_survives_failed_symbolic_shape_inference(exported, calib_dir, tmp_path, monkeypatch, caplog):
+    """ORT's symbolic shape inference, when it fails, leaves a partial model in the working
+    directory and raises a bare Exception (seen with a Range-indexed Gather): sadc keeps the
+    user's folder clean and prepares the graph with ONNX's shape inference instead."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    def fail(*args, **kwargs):
+        Path("sym_shape_infer_temp.onnx").write_bytes(b"partial")  # what ORT does, in the cwd
+        raise Exception("Incomplete symbolic shape inference")
+
+    monkeypatch.setattr(SymbolicShapeInference, "infer_shapes", staticmethod(fail))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    out = quantize_int8(exported, tmp_path / "q.int8.onnx", calib_dir, n=2, batch=2, method="minmax")
+    assert list(work.iterdir()) == [] and Path.cwd() == work
+    assert "symbolic shape inference failed (Incomplete symbolic shape inference)" in caplog.text
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > ops.count("Conv") > 0
+
+
 # ------------------------------------------------------------------------------ formats table
 
 

@@ -30,6 +30,7 @@ import io
 import json
 import logging
 import math
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -279,7 +280,7 @@ def quantize_int8(
         prepared, out_tmp = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         # Shape inference + ORT's basic (standard-ONNX) graph optimizations: the
         # quantizer needs tensor shapes, and the result stays plain ONNX for TensorRT.
-        quant_pre_process(str(onnx_in), str(prepared))
+        _prepare(quant_pre_process, onnx_in, prepared)
         model = onnx.load(str(prepared))
         cache_file = Path(cache) if cache is not None else calib_cache.cache_path(onnx_out)
         key = calib_cache.cache_key(calib_cache.network_fingerprint(model, QUANTIZED_OP_TYPES), method, paths, batch)
@@ -339,6 +340,27 @@ def quantize_int8(
         },
     }
     return write_onnx_artefact(onnx_out, quantized, payload)
+
+
+def _prepare(quant_pre_process, onnx_in: Path, prepared: Path) -> None:
+    """ORT's ``quant_pre_process``, run in the folder of ``prepared`` (a temporary one).
+
+    When ORT's symbolic shape inference cannot finish, it saves its partial model (weights
+    as external data, megabytes) to ``sym_shape_infer_temp.onnx`` in the working
+    directory and raises a bare ``Exception``: the user's folder is kept clean by running
+    it elsewhere, and the graph is prepared again with ONNX's own shape inference only,
+    which the quantizer also accepts.
+    """
+    here = os.getcwd()
+    os.chdir(prepared.parent)
+    try:
+        try:
+            quant_pre_process(str(onnx_in.resolve()), str(prepared))
+        except Exception as err:  # ORT raises Exception("Incomplete symbolic shape inference")
+            log.warning("%s: ONNX Runtime's symbolic shape inference failed (%s); using ONNX's", onnx_in, err)
+            quant_pre_process(str(onnx_in.resolve()), str(prepared), skip_symbolic_shape=True)
+    finally:
+        os.chdir(here)
 
 
 def _ort_version() -> str:
