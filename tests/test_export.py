@@ -465,9 +465,15 @@ def test_quantize_survives_failed_symbolic_shape_inference(exported, calib_dir, 
     monkeypatch.setattr(SymbolicShapeInference, "infer_shapes", staticmethod(fail))
     work = tmp_path / "work"
     work.mkdir()
+    graph = work / "m.onnx"
+    graph.write_bytes(exported.read_bytes())
+    sidecar_path(graph).write_text(sidecar_path(exported).read_text())
     monkeypatch.chdir(work)
-    out = quantize_int8(exported, tmp_path / "q.int8.onnx", calib_dir, n=2, batch=2, method="minmax")
-    assert list(work.iterdir()) == [] and Path.cwd() == work
+    out = quantize_int8(Path("m.onnx"), Path("m.int8.onnx"), calib_dir, n=2, batch=2, method="minmax")  # relative paths
+    assert Path.cwd() == work and out.resolve() == work / "m.int8.onnx"
+    assert sorted(p.name for p in work.iterdir()) == sorted(
+        ["m.onnx", "m.onnx.json", "m.int8.onnx", "m.int8.onnx.json", "m.calib.json"]
+    )
     assert "symbolic shape inference failed (Incomplete symbolic shape inference)" in caplog.text
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
     assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > ops.count("Conv") > 0

@@ -351,14 +351,17 @@ def _prepare(quant_pre_process, onnx_in: Path, prepared: Path) -> None:
     it elsewhere, and the graph is prepared again with ONNX's own shape inference only,
     which the quantizer also accepts.
     """
+    source, target = str(onnx_in.resolve()), str(prepared.resolve())  # before the working directory changes
     here = os.getcwd()
     os.chdir(prepared.parent)
     try:
         try:
-            quant_pre_process(str(onnx_in.resolve()), str(prepared))
+            quant_pre_process(source, target)
         except Exception as err:  # ORT raises Exception("Incomplete symbolic shape inference")
+            if "symbolic shape inference" not in str(err):
+                raise
             log.warning("%s: ONNX Runtime's symbolic shape inference failed (%s); using ONNX's", onnx_in, err)
-            quant_pre_process(str(onnx_in.resolve()), str(prepared), skip_symbolic_shape=True)
+            quant_pre_process(source, target, skip_symbolic_shape=True)
     finally:
         os.chdir(here)
 
