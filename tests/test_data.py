@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -320,7 +321,7 @@ def test_image_folder_skips_and_reports(tmp_path: Path) -> None:
     assert image.shape == (3, 32, 32) and target["boxes"].shape == (0, 4) and target["path"].endswith("ok1.png")
 
 
-def test_image_folder_falls_forward_on_decode_failure(tmp_path: Path) -> None:
+def test_image_folder_falls_forward_on_decode_failure(tmp_path: Path, caplog) -> None:
     root = tmp_path / "unl"
     root.mkdir()
     noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
@@ -329,8 +330,9 @@ def test_image_folder_falls_forward_on_decode_failure(tmp_path: Path) -> None:
     _png(root / "b.png")
     ds = UnlabeledFolder(root, (32, 32))
     assert len(ds) == 2 and ds.skipped == []
-    with pytest.warns(UserWarning, match="a.jpg"):
+    with caplog.at_level(logging.WARNING, logger="sadc"):
         _, target = ds[0]
+    assert "skipping unreadable image" in caplog.text and "a.jpg" in caplog.text
     assert target["path"].endswith("b.png") and [p.name for p, _ in ds.skipped] == ["a.jpg"]
 
 

@@ -8,6 +8,7 @@ list every unreadable one exactly once, whatever the names, links and file conte
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -184,7 +185,7 @@ def test_a_calibration_batch_of_only_unreadable_files_cannot_happen(teacher, tmp
     assert result.exit_code == 0, result.output
 
 
-def test_a_file_that_fails_in_every_loader_worker_is_listed_once(tmp_path):
+def test_a_file_that_fails_in_every_loader_worker_is_listed_once(tmp_path, caplog):
     """Both workers decode the truncated file (each batch holds both files); the list has it once."""
     from sadc.data.folder import UnlabeledFolder
     from sadc.data.loaders import build_loader
@@ -198,10 +199,11 @@ def test_a_file_that_fails_in_every_loader_worker_is_listed_once(tmp_path):
     data.write_skipped(tmp_path / "skipped.txt")
     loader = iter(build_loader(data, batch_size=2, workers=2, shuffle=False, seed=0))
     reported = 0
-    with pytest.warns(UserWarning, match="b.jpg"):
+    with caplog.at_level(logging.WARNING, logger="sadc"):
         for _ in range(4):  # batches 0, 2 from worker 0; 1, 3 from worker 1
             _, targets = next(loader)
             reported += sum(len(t["skipped"]) for t in targets)
             data.record(targets)
     assert reported == 2  # once in each worker
+    assert [r.getMessage().split(": ")[0] for r in caplog.records if "b.jpg" in r.getMessage()] == ["skipping unreadable image"]
     assert _listed(tmp_path / "skipped.txt", root) == ["b.jpg"]

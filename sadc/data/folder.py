@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,8 @@ from sadc.data.transforms import TrainTransform
 
 if TYPE_CHECKING:
     from sadc.recipe import AugmentSection
+
+log = logging.getLogger(__name__)
 
 
 class UnlabeledFolder(Dataset):
@@ -64,7 +66,7 @@ class UnlabeledFolder(Dataset):
     def _note(self, path: Path | str, reason: str) -> None:
         if self.skip_list.add(path, reason):
             self.skipped.append((Path(path), reason))
-            warnings.warn(f"skipping unreadable image: {text_name(reason)}", stacklevel=3)
+            log.warning("skipping unreadable image: %s", text_name(reason))
 
     def __len__(self) -> int:
         return len(self.paths)

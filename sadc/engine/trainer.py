@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -238,7 +239,11 @@ class Trainer:
         # One host sync per step (free on CPU): a non-finite loss must not reach the weights.
         if not torch.isfinite(total).item():
             self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()  # the step still counts, so schedule and data stay aligned
+            with warnings.catch_warnings():
+                # torch warns when the schedule moves before any optimizer.step(): here
+                # that is by design, and sadc reports the skipped step itself.
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+                self.scheduler.step()  # the step still counts, so schedule and data stay aligned
             return None
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
