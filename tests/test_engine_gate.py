@@ -210,6 +210,21 @@ def test_engine_refuses_another_tensorrt_version(checkpoint, tmp_path, monkeypat
     assert "\n" not in line and "built with TensorRT 10.9.0, this is TensorRT 10.8.0" in line and "rebuild it" in line
 
 
+def test_engine_refuses_a_topk_tensorrt_cannot_build(checkpoint, tmp_path, monkeypatch):
+    """TensorRT's TopK keeps at most 3840 values: one line before any export, not a parser error."""
+    fake = _use(monkeypatch, FakeTensorRT())
+    options = dict(out=tmp_path / "best.engine", simplify=False, max_detections=20)
+    with pytest.raises(SadcError) as err:
+        export_checkpoint(checkpoint, "engine", ExportOptions(topk_candidates=3841, **options))
+    assert str(err.value) == (
+        "--topk 3841: TensorRT's TopK keeps at most 3840 values; use --topk 3840 or fewer for an engine, or --nms efficient"
+    )
+    assert list(tmp_path.iterdir()) == [] and fake.builds == []
+    export_checkpoint(checkpoint, "engine", ExportOptions(topk_candidates=3841, nms="efficient", parity=False, **options))
+    export_checkpoint(checkpoint, "engine", ExportOptions(topk_candidates=3840, parity=False, **options))
+    assert [b["onnx"] for b in fake.builds] == ["best.efficientnms.onnx", "best.onnx"]
+
+
 def test_engine_mAP_gate_with_val(checkpoint, tiny_world, tmp_path, monkeypatch):
     """--val scores the engine and the fp32 ONNX graph; the sidecar keeps both numbers."""
     from sadc.export.pipeline import ExportResult  # noqa: F401 - the result type holds map_scores

@@ -178,6 +178,8 @@ def export_checkpoint(
     source = load_export_source(checkpoint if is_torchvision(checkpoint) else Path(checkpoint), options.input_size)
     recipe = _recipe_export(source.recipe_export)
     post = options.postprocess(recipe.postprocess())
+    if fmt.needs_cuda:
+        trt_export.check_topk(post, options.nms)
     opset = _or(options.opset, recipe.opset)
     anchor = Path(str(checkpoint).split(":", 1)[1]) if is_torchvision(checkpoint) else Path(checkpoint)
     final = options.out or default_output(anchor, fmt, raw=options.raw)

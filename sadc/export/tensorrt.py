@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sadc.artefacts.io import INPUT_NAME
+from sadc.artefacts.postprocess import PostProcess
 from sadc.artefacts.sidecar import ENGINE_NOTE
 from sadc.errors import SadcError, brief
 
@@ -107,6 +108,22 @@ def check_workspace(workspace_gb: float) -> int:
     if not 0 < workspace_gb <= 1024:
         raise SadcError(f"--workspace {workspace_gb}: GiB of builder scratch memory, in (0, 1024]")
     return int(workspace_gb * (1 << 30))
+
+
+MAX_TOPK = 3840  # ITopKLayer: k <= 3840 (TensorRT's operator reference, TopK)
+
+
+def check_topk(post: PostProcess, nms: str) -> None:
+    """Refuse, before any work, a deploy graph whose TopK TensorRT cannot build.
+
+    The ONNX-NMS graph keeps ``--topk`` candidates with TopK; the EfficientNMS graph has
+    no TopK of its own (the plugin sorts its fixed 4096 candidates).
+    """
+    if nms == "onnx" and post.topk_candidates > MAX_TOPK:
+        raise SadcError(
+            f"--topk {post.topk_candidates}: TensorRT's TopK keeps at most {MAX_TOPK} values; "
+            f"use --topk {MAX_TOPK} or fewer for an engine, or --nms efficient"
+        )
 
 
 def import_tensorrt():
