@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 MIN_TENSORRT = 10
+MAX_TOPK = 3840  # ITopKLayer: k <= 3840 (TensorRT's operator reference, TopK)
 TENSORRT_MISSING = "TensorRT export needs tensorrt>=10 and a CUDA GPU: on a CUDA machine pip install 'sadc[gpu]'"
 
 
@@ -108,9 +109,6 @@ def check_workspace(workspace_gb: float) -> int:
     if not 0 < workspace_gb <= 1024:
         raise SadcError(f"--workspace {workspace_gb}: GiB of builder scratch memory, in (0, 1024]")
     return int(workspace_gb * (1 << 30))
-
-
-MAX_TOPK = 3840  # ITopKLayer: k <= 3840 (TensorRT's operator reference, TopK)
 
 
 def check_topk(post: PostProcess, nms: str) -> None:
