@@ -51,6 +51,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.common import run
 from benchmarks.common import split_metrics as cached_split_metrics
 from sadc.artefacts.checkpoint import load_checkpoint
 from sadc.data.synth import make_synthetic_world
@@ -736,4 +737,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

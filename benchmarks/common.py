@@ -5,12 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from sadc.bench.latency import time_calls
+from sadc.errors import SadcError
+
+
+def run(main: Callable[[], object]) -> None:
+    """Run a script's ``main``: a :class:`SadcError` (a missing file, a graph without its
+    sidecar, ...) is one line on stderr and exit code 2, as in the ``sadc`` commands."""
+    try:
+        main()
+    except SadcError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def time_it(fn: Callable[[], object], *, warmup: int = 3, iters: int = 10) -> float:

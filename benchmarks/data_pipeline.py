@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import machine_line
+from benchmarks.common import machine_line, run
 from sadc.data.coco import CocoDataset
 from sadc.data.folder import UnlabeledFolder
 from sadc.data.loaders import build_loader
@@ -66,4 +66,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

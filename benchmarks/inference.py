@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import machine_line, time_it
+from benchmarks.common import machine_line, run, time_it
 from sadc.bench.flops import model_size
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import machine_line
+from benchmarks.common import machine_line, run
 from sadc.distill.losses import distillation_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,4 +102,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

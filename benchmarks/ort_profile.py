@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine_line
+from benchmarks.common import machine_line, run
 
 
 def images(size: tuple[int, int], batch: int, folder: Path | None) -> np.ndarray:
@@ -107,4 +107,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

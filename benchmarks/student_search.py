@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import machine_line, split_metrics
+from benchmarks.common import machine_line, run, split_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs/search"
@@ -288,4 +288,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

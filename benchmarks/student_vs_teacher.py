@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import machine_line, time_it
+from benchmarks.common import machine_line, run, time_it
 from sadc.bench.flops import model_size
 from sadc.models.detector import build_detector
 from sadc.models.loading import spec_from_fields
@@ -66,4 +66,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

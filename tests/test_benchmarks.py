@@ -196,6 +196,24 @@ def test_stage_time_says_in_one_line_when_the_command_cannot_run(tmp_path, capsy
     assert last.endswith(f"cannot run {missing}: No such file or directory; check the command's path"), err
 
 
+def test_a_benchmark_reports_a_user_mistake_in_one_line(tmp_path, monkeypatch, capsys):
+    """Every script ends in ``benchmarks.common.run``: a SadcError is one line and exit code 2, not a traceback."""
+    from benchmarks import ort_profile
+    from benchmarks.common import run
+
+    graph = tmp_path / "model.onnx"
+    graph.write_bytes(b"not a graph")
+    monkeypatch.setattr(sys, "argv", ["ort_profile", str(graph)])
+    with pytest.raises(SystemExit) as exit_:
+        run(ort_profile.main)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {graph}.json not found") and err.count("\n") == 1, err
+    scripts = [f for f in (ROOT / "benchmarks").glob("*.py") if '__name__ == "__main__"' in f.read_text()]
+    own_exit = {"avx2_cpu.py", "gpu_check.py", "stage_time.py"}  # no torch import: they print their own one-line errors
+    assert {f.name for f in scripts if "run(main)" not in f.read_text()} == own_exit
+
+
 def test_ort_profile_counts_each_kernel_of_the_optimized_graph_once_per_call(tmp_path):
     import collections
 
