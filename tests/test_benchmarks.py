@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from sadc.errors import SadcError
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -212,6 +214,21 @@ def test_a_benchmark_reports_a_user_mistake_in_one_line(tmp_path, monkeypatch, c
     scripts = [f for f in (ROOT / "benchmarks").glob("*.py") if '__name__ == "__main__"' in f.read_text()]
     own_exit = {"avx2_cpu.py", "gpu_check.py", "stage_time.py"}  # no torch import: they print their own one-line errors
     assert {f.name for f in scripts if "run(main)" not in f.read_text()} == own_exit
+
+
+def test_deploy_topk_times_both_forms_and_checks_they_select_the_same_pairs(monkeypatch, capsys):
+    from benchmarks import deploy_topk
+
+    argv = ["deploy_topk", "--shape", "40,3", "--k", "30", "--batch", "1", "3", "--rounds", "1", "--iters", "2"]
+    monkeypatch.setattr(sys, "argv", argv)
+    deploy_topk.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("scores [B, 40, 3], k 30;")
+    assert [line.split(":")[0] for line in lines[2:]] == ["batch 1", "batch 3"]
+    assert all(line.endswith("same pairs: yes") for line in lines[2:]), lines
+    assert deploy_topk.shape_of("coco") == (76725, 80)
+    with pytest.raises(SadcError, match="--shape 40x3: quickstart, coco or A,C"):
+        deploy_topk.shape_of("40x3")
 
 
 def test_ort_profile_counts_each_kernel_of_the_optimized_graph_once_per_call(tmp_path):
