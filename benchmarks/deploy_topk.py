@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
-import time
 import warnings
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchmarks.common import machine_line, run
+from benchmarks.common import machine_line, run, time_it
 from sadc.errors import SadcError
 from sadc.export.deploy import top_pairs
 
@@ -108,14 +107,7 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in sessions}
         for _ in range(args.rounds):
             for name, s in sessions.items():
-                for _ in range(5):
-                    s.run(None, feed)
-                calls = []
-                for _ in range(args.iters):
-                    t = time.perf_counter()
-                    s.run(None, feed)
-                    calls.append(time.perf_counter() - t)
-                times[name].append(statistics.median(calls) * 1e3)
+                times[name].append(time_it(lambda s=s, feed=feed: s.run(None, feed), warmup=5, iters=args.iters) * 1e3)
         one, two = (statistics.median(times[n]) for n in sessions)
         print(
             f"batch {batch}: one TopK {one:.3f} ms, two steps {two:.3f} ms, ratio {two / one:.2f}; "
