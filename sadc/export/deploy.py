@@ -77,6 +77,11 @@ class MultiClassNMS(torch.autograd.Function):
         )
 
 
+def gather_rows(x: Tensor, idx: Tensor) -> Tensor:
+    """x [B, N, D], idx [B, k] -> [B, k, D]: row idx[b, j] of x[b] (GatherElements on the expanded index)."""
+    return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, int(x.shape[-1])))  # D is static: a constant of the graph
+
+
 def top_pairs(scores: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
     """The k best (anchor, class) pairs of scores [B, A, C]: (scores, anchors, classes), each [B, k], by score.
 
@@ -90,7 +95,7 @@ def top_pairs(scores: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
     """
     num_anchors, num_classes = scores.shape[1], scores.shape[2]
     best_anchors = scores.amax(dim=2).topk(min(k, num_anchors), dim=1).indices  # [B, ka]
-    pairs = scores.gather(1, best_anchors.unsqueeze(-1).expand(-1, -1, num_classes)).flatten(1)  # [B, ka*C]
+    pairs = gather_rows(scores, best_anchors).flatten(1)  # [B, ka*C]
     top_scores, idx = pairs.topk(k, dim=1)  # [B, k], sorted
     row = torch.div(idx, num_classes, rounding_mode="trunc")  # idx >= 0: trunc == floor, and a plain Div
     return top_scores, best_anchors.gather(1, row), idx - row * num_classes  # idx % C without a Mod node
@@ -192,7 +197,7 @@ class DeployModule(nn.Module):
         # Decode and clip the k candidates, not all A anchors (k rows instead of A: 1,000
         # against 3,069 at the quickstart's 128 px, 76,725 at COCO's 640), row for row
         # the same arithmetic as Detector.detect.
-        cand_codes = codes.gather(1, anchor_idx.unsqueeze(-1).expand(-1, -1, 4))  # [B, k, 4]
+        cand_codes = gather_rows(codes, anchor_idx)  # [B, k, 4]
         cand_boxes = self.detector.decode_boxes(cand_codes, self.anchors[anchor_idx])
         limits = torch.tensor([w, h, w, h], dtype=cand_boxes.dtype, device=cand_boxes.device)
         # Not clip_boxes_to_image: its strided slices + stack become six graph ops, Max + Min two.
@@ -220,7 +225,7 @@ class DeployModule(nn.Module):
         out_scores = torch.where(valid, top_scores, torch.zeros_like(top_scores))
         out_boxes = torch.where(
             valid.unsqueeze(-1),
-            cand_boxes.gather(1, order.unsqueeze(-1).expand(-1, -1, 4)),
+            gather_rows(cand_boxes, order),
             torch.zeros_like(cand_boxes[:, :n_out]),
         )
         out_labels = torch.where(valid, cand_labels.gather(1, order), torch.zeros_like(order))
