@@ -120,6 +120,49 @@ def test_deploy_eager_equals_detector_detect(detector, topk):
     assert boxes.min() >= 0 and boxes.max() <= 64
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        _tiny_spec(),  # GroupNorm head
+        _tiny_spec().model_copy(update={"head_norm": "none", "anchor_ratios": [0.5, 1.0, 2.0]}),
+        DetectorSpec(arch="fcos", backbone="tiny", fpn_channels=64, class_names=["a", "b"], input_size=(64, 96)),
+    ],
+    ids=["retinanet-groupnorm", "retinanet-3-anchors", "fcos"],
+)
+def test_deploy_head_gives_the_detectors_outputs(spec):
+    """The deploy graph's head (constant reshapes, level_rows) gives torchvision's head outputs, bit for bit.
+
+    Its weights keep their names, and so do the exported graph's initializers.
+    """
+    torch.manual_seed(3)
+    detector = build_detector(spec).eval()
+    module = DeployModule(detector, raw=True)
+    images = noise_images(2, spec.input_size, 0)
+    with torch.no_grad():
+        ref = detector.dense(detector.preprocess(images)).head_outputs()
+        out = module.detector.dense(module.detector.preprocess(images)).head_outputs()
+    assert module.detector.state_dict().keys() == detector.state_dict().keys()
+    assert out.keys() == ref.keys() and len(ref) == (3 if spec.arch == "fcos" else 2)
+    for name, value in ref.items():
+        assert torch.equal(out[name], value), name
+
+
+def test_exported_head_takes_no_shape_of_its_tensors(exported):
+    """The head's reshapes are constants: the only Shape ops on the network's tensors are the FPN's upsampling sizes.
+
+    torchvision's head and torch's GroupNorm export read each level's Shape (31 reads in
+    the quickstart student's graph); in the INT8 graph each read kept a DequantizeLinear
+    of the whole tensor alive.
+    """
+    graph = onnx.load(str(exported)).graph
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    read = [producer.get(node.input[0], node.input[0]) for node in graph.node if node.op_type == "Shape"]
+    network = [op for op in read if op in {"Conv", "Relu", "InstanceNormalization", "Add", "Mul", "MaxPool"}]
+    assert sum(node.op_type == "InstanceNormalization" for node in graph.node) > 0  # the GroupNorm head is there
+    assert len(network) <= sum(node.op_type == "Resize" for node in graph.node), read
+    assert "InstanceNormalization" not in network and "Relu" not in network, read
+
+
 @pytest.mark.parametrize("k", [1, 7, 40, 50, 150])  # below, at and above the 50 anchors
 def test_top_pairs_equals_topk_over_all_pairs(k):
     gen = torch.Generator().manual_seed(k)

@@ -4,7 +4,8 @@ One module is both the exported graph and its own eager reference:
 
     images uint8 [B, 3, H, W]
       -> cast, subtract mean, divide by std          (no Resize/Pad: TensorRT-friendly)
-      -> backbone + FPN + head                        (Detector.dense)
+      -> backbone + FPN + head                        (Detector.dense; DeployHead: the head's
+                                                       reshapes are constants, no Shape ops)
       -> scores, top-k over A*C in two exact steps    (Detector.scores; ReduceMax, TopK, TopK)
       -> decode the k candidates against their anchors, clip to the image
                                                       (GatherElements, Gather, Detector.decode_boxes)
@@ -21,9 +22,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torchvision.models.detection.fcos import FCOSHead
+from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import batched_nms
 
 from sadc.artefacts.io import OUTPUT_NAMES, RAW_OUTPUT_NAMES
@@ -77,6 +81,123 @@ class MultiClassNMS(torch.autograd.Function):
         )
 
 
+class KeepBatchReshape(torch.autograd.Function):
+    """x [B, ...] -> x.reshape(B, *shape), exported as one ``Reshape`` on the constant [0, *shape].
+
+    ONNX's 0 copies the batch from the input, so the graph needs no ``Shape`` of ``x``:
+    the TorchScript exporter turns ``x.shape[0]`` into Shape, Gather and Concat ops, and
+    once the graph is quantized, each such Shape reads a DequantizeLinear of the whole
+    tensor of its own (in ONNX Runtime's optimized quickstart INT8 graph, 32 of the 74
+    DequantizeLinear fed only a Shape).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, shape: tuple[int, ...]) -> Tensor:
+        return x.reshape(x.shape[0], *shape)
+
+    @staticmethod
+    def symbolic(g, x, shape):
+        return g.op("Reshape", x, g.op("Constant", value_t=torch.tensor([0, *shape], dtype=torch.int64)))
+
+
+def level_rows(x: Tensor, width: int) -> Tensor:
+    """A head output [B, A*width, H, W] -> [B, H*W*A, width], rows in torchvision's (y, x, anchor) order.
+
+    torchvision views [B, A, width, H, W], permutes to [B, H, W, A, width] and reshapes;
+    one transpose to [B, H, W, A*width] and one constant reshape give the same rows.
+    Under ONNX Runtime's INT8 kernels, which run channels-last, that transpose cancels.
+    """
+    return KeepBatchReshape.apply(x.permute(0, 2, 3, 1), (-1, width))
+
+
+class GroupNormExport(torch.autograd.Function):
+    """``F.group_norm`` exported without a ``Shape`` of its input (see :class:`KeepBatchReshape`).
+
+    forward(x [B, C, H, W], weight, bias, groups, eps, chw = x's [C, H, W], half) is
+    ``F.group_norm`` itself. The symbolic is torch's own export of it, Reshape [0, G, -1],
+    InstanceNormalization, Reshape, Mul, Add, with the second Reshape on the constant
+    [0, C, H, -1]: H is a constant of a deploy graph, whose input size is fixed (torch's
+    shape inference wants a -1 beside the 0).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, groups: int, eps: float, chw: tuple[int, ...], half: bool) -> Tensor:
+        return nn.functional.group_norm(x, groups, weight, bias, eps)
+
+    @staticmethod
+    def symbolic(g, x, weight, bias, groups, eps, chw, half):
+        dtype = torch.float16 if half else torch.float32
+        y = g.op("Reshape", x, g.op("Constant", value_t=torch.tensor([0, groups, -1], dtype=torch.int64)))
+        y = g.op(
+            "InstanceNormalization",
+            y,
+            g.op("Constant", value_t=torch.ones(groups, dtype=dtype)),
+            g.op("Constant", value_t=torch.zeros(groups, dtype=dtype)),
+            epsilon_f=eps,
+        )
+        y = g.op("Reshape", y, g.op("Constant", value_t=torch.tensor([0, *chw[:-1], -1], dtype=torch.int64)))
+        per_channel = g.op("Constant", value_t=torch.tensor([-1, 1, 1], dtype=torch.int64))
+        return g.op("Add", g.op("Mul", y, g.op("Reshape", weight, per_channel)), g.op("Reshape", bias, per_channel))
+
+
+class DeployGroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` (affine) whose forward goes through :class:`GroupNormExport`; same parameter names."""
+
+    @classmethod
+    def of(cls, norm: nn.GroupNorm) -> DeployGroupNorm:
+        new = cls(norm.num_groups, norm.num_channels, norm.eps, affine=True, device=norm.weight.device)
+        new.weight, new.bias = norm.weight, norm.bias
+        return new
+
+    def forward(self, x: Tensor) -> Tensor:
+        chw = tuple(int(d) for d in x.shape[1:])  # constants of the traced graph
+        return GroupNormExport.apply(x, self.weight, self.bias, self.num_groups, self.eps, chw, x.dtype == torch.float16)
+
+
+class DeployHead(nn.Module):
+    """A RetinaNet or FCOS head with the same outputs, its levels flattened by :func:`level_rows`.
+
+    The branches keep their names, so the graph's weights keep theirs.
+    """
+
+    def __init__(self, head: RetinaNetHead | FCOSHead):
+        super().__init__()
+        self.classification_head: Any = head.classification_head  # conv, cls_logits, num_classes
+        self.regression_head: Any = head.regression_head  # conv, bbox_reg (, bbox_ctrness)
+        self.fcos = isinstance(head, FCOSHead)
+
+    def forward(self, features: list[Tensor]) -> dict[str, Tensor]:
+        cls, reg = self.classification_head, self.regression_head
+        out: dict[str, list[Tensor]] = {"cls_logits": [], "bbox_regression": []}
+        for x in features:
+            out["cls_logits"].append(level_rows(cls.cls_logits(cls.conv(x)), cls.num_classes))
+            box_features = reg.conv(x)
+            if self.fcos:  # torchvision's FCOSRegressionHead
+                out["bbox_regression"].append(level_rows(nn.functional.relu(reg.bbox_reg(box_features)), 4))
+                out.setdefault("bbox_ctrness", []).append(level_rows(reg.bbox_ctrness(box_features), 1))
+            else:
+                out["bbox_regression"].append(level_rows(reg.bbox_reg(box_features), 4))
+        return {name: torch.cat(levels, dim=1) for name, levels in out.items()}
+
+
+def _for_export(detector: Detector) -> Detector:
+    """``detector`` (a private copy) with the head's reshapes made constants of the graph.
+
+    The head's outputs are the same bits; GroupNorm runs the original module eagerly.
+    """
+
+    def swap(module: nn.Module) -> None:
+        for name, child in module.named_children():
+            if isinstance(child, nn.GroupNorm) and child.affine:
+                setattr(module, name, DeployGroupNorm.of(child))
+            else:
+                swap(child)
+
+    swap(detector.net.head)
+    detector.net.head = DeployHead(detector.net.head)
+    return detector
+
+
 def gather_rows(x: Tensor, idx: Tensor) -> Tensor:
     """x [B, N, D], idx [B, k] -> [B, k, D]: row idx[b, j] of x[b] (GatherElements on the expanded index)."""
     return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, int(x.shape[-1])))  # D is static: a constant of the graph
@@ -128,7 +249,7 @@ class DeployModule(nn.Module):
         half: bool = False,
     ):
         super().__init__()
-        self.detector = copy.deepcopy(detector).eval()
+        self.detector = _for_export(copy.deepcopy(detector)).eval()
         self.spec = detector.spec
         self.post = post
         self.raw = raw
