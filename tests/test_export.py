@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -462,6 +463,35 @@ def test_int8_cpu_target_is_u8s8_and_fuses_in_onnxruntime(exported, calib_dir, t
     assert read_sidecar(path)["quantization"]["target"] == "cpu"
     with pytest.raises(SadcError, match="--int8-target gpu: choose one of tensorrt, cpu"):
         quantize_int8(exported, tmp_path / "x.int8.onnx", calib_dir, n=2, target="gpu")
+
+
+def test_int8_cpu_target_folds_conv_relu(calib_dir, tmp_path):
+    """--int8-target cpu: a Relu right after a Conv is folded into the Conv's quantized output.
+
+    ResNet blocks (Conv+BN -> Relu -> Conv) then need no float Relu between a DQ and a Q;
+    the TensorRT form keeps every Relu (TensorRT fuses them itself).
+    """
+    torch.manual_seed(4)
+    spec = DetectorSpec(backbone="resnet10_half", fpn_channels=16, head_convs=1, class_names=["a"], input_size=(64, 64))
+    fp32 = export_onnx(confident(build_detector(spec)), tmp_path / "r.onnx", post=THRESHOLDS)
+
+    def relus_after(path: Path) -> Counter:
+        graph = onnx.load(str(path)).graph
+        producer = {out: node.op_type for node in graph.node for out in node.output}
+        return Counter(
+            # the FPN's P6 -> Relu -> P7: P6 also feeds the head, so its range stays its own
+            "P6" if "extra_blocks" in n.name else producer.get(n.input[0], "input")
+            for n in graph.node
+            if n.op_type == "Relu"
+        )
+
+    quant = partial(quantize_int8, fp32, calib_images=calib_dir, n=4, batch=4, method="minmax")
+    cpu, trt = quant(tmp_path / "cpu.int8.onnx", target="cpu"), quant(tmp_path / "trt.int8.onnx", target="tensorrt")
+    assert relus_after(fp32)["Conv"] >= 5  # the stem and each block's first Conv
+    assert relus_after(cpu)["DequantizeLinear"] == 0 and relus_after(cpu)["Conv"] == 0 and relus_after(cpu)["P6"] == 1
+    assert sum(relus_after(trt).values()) == sum(relus_after(fp32).values())
+    assert read_sidecar(cpu)["quantization"]["op_types"] == ["Conv", "ConvTranspose", "MatMul", "Gemm", "Relu"]
+    assert "Relu" not in read_sidecar(trt)["quantization"]["op_types"]
 
 
 def test_int8_runs_with_the_contract_and_sidecar(quantized, calib_dir):

@@ -3,7 +3,7 @@
 ``best.int8.onnx`` -> ``best.calib.json``::
 
     {"sadc_calibration_cache": 1,
-     "key": {"network": sha256 of the quantized layers (op, tensor names, weights),
+     "key": {"network": sha256 of the calibrated layers (op, tensor names, weights),
              "method": "entropy", "images": [[path, bytes, mtime_ns], ...], "batch": 8},
      "ranges": ONNX Runtime's TensorsData as a dict (its calibration_cache_path format)}
 

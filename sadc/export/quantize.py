@@ -18,6 +18,10 @@ from Q/DQ) that also runs in ONNX Runtime:
 - one dedicated Q/DQ pair per consumer (``DedicatedQDQPair``), the layout TensorRT's
   Q/DQ fusion expects.
 
+``target="cpu"`` is ONNX Runtime's fast CPU form instead: uint8 asymmetric activations,
+quantized Conv outputs, int32 biases, and Relus folded into the quantized tensors before
+them (:data:`CPU_FOLDED_OP_TYPES`).
+
 Calibration runs one batch at a time (``CalibStridedMinMax`` with a stride of one
 batch; ORT applies it to every method), so memory holds one batch of activations,
 not ``n`` images' worth.
@@ -51,6 +55,15 @@ TARGETS = ("tensorrt", "cpu")
 TARGET_CHOICES = ("auto", *TARGETS)
 """``--int8-target`` values: ``auto`` resolves to one of :data:`TARGETS` (:func:`resolve_target`)."""
 QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+CPU_FOLDED_OP_TYPES = ("Relu",)
+"""Also quantized for ``--int8-target cpu``: with uint8 activations, ORT's quantizer removes
+a Relu that follows a quantized tensor and gives that tensor the Relu's range, so Conv ->
+Relu -> Conv is one QLinearConv into the next. Left out, the Conv's output is quantized
+with its own (signed) range, dequantized for a float Relu and requantized: two more
+passes per Conv -> Relu (0.89x the INT8 latency at batch 8 on the quickstart student,
+benchmarks/RESULTS.md). TensorRT fuses Conv + ReLU itself; its form is left alone."""
+CALIBRATED_OP_TYPES = (*QUANTIZED_OP_TYPES, *CPU_FOLDED_OP_TYPES)
+"""Calibration covers both targets' tensors, so either target's ranges serve the other."""
 POSTPROCESS_START = "TopK"  # the first node of post-processing; it and all downstream stay float
 
 
@@ -257,13 +270,14 @@ def quantize_int8(
         "percentile": CalibrationMethod.Percentile,
         "minmax": CalibrationMethod.MinMax,
     }
+    op_types = QUANTIZED_OP_TYPES if target == "tensorrt" else CALIBRATED_OP_TYPES
     settings = {
         "quant_format": "QDQ",
         "target": target,
         "activations": "int8 symmetric per-tensor" if target == "tensorrt" else "uint8 asymmetric per-tensor",
         "weights": "int8 symmetric per-channel",
         "bias": "float" if target == "tensorrt" else "int32",
-        "op_types": list(QUANTIZED_OP_TYPES),
+        "op_types": list(op_types),
     }
     if target == "tensorrt":
         flavour = {
@@ -283,7 +297,7 @@ def quantize_int8(
         _prepare(quant_pre_process, onnx_in, prepared)
         model = onnx.load(str(prepared))
         cache_file = Path(cache) if cache is not None else calib_cache.cache_path(onnx_out)
-        key = calib_cache.cache_key(calib_cache.network_fingerprint(model, QUANTIZED_OP_TYPES), method, paths, batch)
+        key = calib_cache.cache_key(calib_cache.network_fingerprint(model, CALIBRATED_OP_TYPES), method, paths, batch)
         ranges_file, cache_args = Path(tmp) / "ranges.json", {}
         reused = False
         if calib_cache.ort_supports_cache():
@@ -302,8 +316,8 @@ def quantize_int8(
             per_channel=True,
             reduce_range=False,
             calibrate_method=calibrate[method],
-            op_types_to_quantize=list(QUANTIZED_OP_TYPES),
-            nodes_to_exclude=postprocess_nodes(model),
+            op_types_to_quantize=list(CALIBRATED_OP_TYPES),  # what calibration covers
+            nodes_to_exclude=postprocess_nodes(model) + _left_float(model, op_types),
             extra_options={
                 "WeightSymmetric": True,
                 "DedicatedQDQPair": True,
@@ -340,6 +354,11 @@ def quantize_int8(
         },
     }
     return write_onnx_artefact(onnx_out, quantized, payload)
+
+
+def _left_float(model, op_types: tuple[str, ...]) -> list[str]:
+    """Nodes of a calibrated op type that this target does not quantize (by name)."""
+    return [n.name for n in model.graph.node if n.op_type in CALIBRATED_OP_TYPES and n.op_type not in op_types]
 
 
 def _prepare(quant_pre_process, onnx_in: Path, prepared: Path) -> None:
