@@ -370,6 +370,24 @@ def test_parity_batchnorm_detector_stays_in_eval(tmp_path):
     assert report.passed and report.n_torch > 0, report.summary()
 
 
+def test_level_batch_head_folds_into_the_convs(tmp_path):
+    """head_norm: level_batch: the export folds each level's BatchNorm into a Conv of that level's own."""
+    torch.manual_seed(6)
+    model = confident(build_detector(_tiny_spec().model_copy(update={"head_norm": "level_batch"})))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):  # each level with statistics of its own
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    path = export_onnx(model, tmp_path / "lb.onnx", simplify=False, post=THRESHOLDS)
+    graph = onnx.load(str(path)).graph
+    assert not [n.name for n in graph.node if n.op_type == "BatchNormalization"]
+    tower_weights = {n.input[1] for n in graph.node if n.op_type == "Conv" and "/head/" in n.name and "/conv/" in n.name}
+    assert len(tower_weights) == 2 * 4 * 5  # 2 branches x 4 convs x 5 levels: one folded weight each
+    report = run_parity(model, path, images=_images(4))
+    assert report.passed and report.n_torch > 0, report.summary()
+
+
 def test_match_counts_identical_zero_area_boxes():
     from sadc.export.parity import _match
 

@@ -139,3 +139,40 @@ def test_head_convs_is_validated():
     with pytest.raises(ValueError, match="head_convs"):
         DetectorSpec(head_convs=0)
     assert DetectorSpec().head_convs == 4  # checkpoints written before the field load as before
+
+
+def test_level_batch_head_normalises_each_level_on_its_own(tiny_spec):
+    """head_norm: level_batch equals, level by level, torchvision's BatchNorm head holding that level's norms."""
+    from torchvision.models.detection.retinanet import RetinaNetHead
+
+    from sadc.models.detector import LevelBatchNorm
+
+    torch.manual_seed(5)
+    spec = tiny_spec.model_copy(update={"head_norm": "level_batch", "head_convs": 2})
+    detector = build_detector(spec).train()
+    images = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    features = list(detector.net.backbone(detector.preprocess(images)).values())
+    with torch.no_grad():
+        detector.net.head(features)  # one training pass: each level's statistics from its own features
+    norms = [m for m in detector.net.head.modules() if isinstance(m, LevelBatchNorm)]
+    assert len(norms) == 4 and all(len(m.norms) == len(features) == 5 for m in norms)
+    for m in norms:
+        assert all(int(bn.num_batches_tracked) == 1 for bn in m.norms)
+        assert not torch.allclose(m.norms[0].running_var, m.norms[4].running_var)
+    detector.eval()
+    with torch.no_grad():
+        out = detector.net.head(features)
+        sizes = [f.shape[-2] * f.shape[-1] * spec.anchors_per_location for f in features]
+        for level, rows in enumerate(zip(out["cls_logits"].split(sizes, 1), out["bbox_regression"].split(sizes, 1))):
+            plain = RetinaNetHead(spec.fpn_channels, spec.anchors_per_location, spec.num_classes, torch.nn.BatchNorm2d)
+            for branch in (plain.classification_head, plain.regression_head):
+                branch.conv = torch.nn.Sequential(*list(branch.conv)[:2])
+            state = {
+                k.replace(f"norms.{level}.", ""): v
+                for k, v in detector.net.head.state_dict().items()
+                if "norms." not in k or f"norms.{level}." in k
+            }
+            plain.load_state_dict(state)
+            ref = plain.eval()([features[level]])
+            torch.testing.assert_close(rows[0], ref["cls_logits"], rtol=0, atol=0)
+            torch.testing.assert_close(rows[1], ref["bbox_regression"], rtol=0, atol=0)

@@ -33,7 +33,7 @@ from torchvision.ops import batched_nms
 from sadc.artefacts.io import OUTPUT_NAMES, RAW_OUTPUT_NAMES
 from sadc.artefacts.postprocess import PostProcess
 from sadc.errors import SadcError
-from sadc.models.detector import Detector
+from sadc.models.detector import Detector, set_head_level
 
 
 class MultiClassNMS(torch.autograd.Function):
@@ -169,7 +169,8 @@ class DeployHead(nn.Module):
     def forward(self, features: list[Tensor]) -> dict[str, Tensor]:
         cls, reg = self.classification_head, self.regression_head
         out: dict[str, list[Tensor]] = {"cls_logits": [], "bbox_regression": []}
-        for x in features:
+        for level, x in enumerate(features):
+            set_head_level(self, level)  # LevelBatchNorm heads
             out["cls_logits"].append(level_rows(cls.cls_logits(cls.conv(x)), cls.num_classes))
             box_features = reg.conv(x)
             if self.fcos:  # torchvision's FCOSRegressionHead

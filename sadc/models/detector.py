@@ -183,6 +183,44 @@ def _anchor_generator(spec: DetectorSpec) -> AnchorGenerator:
     return AnchorGenerator(sizes, ratios)
 
 
+class LevelBatchNorm(nn.Module):
+    """BatchNorm2d with statistics and affine parameters of its own for each FPN level.
+
+    The head's convs are shared by all levels, its norms are not (EfficientDet's head):
+    P3's and P7's features differ in scale, so one set of BatchNorm statistics for every
+    level (``head_norm: batch``) fits none of them. :class:`LevelNormRetinaNetHead` sets
+    ``level`` before each level's pass. In a deploy graph each level's norm is a
+    BatchNormalization after that level's Conv, which ONNX Runtime (and so its INT8
+    quantizer) and TensorRT fold into the Conv: the head is convs and Relus only.
+    """
+
+    def __init__(self, channels: int, levels: int):
+        super().__init__()
+        self.norms = nn.ModuleList(nn.BatchNorm2d(channels) for _ in range(levels))
+        self.level = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norms[self.level](x)
+
+
+def set_head_level(head: nn.Module, level: int) -> None:
+    """Point every :class:`LevelBatchNorm` of ``head`` at FPN level ``level`` (0 = P3)."""
+    for module in head.modules():
+        if isinstance(module, LevelBatchNorm):
+            module.level = level
+
+
+class LevelNormRetinaNetHead(RetinaNetHead):
+    """torchvision's RetinaNet head run level by level, for :class:`LevelBatchNorm`; same outputs."""
+
+    def forward(self, x: list[Tensor]) -> dict[str, Tensor]:
+        levels = []
+        for level, features in enumerate(x):
+            set_head_level(self, level)
+            levels.append(super().forward([features]))
+        return {name: torch.cat([out[name] for out in levels], dim=1) for name in levels[0]}
+
+
 def _head_norm(spec: DetectorSpec):
     c = spec.fpn_channels
     if spec.head_norm == "group":
@@ -191,6 +229,8 @@ def _head_norm(spec: DetectorSpec):
         return partial(nn.GroupNorm, next((g for g in (32, 16, 8, 4, 2) if c % g == 0 and c // g >= 2), 1))
     if spec.head_norm == "batch":
         return nn.BatchNorm2d
+    if spec.head_norm == "level_batch":
+        return partial(LevelBatchNorm, levels=len(spec.anchor_sizes))
     return None
 
 
@@ -216,7 +256,8 @@ def build_detector(spec: DetectorSpec) -> Detector:
         head = FCOSHead(spec.fpn_channels, 1, spec.num_classes)
         net = FCOS(backbone, spec.num_classes, head=head, **common)
     else:
-        head = RetinaNetHead(
+        head_type = LevelNormRetinaNetHead if spec.head_norm == "level_batch" else RetinaNetHead
+        head = head_type(
             spec.fpn_channels, anchors.num_anchors_per_location()[0], spec.num_classes, norm_layer=_head_norm(spec)
         )
         net = RetinaNet(backbone, spec.num_classes, head=head, **common)

@@ -32,8 +32,13 @@ class DetectorSpec(BaseModel):
     arch: Literal["retinanet", "fcos"] = Field("retinanet", description="Detector family.")
     backbone: str = Field("resnet18", description="Backbone name from the backbone registry.")
     fpn_channels: int = Field(64, gt=0, description="Channels of every FPN level and of the heads.")
-    head_norm: Literal["group", "batch", "none"] = Field(
-        "group", description="Normalisation in the head convs; GroupNorm trains from scratch far better."
+    head_norm: Literal["group", "batch", "level_batch", "none"] = Field(
+        "group",
+        description=(
+            "Normalisation in the head convs; GroupNorm trains from scratch far better than one BatchNorm "
+            "shared by all levels (batch). level_batch: a BatchNorm per FPN level (EfficientDet's head), "
+            "folded into the convs at export."
+        ),
     )
     head_convs: int = Field(
         4, ge=1, le=4, description="3x3 convs in each head branch before its output conv (RetinaNet and FCOS: 4)."
