@@ -257,9 +257,7 @@ def build_detector(spec: DetectorSpec) -> Detector:
         net = FCOS(backbone, spec.num_classes, head=head, **common)
     else:
         head_type = LevelNormRetinaNetHead if spec.head_norm == "level_batch" else RetinaNetHead
-        head = head_type(
-            spec.fpn_channels, anchors.num_anchors_per_location()[0], spec.num_classes, norm_layer=_head_norm(spec)
-        )
+        head = head_type(spec.fpn_channels, anchors.num_anchors_per_location()[0], spec.num_classes, norm_layer=_head_norm(spec))
         net = RetinaNet(backbone, spec.num_classes, head=head, **common)
     if spec.head_convs < 4:  # a lighter head: keep the first convs of each branch's tower
         per_conv = 3 if spec.arch == "fcos" else 1  # FCOS towers are flat conv, norm, relu
