@@ -233,6 +233,7 @@ def base_recipe(setup: Setup, row: Row, seed: int, knob: Knob | None = None) -> 
         "data.batch_size=8",
         "train.lr=0.001",
         "train.batched_loss=false",  # torchvision's per-image loss, as measured (the recipe's is batched since 2026-12-05)
+        "model.student.head_norm=group",  # GroupNorm heads, as measured (the recipe's are per-level BatchNorm since 2026-12-05)
     ]
     if setup.quick:
         overrides += [f"model.student.{k}={json.dumps(v)}" for k, v in QUICK_MODEL.items()]
