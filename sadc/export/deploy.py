@@ -184,7 +184,8 @@ class DeployHead(nn.Module):
 def _for_export(detector: Detector) -> Detector:
     """``detector`` (a private copy) with the head's reshapes made constants of the graph.
 
-    The head's outputs are the same bits; GroupNorm runs the original module eagerly.
+    The head's outputs are the same bits: eagerly, DeployGroupNorm computes F.group_norm
+    as nn.GroupNorm does, and level_rows moves the same values.
     """
 
     def swap(module: nn.Module) -> None:

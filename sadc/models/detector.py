@@ -189,9 +189,9 @@ class LevelBatchNorm(nn.Module):
     The head's convs are shared by all levels, its norms are not (EfficientDet's head):
     P3's and P7's features differ in scale, so one set of BatchNorm statistics for every
     level (``head_norm: batch``) fits none of them. :class:`LevelNormRetinaNetHead` sets
-    ``level`` before each level's pass. In a deploy graph each level's norm is a
-    BatchNormalization after that level's Conv, which ONNX Runtime (and so its INT8
-    quantizer) and TensorRT fold into the Conv: the head is convs and Relus only.
+    ``level`` before each level's pass. The ONNX export (eval mode) folds each level's norm
+    into a Conv of that level's own, so the deploy graph's head is convs and Relus only,
+    which its INT8 form runs as one QLinearConv into the next.
     """
 
     def __init__(self, channels: int, levels: int):
