@@ -80,6 +80,7 @@ def recipe_for(c: Candidate, steps: int, seed: int = 0):
         f"train.steps={steps}",
         "train.lr=0.001",  # as the candidates were measured (the recipe's lr is 2e-3 since 2026-12-05)
         "train.batched_loss=false",  # likewise (the recipe's loss is batched since 2026-12-05)
+        "model.student.head_norm=group",  # likewise (the recipe's head is per-level BatchNorm since 2026-12-05)
         *(f"model.student.{k}={json.dumps(v)}" for k, v in c.student.items()),
     ]
     return load_recipe(ROOT / "recipes/quickstart.yaml", overrides)
