@@ -182,10 +182,11 @@ class DeployHead(nn.Module):
 
 
 def _for_export(detector: Detector) -> Detector:
-    """``detector`` (a private copy) with the head's reshapes made constants of the graph.
+    """``detector`` (a private copy) with its reshapes made constants of the graph.
 
-    The head's outputs are the same bits: eagerly, DeployGroupNorm computes F.group_norm
-    as nn.GroupNorm does, and level_rows moves the same values.
+    Every GroupNorm (the head's, and a backbone's where it has them) and the head's
+    flattening. The outputs are the same bits: eagerly, DeployGroupNorm computes
+    F.group_norm as nn.GroupNorm does, and level_rows moves the same values.
     """
 
     def swap(module: nn.Module) -> None:
@@ -195,7 +196,7 @@ def _for_export(detector: Detector) -> Detector:
             else:
                 swap(child)
 
-    swap(detector.net.head)
+    swap(detector.net)
     detector.net.head = DeployHead(detector.net.head)
     return detector
 
