@@ -6,9 +6,11 @@ One module is both the exported graph and its own eager reference:
       -> cast, subtract mean, divide by std          (no Resize/Pad: TensorRT-friendly)
       -> backbone + FPN + head                        (Detector.dense; DeployHead: the head's
                                                        reshapes are constants, no Shape ops)
-      -> scores, top-k over A*C in two exact steps    (Detector.scores; ReduceMax, TopK, TopK)
+      -> scores, top-k over A*C in two exact steps    (Detector.scores; ReduceMax, TopK, GatherND, TopK;
+                                                       unsorted: NMS sorts)
       -> decode the k candidates against their anchors, clip to the image
-                                                      (GatherElements, Gather, Detector.decode_boxes)
+                                                      (GatherND, Gather, CandidateDecoder: the anchors'
+                                                       centres and sizes are constants)
       -> per-class NMS                                (torchvision eager, ONNX NonMaxSuppression exported)
       -> re-rank the survivors, pad to K              (ScatterElements, TopK, Where)
     num_dets int32 [B, 1], boxes float32 [B, K, 4], scores float32 [B, K], labels int32 [B, K]
@@ -26,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import batched_nms
@@ -201,16 +204,80 @@ def _for_export(detector: Detector) -> Detector:
     return detector
 
 
+class RowGather(torch.autograd.Function):
+    """x [B, N, D], idx [B, k] -> [B, k, D]: row idx[b, j] of x[b], exported as one ``GatherND``.
+
+    ``GatherND`` with ``batch_dims=1`` on idx [B, k, 1] copies whole rows. The
+    TorchScript exporter writes ``x.gather`` as ``GatherElements`` on an index expanded
+    to [B, k, D]: ONNX Runtime materialises that int64 index (``Expand``, 0.3 ms of the
+    quickstart student's 8-image call) and reads it element by element. TensorRT imports
+    ``GatherND`` as an IGatherLayer in kND mode with ``batch_dims`` element-wise dims.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, idx: Tensor) -> Tensor:
+        return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+    @staticmethod
+    def symbolic(g, x, idx):
+        rows = g.op("Unsqueeze", idx, g.op("Constant", value_t=torch.tensor([2])))  # [B, k, 1]
+        return g.op("GatherND", x, rows, batch_dims_i=1)
+
+
 def gather_rows(x: Tensor, idx: Tensor) -> Tensor:
-    """x [B, N, D], idx [B, k] -> [B, k, D]: row idx[b, j] of x[b] (GatherElements on the expanded index)."""
-    return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, int(x.shape[-1])))  # D is static: a constant of the graph
+    """x [B, N, D], idx [B, k] -> [B, k, D]: row idx[b, j] of x[b] (one ``GatherND`` in the graph)."""
+    return RowGather.apply(x, idx)
+
+
+class CandidateDecoder(nn.Module):
+    """Decode the candidates' box codes against their anchors, bit for bit as :meth:`Detector.decode_boxes`.
+
+    RetinaNet's ``BoxCoder.decode_single`` takes the anchors' widths, heights and centres
+    apart column by column at run time: about 40 small graph ops (Slice, Gather, Mul,
+    Add, Unsqueeze, Concat) on the k candidates. The anchors are constants of the deploy
+    graph, so their centres and sizes are computed once here, with torchvision's
+    arithmetic, and the graph does the rest on [B, k, 2] halves: Gather, Div, Clip, Exp,
+    four Mul/Add, Sub, Add, Concat. Each output element goes through the same float
+    operations in the same order as in torchvision, so the boxes are the same bits (a
+    test checks). Other coders (FCOS's ``BoxLinearCoder``) use ``Detector.decode_boxes``.
+    """
+
+    table: Tensor  # [A, 4]: centre x, centre y, width, height of each anchor
+
+    def __init__(self, detector: Detector, anchors: Tensor):
+        super().__init__()
+        self.decode_boxes = detector.decode_boxes  # a method, not a submodule: DeployModule owns the detector
+        coder = detector.net.box_coder
+        self.fast = isinstance(coder, BoxCoder)
+        if self.fast:
+            widths, heights = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
+            ctr_x, ctr_y = anchors[:, 0] + 0.5 * widths, anchors[:, 1] + 0.5 * heights
+            self.register_buffer("table", torch.stack([ctr_x, ctr_y, widths, heights], dim=1), persistent=False)
+            weights = torch.tensor(coder.weights, dtype=torch.float32)
+            self.weights = None if bool((weights == 1).all()) else weights  # x / 1.0 == x: no Div
+            self.clip = float(coder.bbox_xform_clip)
+        else:
+            self.register_buffer("table", anchors.clone(), persistent=False)
+
+    def forward(self, codes: Tensor, anchor_idx: Tensor) -> Tensor:
+        """codes [B, k, 4], anchor_idx [B, k] -> boxes [B, k, 4] xyxy, unclipped."""
+        anchors = self.table[anchor_idx]  # [B, k, 4]
+        if not self.fast:
+            return self.decode_boxes(codes, anchors)
+        if self.weights is not None:
+            codes = codes / self.weights.to(codes.device)
+        ctr, size = anchors[..., :2], anchors[..., 2:]
+        pred_ctr = codes[..., :2] * size + ctr
+        pred_size = torch.exp(codes[..., 2:].clamp(max=self.clip)) * size
+        half = 0.5 * pred_size
+        return torch.cat([pred_ctr - half, pred_ctr + half], dim=-1)
 
 
 def top_pairs(scores: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The k best (anchor, class) pairs of scores [B, A, C]: (scores, anchors, classes), each [B, k], by score.
+    """The k best (anchor, class) pairs of scores [B, A, C]: (scores, anchors, classes), each [B, k], unordered.
 
-    The same pairs as ``scores.flatten(1).topk(k)`` (up to the order of exactly tied
-    scores), found in two exact steps: an anchor with a pair in the top k has its best
+    The same pairs as ``scores.flatten(1).topk(k)`` (up to which of exactly tied
+    scores at the k-th place is kept), found in two exact steps: an anchor with a pair in the top k has its best
     class score in the top k of the anchors' best scores (fewer than k pairs beat it),
     so the k best anchors hold all k pairs. ONNX Runtime's TopK costs far more over A*C
     values than over A and then k*C: with k = 1,000, the selection takes 0.68x the time of
@@ -218,9 +285,13 @@ def top_pairs(scores: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
     COCO's 76,725 x 80 (``python -m benchmarks.deploy_topk``).
     """
     num_anchors, num_classes = scores.shape[1], scores.shape[2]
-    best_anchors = scores.amax(dim=2).topk(min(k, num_anchors), dim=1).indices  # [B, ka]
+    # Neither selection is sorted (TopK sorted=0): NMS orders its input by score itself,
+    # and the survivors are ranked again at the end. ONNX Runtime then selects without
+    # sorting the k values (TopK 0.70 -> 0.33 ms at the quickstart's batch 8); TensorRT's
+    # TopK always sorts, which sorted=0 allows.
+    best_anchors = scores.amax(dim=2).topk(min(k, num_anchors), dim=1, sorted=False).indices  # [B, ka]
     pairs = gather_rows(scores, best_anchors).flatten(1)  # [B, ka*C]
-    top_scores, idx = pairs.topk(k, dim=1)  # [B, k], sorted
+    top_scores, idx = pairs.topk(k, dim=1, sorted=False)  # [B, k], in no particular order
     row = torch.div(idx, num_classes, rounding_mode="trunc")  # idx >= 0: trunc == floor, and a plain Div
     return top_scores, best_anchors.gather(1, row), idx - row * num_classes  # idx % C without a Mod node
 
@@ -263,6 +334,7 @@ class DeployModule(nn.Module):
             anchors = self.detector.dense(self.detector.preprocess(probe)).anchors
         # Anchors depend only on the fixed input size: a constant of the graph, not ops.
         self.register_buffer("anchors", anchors.clone(), persistent=False)
+        self.decoder = CandidateDecoder(self.detector, anchors)
         self.num_classes = self.spec.num_classes
         self.class_offset = float(max(h, w) + 1)
         if half:  # the network only: mean/std (Detector buffers) and anchors stay fp32
@@ -322,7 +394,7 @@ class DeployModule(nn.Module):
         # against 3,069 at the quickstart's 128 px, 76,725 at COCO's 640), row for row
         # the same arithmetic as Detector.detect.
         cand_codes = gather_rows(codes, anchor_idx)  # [B, k, 4]
-        cand_boxes = self.detector.decode_boxes(cand_codes, self.anchors[anchor_idx])
+        cand_boxes = self.decoder(cand_codes, anchor_idx)
         limits = torch.tensor([w, h, w, h], dtype=cand_boxes.dtype, device=cand_boxes.device)
         # Not clip_boxes_to_image: its strided slices + stack become six graph ops, Max + Min two.
         cand_boxes = torch.min(cand_boxes.clamp(min=0), limits)  # clip x to [0, W], y to [0, H]
