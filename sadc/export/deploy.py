@@ -276,13 +276,13 @@ class CandidateDecoder(nn.Module):
 def top_pairs(scores: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
     """The k best (anchor, class) pairs of scores [B, A, C]: (scores, anchors, classes), each [B, k], unordered.
 
-    The same pairs as ``scores.flatten(1).topk(k)`` (up to which of exactly tied
-    scores at the k-th place is kept), found in two exact steps: an anchor with a pair in the top k has its best
-    class score in the top k of the anchors' best scores (fewer than k pairs beat it),
-    so the k best anchors hold all k pairs. ONNX Runtime's TopK costs far more over A*C
-    values than over A and then k*C: with k = 1,000, the selection takes 0.68x the time of
-    one TopK at the quickstart's 3,069 x 5 scores (batch 1; 0.80x at batch 8) and 0.37x at
-    COCO's 76,725 x 80 (``python -m benchmarks.deploy_topk``).
+    The same pairs as ``scores.flatten(1).topk(k)`` (up to which of exactly tied scores
+    at the k-th place is kept), found in two exact steps: an anchor with a pair in the
+    top k has its best class score in the top k of the anchors' best scores (fewer than k
+    pairs beat it), so the k best anchors hold all k pairs. ONNX Runtime's TopK costs far
+    more over A*C values than over A and then k*C: with k = 1,000, the selection takes
+    0.48x the time of one TopK at the quickstart's 3,069 x 5 scores (batch 1; 0.53x at
+    batch 8) and 0.33x at COCO's 76,725 x 80 (``python -m benchmarks.deploy_topk``).
     """
     num_anchors, num_classes = scores.shape[1], scores.shape[2]
     # Neither selection is sorted (TopK sorted=0): NMS orders its input by score itself,
