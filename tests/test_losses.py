@@ -220,6 +220,29 @@ def test_half_precision_inputs_are_computed_in_float32():
     assert loss.dtype == torch.float32 and torch.isfinite(loss).all()
 
 
+def test_half_precision_student_gets_its_own_dtype_back():
+    s = torch.tensor([-100.0, 0.0, 60.0, 1.5], dtype=torch.bfloat16, requires_grad=True)
+    t = torch.tensor([100.0, 0.0, -60.0, -1.0], dtype=torch.float16)
+    adaptive_distillation_loss(s, t).sum().backward()
+    ref = s.detach().float().requires_grad_(True)
+    adaptive_distillation_loss(ref, t.float()).sum().backward()
+    assert s.grad.dtype == torch.bfloat16 and torch.equal(s.grad, ref.grad.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("form", ["paper", "authors"])
+def test_adl_keeps_one_logits_sized_tensor_for_backward(form):
+    """The gradient is computed in forward: the graph holds it, not both logit tensors or
+    the formula's intermediates; backward scales it by grad_out."""
+    s = torch.randn(2, 30, 4, requires_grad=True)
+    t = torch.randn(2, 30, 4)
+    loss = adaptive_distillation_loss(s, t, gamma=2.0, form=form)
+    saved = loss.grad_fn.saved_tensors
+    assert len(saved) == 1 and saved[0].shape == s.shape
+    weights = torch.rand_like(loss)
+    (grad,) = torch.autograd.grad((loss * weights).sum(), s)
+    torch.testing.assert_close(grad, saved[0] * weights, rtol=0, atol=0)
+
+
 # --- invariants -----------------------------------------------------------------------
 
 
