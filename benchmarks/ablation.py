@@ -44,14 +44,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
-import tempfile
 import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.common import run
+from benchmarks.common import run, scratch_dir
 from benchmarks.common import split_metrics as cached_split_metrics
 from sadc.artefacts.checkpoint import load_checkpoint
 from sadc.data.synth import make_synthetic_world
@@ -280,7 +280,7 @@ def run_row(setup: Setup, row: Row, seed: int, report_only: bool = False, knob: 
 
 def prepare(args) -> Setup:
     if args.quick:
-        tmp = Path(tempfile.mkdtemp(prefix="sadc-ablation-"))
+        tmp = scratch_dir("sadc-ablation-")
         data = tmp / "synth"
         make_synthetic_world(data, train=24, val=8, test=8, unlabeled=32, size=64, seed=0)
         make_synthetic_world(data, train=24, val=8, test=8, unlabeled=32, size=64, seed=0, shift=True)
@@ -733,7 +733,9 @@ def main() -> None:
     for text in (report.tuned, report.chosen, report.knobs, report.claims, report.rules):
         if text:
             print("\n" + text)
-    if not setup.quick:
+    if setup.quick:  # the tiny world and its runs: nothing to keep
+        shutil.rmtree(setup.data.parent, ignore_errors=True)
+    else:
         write_results(setup, report, None if args.report_only else time.time() - t0)
 
 

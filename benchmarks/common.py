@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import statistics
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +26,17 @@ def run(main: Callable[[], object]) -> None:
     except SadcError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new temporary folder, removed when the process exits (also after an error).
+
+    For what a benchmark writes only to read back (exports, tiny runs): ``ablation
+    --quick`` alone writes ~700 MB, once per test run.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def time_it(fn: Callable[[], object], *, warmup: int = 3, iters: int = 10) -> float:

@@ -15,13 +15,12 @@ or the quickstart student architecture with random weights if it is not trained 
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.common import machine_line, run, time_it
+from benchmarks.common import machine_line, run, scratch_dir, time_it
 from sadc.bench.flops import model_size
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +61,7 @@ def main() -> None:
     from sadc.runtime.onnx_rt import OrtPredictor
     from sadc.runtime.torch_rt import TorchPredictor
 
-    tmp = Path(tempfile.mkdtemp(prefix="sadc-inference-"))
+    tmp = scratch_dir("sadc-inference-")
     ckpt = student_checkpoint(tmp)
     fp32 = export_onnx(ckpt, tmp / "student.onnx")
     calib = ROOT / "data/synth/unlabeled"

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import machine_line, run, split_metrics
+from benchmarks.common import machine_line, run, scratch_dir, split_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs/search"
@@ -124,7 +123,7 @@ def latency(args) -> None:
 
     torch.set_num_threads(args.threads)
     keys = args.only.split(",") if args.only else [c.key for c in CANDIDATES]
-    tmp = Path(tempfile.mkdtemp(prefix="sadc-search-"))
+    tmp = scratch_dir("sadc-search-")
     from sadc.artefacts.io import INPUT_NAME
     from sadc.artefacts.sidecar import read_sidecar
     from sadc.runtime.onnx_rt import make_session

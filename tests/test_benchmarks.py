@@ -13,12 +13,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_ablation_quick_runs_every_row(monkeypatch, capsys):
+def test_ablation_quick_runs_every_row(monkeypatch, capsys, tmp_path):
+    import tempfile
+
     from benchmarks import ablation
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where --quick puts its world and runs
     monkeypatch.setattr(sys, "argv", ["ablation.py", "--quick", "--knobs"])
     ablation.main()
     out = capsys.readouterr().out
+    assert not list(tmp_path.iterdir()), "ablation --quick left its temporary folder (~700 MB) behind"
     for row in ablation.ROWS:
         assert f"| ({row.key}) |" in out
     # One tuned row (mean over its runs) and one knob (per seed) are trained and tabulated.

@@ -37,6 +37,23 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def close_batches(batches: object) -> None:
+    """Stop a batch iterator's loader workers now, not whenever garbage collection gets to it.
+
+    Workers ignore SIGTERM (:func:`ignore_stop_signals`), so a worker left running would
+    never exit: an iterator kept alive by an exception's traceback (a data error met in a
+    worker, with the error still referenced) made multiprocessing's exit handler, which
+    terminates and then joins its children, wait forever. torch's multi-process iterator
+    is shut down as its ``__del__`` would; a generator over loaders is closed, and its own
+    ``finally`` closes them.
+    """
+    shutdown = getattr(batches, "_shutdown_workers", None)  # torch's _MultiProcessingDataLoaderIter
+    if callable(shutdown):
+        shutdown()
+    elif callable(close := getattr(batches, "close", None)):
+        close()
+
+
 def decode_index(k: int, size: int) -> tuple[int, int]:
     """Encoded sample index ``k`` -> (epoch, item index in 0..size-1)."""
     k = int(k)

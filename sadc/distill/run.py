@@ -15,7 +15,7 @@ from sadc.artefacts.files import file_sha256
 from sadc.data.coco import CocoDataset
 from sadc.data.folder import UnlabeledFolder
 from sadc.data.images import noise_images
-from sadc.data.loaders import Concatenated, build_loader
+from sadc.data.loaders import Concatenated, build_loader, close_batches
 from sadc.distill.objective import DistillObjective
 from sadc.distill.teacher import TeacherTargets, check_distillable, class_index
 from sadc.distill.teachers import load_teacher, teacher_fields
@@ -86,12 +86,16 @@ def _batches(recipe: Recipe, labeled, unlabeled, n_lab: int, n_unl: int, dist):
         lab = loader(labeled, n_lab, 0, lab_done) if labeled is not None and n_lab else None
         unl = loader(unlabeled, n_unl, 1, unl_done) if unlabeled is not None and n_unl else None
         record = getattr(unlabeled, "record", None)  # an UnlabeledFolder lists decode failures met by workers, once
-        for take_lab, take_unl in kinds:
-            lab_batch = next(lab) if take_lab and lab is not None else None
-            unl_batch = next(unl) if take_unl and unl is not None else None
-            if unl_batch is not None and record is not None:
-                record(unl_batch[1])
-            yield lab_batch, unl_batch
+        try:
+            for take_lab, take_unl in kinds:
+                lab_batch = next(lab) if take_lab and lab is not None else None
+                unl_batch = next(unl) if take_unl and unl is not None else None
+                if unl_batch is not None and record is not None:
+                    record(unl_batch[1])
+                yield lab_batch, unl_batch
+        finally:  # closed by the trainer, or ended by a data error: stop both loaders' workers
+            for it in (lab, unl):
+                close_batches(it)
 
     return make
 

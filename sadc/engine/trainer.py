@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from sadc.artefacts.checkpoint import load_checkpoint, save_checkpoint
+from sadc.data.loaders import close_batches
 from sadc.engine.hooks import HookBase, default_hooks
 from sadc.engine.rundir import MetricsLog
 from sadc.errors import SadcError, one_line
@@ -326,6 +327,7 @@ class Trainer:
                 for hook in hooks:
                     hook.after_step()
         finally:
+            close_batches(batches)  # loader workers stop here, also after an error
             for hook in reversed(started):
                 hook.after_train()
         return self.metrics
