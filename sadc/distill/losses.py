@@ -187,22 +187,8 @@ def adaptive_distillation_loss(
     if student_logits.requires_grad:
         loss = _ADL.apply(student_logits, teacher_logits.detach(), gamma, beta, temperature, form, alpha)
     else:
-        loss = _adl_forward(student_logits, teacher_logits, gamma, beta, temperature, form, alpha)[0]
+        loss = _adl(student_logits, teacher_logits, gamma, beta, temperature, form, alpha, with_grad=False)[0]
     return _reduce(loss, reduction)
-
-
-def _adl_forward(
-    student_logits: Tensor, teacher_logits: Tensor, gamma: float, beta: float, temperature: float, form: str, alpha: float
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Elementwise ADL (times T²) plus the pieces its gradient needs: (loss, ADW, base loss, q)."""
-    q, q1, log_p, log_1mp, kl, entropy = _binary_terms(student_logits, teacher_logits, temperature)
-    adw = _adaptive_weight(kl, entropy, gamma, beta)
-    if form == "paper":
-        base_loss = kl
-    else:
-        base_loss = -(alpha * q * log_p + (1.0 - alpha) * q1 * log_1mp)
-    loss = adw * base_loss
-    return loss * temperature**2 if temperature != 1.0 else loss, adw, base_loss, q
 
 
 class _ADL(torch.autograd.Function):
@@ -228,7 +214,7 @@ class _ADL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, student, teacher, gamma, beta, temperature, form, alpha):
         with torch.no_grad():
-            loss, grad = _adl_forward_and_grad(student, teacher, gamma, beta, temperature, form, alpha)
+            loss, grad = _adl(student, teacher, gamma, beta, temperature, form, alpha, with_grad=True)
         ctx.save_for_backward(grad)
         ctx.dtype = student.dtype
         return loss
@@ -239,35 +225,50 @@ class _ADL(torch.autograd.Function):
         return (grad * grad_out).to(ctx.dtype), None, None, None, None, None, None
 
 
-def _adl_forward_and_grad(
-    student: Tensor, teacher: Tensor, gamma: float, beta: float, temperature: float, form: str, alpha: float
-) -> tuple[Tensor, Tensor]:
-    """Elementwise ADL (times T², as :func:`_adl_forward`, to the bit) and its derivative d loss / d student."""
+def _adl(
+    student: Tensor,
+    teacher: Tensor,
+    gamma: float,
+    beta: float,
+    temperature: float,
+    form: str,
+    alpha: float,
+    *,
+    with_grad: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """Elementwise ADL (times T²) and, ``with_grad``, its derivative d loss / d student (else None).
+
+    The loss is the same bits either way; the gradient reuses the loss' pieces and shares
+    the ADW's guard with the ADW's derivative.
+    """
     q, q1, log_p, log_1mp, kl, entropy = _binary_terms(student, teacher, temperature)
-    s = student.to(_compute_dtype(student.dtype))
-    p = torch.sigmoid(s / temperature if temperature != 1.0 else s)
-    diff = p - q  # d KL / d s'
-    if gamma == 0:
-        adw, dadw = torch.ones_like(kl), torch.zeros_like(kl)
+    base_loss = kl if form == "paper" else -(alpha * q * log_p + (1.0 - alpha) * q1 * log_1mp)
+    grad = None
+    if not with_grad:
+        adw = _adaptive_weight(kl, entropy, gamma, beta)
     else:
-        u, base = _adw_base(kl, entropy, beta)
-        if gamma == 1.0:  # d b / d u = e^(-u): finite everywhere, no guard needed
-            adw, dadw = base, torch.exp(-u)
+        s = student.to(_compute_dtype(student.dtype))
+        p = torch.sigmoid(s / temperature if temperature != 1.0 else s)
+        diff = p - q  # d KL / d s'
+        if gamma == 0:
+            adw, dadw = torch.ones_like(kl), torch.zeros_like(kl)
         else:
-            ok, safe = guard = _guarded(base)  # once, for ADW and its derivative
-            adw = _adw(base, gamma, guard)
-            dadw = torch.where(ok, gamma * safe.pow(gamma - 1.0) * torch.exp(-u), torch.zeros_like(base))
-    if form == "paper":
-        base_loss = kl
-        grad = (adw + kl * dadw) * diff
-    else:
-        base_loss = -(alpha * q * log_p + (1.0 - alpha) * q1 * log_1mp)
-        dbce = -alpha * q * (1.0 - p) + (1.0 - alpha) * q1 * p
-        grad = adw * dbce + base_loss * dadw * diff
+            u, base = _adw_base(kl, entropy, beta)
+            if gamma == 1.0:  # d b / d u = e^(-u): finite everywhere, no guard needed
+                adw, dadw = base, torch.exp(-u)
+            else:
+                ok, safe = guard = _guarded(base)  # once, for ADW and its derivative
+                adw = _adw(base, gamma, guard)
+                dadw = torch.where(ok, gamma * safe.pow(gamma - 1.0) * torch.exp(-u), torch.zeros_like(base))
+        if form == "paper":
+            grad = (adw + kl * dadw) * diff
+        else:
+            dbce = -alpha * q * (1.0 - p) + (1.0 - alpha) * q1 * p
+            grad = adw * dbce + base_loss * dadw * diff
     loss = adw * base_loss
     if temperature != 1.0:
         loss = loss * temperature**2
-        grad = grad * temperature  # T² · (1/T) from ds'/ds
+        grad = None if grad is None else grad * temperature  # T² · (1/T) from ds'/ds
     return loss, grad
 
 
