@@ -243,6 +243,7 @@ class CandidateDecoder(nn.Module):
     """
 
     table: Tensor  # [A, 4]: centre x, centre y, width, height of each anchor
+    weights: Tensor | None  # BoxCoder's (wx, wy, ww, wh); None where all are 1
 
     def __init__(self, detector: Detector, anchors: Tensor):
         super().__init__()
@@ -254,7 +255,8 @@ class CandidateDecoder(nn.Module):
             ctr_x, ctr_y = anchors[:, 0] + 0.5 * widths, anchors[:, 1] + 0.5 * heights
             self.register_buffer("table", torch.stack([ctr_x, ctr_y, widths, heights], dim=1), persistent=False)
             weights = torch.tensor(coder.weights, dtype=torch.float32)
-            self.weights = None if bool((weights == 1).all()) else weights  # x / 1.0 == x: no Div
+            # x / 1.0 == x: no Div. A buffer, so that it moves with the module (no copy per call).
+            self.register_buffer("weights", None if bool((weights == 1).all()) else weights, persistent=False)
             self.clip = float(coder.bbox_xform_clip)
         else:
             self.register_buffer("table", anchors.clone(), persistent=False)
@@ -265,7 +267,7 @@ class CandidateDecoder(nn.Module):
         if not self.fast:
             return self.decode_boxes(codes, anchors)
         if self.weights is not None:
-            codes = codes / self.weights.to(codes.device)
+            codes = codes / self.weights
         ctr, size = anchors[..., :2], anchors[..., 2:]
         pred_ctr = codes[..., :2] * size + ctr
         pred_size = torch.exp(codes[..., 2:].clamp(max=self.clip)) * size
