@@ -2,10 +2,11 @@
 
 ``sadc.export.deploy.top_pairs`` keeps the k best (anchor, class) pairs of scores [B, A, C]
 by first keeping the k best anchors (by their best class score), then the k best pairs
-among those anchors' k*C scores, both unsorted (TopK sorted=0, as NMS sorts). This script exports both forms alone (scores in, the k
-scores and their flat indices out), checks that they select the same pairs, and times them
-in ONNX Runtime (2 intra-op threads, the session options of ``sadc bench``), interleaved
-over ``--rounds`` rounds; it prints each form's median and the ratio two-step / one-step.
+among those anchors' k*C scores, both unsorted (TopK sorted=0, as NMS sorts). This
+script exports both forms alone (scores in, the k scores and their flat indices out),
+checks that they select the same pairs, and times them in ONNX Runtime (2 intra-op
+threads, the session options of ``sadc bench``), interleaved over ``--rounds`` rounds; it
+prints each form's median and the ratio two-step / one-step.
 
     python -m benchmarks.deploy_topk [--shape quickstart|coco|A,C] [--k 1000] [--batch 1 8]
 
